@@ -1,0 +1,471 @@
+//! One SMTP command line → [`Command`]. This is where MAIL FROM and RCPT TO are parsed.
+//!
+//! The parser is strict and total: any byte string gives either a command or a
+//! [`CommandError`] that maps to one reply; it never panics (see `fuzz/`).
+//! - The verb is case-insensitive, 1 to 12 letters (qpsmtpd's rule); anything else is an
+//!   unrecognized command, handed to the `unrecognized_command` hook with its arguments.
+//! - Control characters anywhere in the line are a syntax error (they never reach a hook).
+//! - `MAIL FROM:` and `RCPT TO:` take a bracketed path (see [`crate::address`]); one space after
+//!   the colon is tolerated, as nearly every server does.
+//! - ESMTP parameters are `KEYWORD[=value]` (RFC 5321 4.1.2); keywords are upper-cased; a
+//!   repeated keyword is an error. SIZE is parsed as a number that may not overflow; BODY must be
+//!   7BIT or 8BITMIME; SMTPUTF8 takes no value.
+
+use crate::address::{self, Address, AddressError};
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Helo(String),
+    Ehlo(String),
+    /// `MAIL FROM:<path>`; `from` is `None` for the null reverse path `<>`.
+    Mail {
+        from: Option<Address>,
+        params: MailParams,
+    },
+    /// `RCPT TO:<path>`.
+    Rcpt {
+        to: Address,
+        params: Vec<EsmtpParam>,
+    },
+    Data,
+    Rset,
+    Noop,
+    Vrfy(String),
+    Help(String),
+    Quit,
+    /// A known SMTP verb this server does not implement (EXPN, TURN, ...): 502.
+    NotImplemented(String),
+    /// Anything else: handed to the `unrecognized_command` hook.
+    Unrecognized {
+        verb: String,
+        args: Vec<String>,
+    },
+}
+
+/// The parameters of MAIL FROM that the engine itself understands, and the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=n` (RFC 1870).
+    pub size: Option<u64>,
+    /// `BODY=8BITMIME` (RFC 6152); `false` for `BODY=7BIT` or no BODY.
+    pub body_8bitmime: bool,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
+    /// Every other parameter, in order.
+    pub other: Vec<EsmtpParam>,
+}
+
+/// One ESMTP parameter: upper-cased keyword, optional value (never containing controls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsmtpParam {
+    pub keyword: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("line contains control characters or invalid UTF-8")]
+    BadCharacters,
+    #[error("{0} requires a domain or address")]
+    MissingHelloArgument(&'static str),
+    #[error("expected {0}")]
+    Syntax(&'static str),
+    #[error("{0}")]
+    Address(#[from] AddressError),
+    #[error("malformed ESMTP parameter")]
+    BadParameter,
+    #[error("duplicate ESMTP parameter {0}")]
+    DuplicateParameter(String),
+    #[error("SIZE value is not a number in range")]
+    BadSize,
+    #[error("BODY must be 7BIT or 8BITMIME")]
+    BadBody,
+    #[error("SMTPUTF8 takes no value")]
+    BadSmtputf8,
+}
+
+impl Command {
+    /// Parses one command line, without its CRLF.
+    pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+        // Every control character (including CR, LF, NUL, TAB, DEL) is refused here, so none can
+        // ride in a parameter, an address or a HELO name into a header, a log or a plugin.
+        let line = std::str::from_utf8(line).map_err(|_| CommandError::BadCharacters)?;
+        if line.chars().any(char::is_control) {
+            return Err(CommandError::BadCharacters);
+        }
+        let (verb, rest) = match line.split_once(' ') {
+            Some((v, r)) => (v, r),
+            None => (line, ""),
+        };
+        if verb.is_empty() || verb.len() > 12 || !verb.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Ok(unrecognized(line));
+        }
+        let upper = verb.to_ascii_uppercase();
+        let cmd = match upper.as_str() {
+            "HELO" => Command::Helo(hello_argument(rest, "HELO")?),
+            "EHLO" => Command::Ehlo(hello_argument(rest, "EHLO")?),
+            "MAIL" => parse_mail(rest)?,
+            "RCPT" => parse_rcpt(rest)?,
+            "DATA" => no_argument(rest, Command::Data, "DATA with no argument")?,
+            "RSET" => no_argument(rest, Command::Rset, "RSET with no argument")?,
+            "QUIT" => no_argument(rest, Command::Quit, "QUIT with no argument")?,
+            // RFC 5321 4.1.1.9: NOOP may carry a string, which is ignored.
+            "NOOP" => Command::Noop,
+            "VRFY" if rest.trim().is_empty() => return Err(CommandError::Syntax("VRFY <string>")),
+            "VRFY" => Command::Vrfy(rest.trim().to_string()),
+            "HELP" => Command::Help(rest.trim().to_string()),
+            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" | "BDAT" | "STARTTLS"
+            | "AUTH" => Command::NotImplemented(upper),
+            _ => unrecognized(line),
+        };
+        Ok(cmd)
+    }
+}
+
+fn unrecognized(line: &str) -> Command {
+    let mut words = line
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string);
+    let verb = words.next().unwrap_or_default();
+    Command::Unrecognized {
+        verb,
+        args: words.collect(),
+    }
+}
+
+fn no_argument(rest: &str, cmd: Command, expected: &'static str) -> Result<Command, CommandError> {
+    if rest.trim().is_empty() {
+        Ok(cmd)
+    } else {
+        Err(CommandError::Syntax(expected))
+    }
+}
+
+fn hello_argument(rest: &str, verb: &'static str) -> Result<String, CommandError> {
+    // RFC 5321: EHLO SP ( Domain / address-literal ). We accept any single word: a client's
+    // idea of its own name is not ours to police here (check_spamhelo-style plugins do that).
+    let arg = rest.trim();
+    match arg.split_whitespace().next() {
+        Some(word) if word.len() <= address::MAX_DOMAIN + 2 => Ok(word.to_string()),
+        Some(_) => Err(CommandError::Syntax("a domain of at most 255 octets")),
+        None => Err(CommandError::MissingHelloArgument(verb)),
+    }
+}
+
+/// `MAIL FROM:<reverse-path> [SP mail-parameters]`
+pub fn parse_mail(rest: &str) -> Result<Command, CommandError> {
+    let args = strip_keyword(rest, "FROM:").ok_or(CommandError::Syntax("MAIL FROM:<address>"))?;
+    let (path, params) = split_path(args)?;
+    let from = address::parse_path(path, false)?;
+    let mut mail = MailParams::default();
+    for p in parse_params(params)? {
+        match (p.keyword.as_str(), p.value.as_deref()) {
+            ("SIZE", Some(v)) => mail.size = Some(parse_size(v)?),
+            ("SIZE", None) => return Err(CommandError::BadSize),
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => mail.body_8bitmime = true,
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => mail.body_8bitmime = false,
+            ("BODY", _) => return Err(CommandError::BadBody),
+            ("SMTPUTF8", None) => mail.smtputf8 = true,
+            ("SMTPUTF8", Some(_)) => return Err(CommandError::BadSmtputf8),
+            _ => mail.other.push(p),
+        }
+    }
+    Ok(Command::Mail { from, params: mail })
+}
+
+/// `RCPT TO:<forward-path> [SP rcpt-parameters]`; `<postmaster>` is allowed, `<>` is not.
+pub fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
+    let args = strip_keyword(rest, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
+    let (path, params) = split_path(args)?;
+    let to = address::parse_path(path, true)?
+        .ok_or(CommandError::Syntax("a recipient address, not <>"))?;
+    Ok(Command::Rcpt {
+        to,
+        params: parse_params(params)?,
+    })
+}
+
+fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = rest.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let args = &rest[keyword.len()..];
+    // Tolerate `FROM: <a@b>`, a common deviation; more than one space is still an error.
+    Some(args.strip_prefix(' ').unwrap_or(args))
+}
+
+/// Splits `<path> params` at the `>` that closes the path (a `>` inside a quoted local part
+/// does not count).
+fn split_path(s: &str) -> Result<(&str, &str), CommandError> {
+    if !s.starts_with('<') {
+        return Err(AddressError::NotBracketed.into());
+    }
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '>' if !in_quotes => {
+                let (path, rest) = s.split_at(i + 1);
+                if !rest.is_empty() && !rest.starts_with(' ') {
+                    return Err(CommandError::Syntax(
+                        "a space between the address and its parameters",
+                    ));
+                }
+                return Ok((path, rest.trim_start_matches(' ')));
+            }
+            _ => {}
+        }
+    }
+    Err(AddressError::NotBracketed.into())
+}
+
+/// `esmtp-param *(SP esmtp-param)`: keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"),
+/// value = 1*(%d33-60 / %d62-126 / UTF-8 non-ASCII).
+pub fn parse_params(s: &str) -> Result<Vec<EsmtpParam>, CommandError> {
+    let mut params: Vec<EsmtpParam> = Vec::new();
+    let s = s.trim_end_matches(' '); // trailing spaces are harmless
+    if s.is_empty() {
+        return Ok(params);
+    }
+    for word in s.split(' ') {
+        if word.is_empty() {
+            return Err(CommandError::BadParameter);
+        }
+        let (keyword, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let kb = keyword.as_bytes();
+        if kb.is_empty()
+            || !kb[0].is_ascii_alphanumeric()
+            || !kb.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        {
+            return Err(CommandError::BadParameter);
+        }
+        if let Some(v) = value {
+            if v.is_empty()
+                || !v.chars().all(|c| {
+                    (c.is_ascii_graphic() && c != '=') || (!c.is_ascii() && !c.is_control())
+                })
+            {
+                return Err(CommandError::BadParameter);
+            }
+        }
+        let keyword = keyword.to_ascii_uppercase();
+        if params.iter().any(|p| p.keyword == keyword) {
+            return Err(CommandError::DuplicateParameter(keyword));
+        }
+        params.push(EsmtpParam {
+            keyword,
+            value: value.map(str::to_string),
+        });
+    }
+    Ok(params)
+}
+
+/// RFC 1870 size-value = 1*20DIGIT, which must fit in a u64 (no silent wrap-around).
+fn parse_size(v: &str) -> Result<u64, CommandError> {
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CommandError::BadSize);
+    }
+    v.parse().map_err(|_| CommandError::BadSize)
+}
+
+/// Decodes RFC 3461 xtext (`+XX` hex escapes), as used by ORCPT and ENVID. A decoded control
+/// character (CR, LF, NUL, ...) is an error: xtext must not become a way to smuggle them.
+pub fn decode_xtext(v: &str) -> Result<String, CommandError> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = v.get(i + 1..i + 3).ok_or(CommandError::BadParameter)?;
+                if !hex
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+                {
+                    return Err(CommandError::BadParameter);
+                }
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| CommandError::BadParameter)?);
+                i += 3;
+            }
+            c @ 33..=126 if c != b'=' => {
+                out.push(c);
+                i += 1;
+            }
+            _ => return Err(CommandError::BadParameter),
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| CommandError::BadParameter)?;
+    if s.chars().any(char::is_control) {
+        return Err(CommandError::BadParameter);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, CommandError> {
+        Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn simple_verbs_any_case() {
+        assert_eq!(p("QUIT"), Ok(Command::Quit));
+        assert_eq!(p("quit"), Ok(Command::Quit));
+        assert_eq!(p("DaTa"), Ok(Command::Data));
+        assert_eq!(p("RSET"), Ok(Command::Rset));
+        assert_eq!(p("NOOP hello"), Ok(Command::Noop));
+        assert_eq!(p("HELP mail"), Ok(Command::Help("mail".into())));
+        assert_eq!(p("VRFY bob"), Ok(Command::Vrfy("bob".into())));
+        assert_eq!(
+            p("EHLO client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
+        assert_eq!(
+            p("HELO [192.0.2.1]"),
+            Ok(Command::Helo("[192.0.2.1]".into()))
+        );
+        assert_eq!(p("EXPN list"), Ok(Command::NotImplemented("EXPN".into())));
+        assert!(matches!(p("DATA x"), Err(CommandError::Syntax(_))));
+        assert!(matches!(
+            p("EHLO"),
+            Err(CommandError::MissingHelloArgument("EHLO"))
+        ));
+        assert!(matches!(p("VRFY"), Err(CommandError::Syntax(_))));
+    }
+
+    #[test]
+    fn unrecognized_commands_keep_their_words() {
+        assert_eq!(
+            p("XFOO a  b"),
+            Ok(Command::Unrecognized {
+                verb: "XFOO".into(),
+                args: vec!["a".into(), "b".into()]
+            })
+        );
+        assert_eq!(
+            p(""),
+            Ok(Command::Unrecognized {
+                verb: "".into(),
+                args: vec![]
+            })
+        );
+        assert!(matches!(
+            p("ABCDEFGHIJKLM"),
+            Ok(Command::Unrecognized { .. })
+        ));
+        assert!(matches!(p("MAIL2 x"), Ok(Command::Unrecognized { .. })));
+    }
+
+    #[test]
+    fn mail_from() {
+        let Ok(Command::Mail { from, params }) =
+            p("MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME SMTPUTF8")
+        else {
+            panic!()
+        };
+        assert_eq!(from.unwrap().to_string(), "a@b.example");
+        assert_eq!(params.size, Some(1000));
+        assert!(params.body_8bitmime && params.smtputf8);
+        assert!(matches!(
+            p("mail from:<>"),
+            Ok(Command::Mail { from: None, .. })
+        ));
+        assert!(matches!(
+            p("MAIL FROM: <a@b.example>"),
+            Ok(Command::Mail { .. })
+        ));
+        assert!(p("MAIL FROM:  <a@b.example>").is_err());
+        assert!(p("MAIL FROM:a@b.example").is_err());
+        assert!(p("MAIL TO:<a@b.example>").is_err());
+        assert!(p("MAIL FROM:<postmaster>").is_err());
+        assert!(p("MAIL FROM:<a@b.example>SIZE=1").is_err());
+        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.example> ENVID=abc+2B") else {
+            panic!()
+        };
+        assert_eq!(
+            params.other,
+            vec![EsmtpParam {
+                keyword: "ENVID".into(),
+                value: Some("abc+2B".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn size_is_strict() {
+        assert!(matches!(
+            p("MAIL FROM:<a@b.example> SIZE=18446744073709551615"),
+            Ok(_)
+        ));
+        for bad in [
+            "SIZE=18446744073709551616",
+            "SIZE=999999999999999999999",
+            "SIZE=-1",
+            "SIZE=1e3",
+            "SIZE=",
+            "SIZE",
+        ] {
+            assert!(
+                p(&format!("MAIL FROM:<a@b.example> {bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(p("MAIL FROM:<a@b.example> BODY=BINARYMIME").is_err());
+        assert!(p("MAIL FROM:<a@b.example> SIZE=1 SIZE=2").is_err());
+        assert!(p("MAIL FROM:<a@b.example> SMTPUTF8=yes").is_err());
+    }
+
+    #[test]
+    fn rcpt_to() {
+        let Ok(Command::Rcpt { to, params }) = p("RCPT TO:<postmaster> NOTIFY=NEVER") else {
+            panic!()
+        };
+        assert!(to.is_bare_postmaster());
+        assert_eq!(params[0].keyword, "NOTIFY");
+        assert!(p("RCPT TO:<>").is_err());
+        assert!(p("RCPT TO:<\"a>b\"@example.com>").is_ok());
+        assert!(p("RCPT FROM:<a@example.com>").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_everywhere() {
+        for bad in [
+            "MAIL FROM:<a@b.example> ENVID=a\rb",
+            "RCPT TO:<a@b.example>\0",
+            "EHLO a\tb",
+            "RCPT TO:<a\n@b.example>",
+            "NOOP \x7f",
+        ] {
+            assert_eq!(p(bad), Err(CommandError::BadCharacters), "{bad:?}");
+        }
+        assert_eq!(
+            Command::parse(b"EHLO \xff\xfe"),
+            Err(CommandError::BadCharacters)
+        );
+    }
+
+    #[test]
+    fn xtext_never_decodes_to_controls() {
+        assert_eq!(
+            decode_xtext("rfc822+3Ba+2Bb@example.com").unwrap(),
+            "rfc822;a+b@example.com"
+        );
+        for bad in ["a+0D+0Ab", "a+00", "a+0", "a+zz", "a=b", "a b"] {
+            assert!(decode_xtext(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! RFC 5321 as pure data. This crate does no I/O, knows nothing of tokio or wasm, and can be
+//! tested and fuzzed with byte strings alone.
+//!
+//! Code map:
+//! - [`command`]: one SMTP command line → [`Command`] (where MAIL and RCPT are parsed).
+//! - [`address`]: the RFC 5321 path grammar (`<local@domain>`, `<>`, `<postmaster>`).
+//! - [`line`]: command-line framing: CRLF only, bounded length.
+//! - [`data`]: DATA framing: dot-unstuffing, `CRLF.CRLF` and nothing else ends a message.
+//! - [`session`]: which command may follow which; the envelope-level checks.
+//! - [`transaction`]: the envelope (sender, recipients, ESMTP parameters) and its spooled message.
+//! - [`hook`]: the hooks a session runs and the [`HookRunner`] seam plugins plug into.
+//! - [`verdict`]: the one table that turns a hook's verdict into a reply.
+//! - [`reply`]: the reply type, and every fixed reply text the server sends.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod hook;
+pub mod line;
+pub mod reply;
+pub mod session;
+pub mod transaction;
+pub mod verdict;
+
+pub use address::{Address, AddressError};
+pub use command::{Command, CommandError, EsmtpParam, MailParams};
+pub use data::{DataEnd, DataReader};
+pub use hook::{Hook, HookArgs, HookContext, HookResult, HookRunner, Verdict};
+pub use line::{LineEvent, LineReader};
+pub use reply::{EnhancedCode, Reply};
+pub use session::{Connection, Limits, Session};
+pub use transaction::{Message, Recipient, Transaction};
+pub use verdict::Decision;

@@ -1,0 +1,310 @@
+//! The session state machine: which command may follow which, and the checks on an envelope
+//! that involve no plugin (sequence, limits, parameters).
+//!
+//! The connection task drives it: for each command it asks `check_*` (an `Err` is the reply to
+//! send; no hook runs), runs the hook, and on an accepting verdict calls `accept_*`. The
+//! session never does I/O.
+//!
+//! Sequence rules (RFC 5321 4.1.4 and 3.3):
+//! - HELO/EHLO may come again at any time; it resets the transaction (as RSET would).
+//! - MAIL needs a HELO/EHLO first, and no transaction in progress (nested MAIL is 503).
+//! - RCPT needs MAIL; DATA needs MAIL and at least one accepted RCPT.
+//! - ESMTP parameters need EHLO; only SIZE, BODY and SMTPUTF8 are understood on MAIL and none
+//!   on RCPT (555 otherwise); a non-ASCII address needs SMTPUTF8 (553 5.6.7).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::address::Address;
+use crate::command::{EsmtpParam, MailParams};
+use crate::data::DEFAULT_MAX_TEXT_LINE;
+use crate::line::DEFAULT_MAX_COMMAND_LINE;
+use crate::reply::{self, Reply};
+use crate::transaction::{Recipient, Transaction};
+
+/// Protocol limits enforced by the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted, in octets (advertised as SIZE); 0 = no limit.
+    pub max_message_size: u64,
+    /// Most recipients per transaction (RFC 5321 4.5.3.1.8 requires at least 100).
+    pub max_recipients: usize,
+    /// Longest command line, including CRLF.
+    pub max_command_line: usize,
+    /// Longest message text line, including CRLF; 0 = no limit.
+    pub max_text_line: usize,
+    /// Error replies (4xx/5xx to commands) before the engine answers 421 and closes.
+    pub max_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line: DEFAULT_MAX_COMMAND_LINE,
+            max_text_line: DEFAULT_MAX_TEXT_LINE,
+            max_errors: 20,
+        }
+    }
+}
+
+/// Facts about the client connection, and the connection's notes.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Unique id of the connection (for logs).
+    pub id: String,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// The HELO/EHLO name, once a HELO/EHLO was accepted.
+    pub hello: Option<Hello>,
+    /// The client sent data before our greeting.
+    pub early_talker: bool,
+    /// The client may relay (set by plugins).
+    pub relay_client: bool,
+    /// Notes for the whole connection (plugins share state here).
+    pub notes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// EHLO (true) or HELO (false).
+    pub esmtp: bool,
+    pub host: String,
+}
+
+impl Connection {
+    pub fn new(id: String, remote: SocketAddr, local: SocketAddr) -> Self {
+        Connection {
+            id,
+            remote,
+            local,
+            hello: None,
+            early_talker: false,
+            relay_client: false,
+            notes: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub connection: Connection,
+    pub transaction: Option<Transaction>,
+    limits: Limits,
+    errors: u32,
+}
+
+impl Session {
+    pub fn new(connection: Connection, limits: Limits) -> Self {
+        Session {
+            connection,
+            transaction: None,
+            limits,
+            errors: 0,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The EHLO keywords we advertise, in order.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps = vec!["PIPELINING".to_string()];
+        caps.push(match self.limits.max_message_size {
+            0 => "SIZE".to_string(),
+            n => format!("SIZE {n}"),
+        });
+        caps.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"].map(String::from));
+        caps
+    }
+
+    /// Counts an error reply; returns true when the client has used up its allowance and the
+    /// connection must be closed with 421.
+    pub fn count_error(&mut self) -> bool {
+        self.errors += 1;
+        self.limits.max_errors != 0 && self.errors >= self.limits.max_errors
+    }
+
+    /// HELO/EHLO accepted: remember the name, drop any transaction (RFC 5321 4.1.4).
+    /// Returns the dropped transaction, for the `reset_transaction` hook.
+    pub fn accept_hello(&mut self, esmtp: bool, host: &str) -> Option<Transaction> {
+        self.connection.hello = Some(Hello {
+            esmtp,
+            host: host.to_string(),
+        });
+        self.transaction.take()
+    }
+
+    pub fn check_mail(&self, from: Option<&Address>, params: &MailParams) -> Result<(), Reply> {
+        let Some(hello) = &self.connection.hello else {
+            return Err(reply::bad_sequence("Send HELO or EHLO first"));
+        };
+        if self.transaction.is_some() {
+            return Err(reply::bad_sequence(
+                "Nested MAIL command: a transaction is already in progress",
+            ));
+        }
+        let has_params = params.size.is_some()
+            || params.body_8bitmime
+            || params.smtputf8
+            || !params.other.is_empty();
+        if has_params && !hello.esmtp {
+            return Err(reply::bad_sequence("ESMTP parameters need EHLO, not HELO"));
+        }
+        if let Some(p) = params.other.first() {
+            return Err(reply::parameter_not_recognized(&p.keyword));
+        }
+        if let Some(size) = params.size {
+            if self.limits.max_message_size != 0 && size > self.limits.max_message_size {
+                return Err(reply::size_exceeds_limit(self.limits.max_message_size));
+            }
+        }
+        if from.is_some_and(|a| !a.is_ascii()) && !params.smtputf8 {
+            return Err(reply::smtputf8_required());
+        }
+        Ok(())
+    }
+
+    /// MAIL accepted: a transaction begins.
+    pub fn accept_mail(&mut self, id: String, from: Option<Address>, params: MailParams) {
+        self.transaction = Some(Transaction::new(id, from, params));
+    }
+
+    pub fn check_rcpt(&mut self, to: &Address, params: &[EsmtpParam]) -> Result<(), Reply> {
+        let Some(txn) = &mut self.transaction else {
+            return Err(reply::bad_sequence("Use MAIL before RCPT"));
+        };
+        txn.rcpt_attempted = true;
+        if let Some(p) = params.first() {
+            return Err(reply::parameter_not_recognized(&p.keyword));
+        }
+        if !to.is_ascii() && !txn.mail_params.smtputf8 {
+            return Err(reply::smtputf8_required());
+        }
+        if txn.recipients.len() >= self.limits.max_recipients {
+            return Err(reply::too_many_recipients());
+        }
+        Ok(())
+    }
+
+    /// RCPT accepted: add the recipient.
+    pub fn accept_rcpt(&mut self, to: Address, params: Vec<EsmtpParam>) {
+        if let Some(txn) = &mut self.transaction {
+            txn.recipients.push(Recipient {
+                address: to,
+                params,
+            });
+        }
+    }
+
+    pub fn check_data(&self) -> Result<(), Reply> {
+        match &self.transaction {
+            None => Err(reply::bad_sequence("MAIL first")),
+            Some(t) if t.recipients.is_empty() && t.rcpt_attempted => {
+                Err(reply::no_valid_recipients())
+            }
+            Some(t) if t.recipients.is_empty() => Err(reply::bad_sequence("RCPT first")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Ends the transaction (RSET, queued, rejected, disconnect). Returns it if there was one.
+    pub fn reset(&mut self) -> Option<Transaction> {
+        self.transaction.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, MailParams};
+
+    fn session() -> Session {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        Session::new(
+            Connection::new("c1".into(), a, a),
+            Limits {
+                max_recipients: 2,
+                max_message_size: 1000,
+                ..Limits::default()
+            },
+        )
+    }
+
+    fn mail(s: &str) -> (Option<Address>, MailParams) {
+        match Command::parse(s.as_bytes()).unwrap() {
+            Command::Mail { from, params } => (from, params),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    fn code(r: Result<(), Reply>) -> u16 {
+        r.map(|_| 250).unwrap_or_else(|r| r.code())
+    }
+
+    #[test]
+    fn sequence() {
+        let mut s = session();
+        let (f, p) = mail("MAIL FROM:<a@b.example>");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 503);
+        s.accept_hello(true, "client.example");
+        assert_eq!(code(s.check_data()), 503);
+        let to = Address::new("x", "y.example").unwrap();
+        assert_eq!(code(s.check_rcpt(&to, &[])), 503);
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 250);
+        s.accept_mail("t1".into(), f.clone(), p.clone());
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 503, "nested MAIL");
+        assert_eq!(code(s.check_data()), 503, "no RCPT tried yet");
+        assert_eq!(code(s.check_rcpt(&to, &[])), 250);
+        assert_eq!(code(s.check_data()), 554, "RCPT tried, none accepted");
+        s.accept_rcpt(to.clone(), vec![]);
+        s.accept_rcpt(to.clone(), vec![]);
+        assert_eq!(code(s.check_rcpt(&to, &[])), 452);
+        assert_eq!(code(s.check_data()), 250);
+        assert!(
+            s.accept_hello(true, "again").is_some(),
+            "EHLO resets the transaction"
+        );
+        assert!(s.transaction.is_none());
+    }
+
+    #[test]
+    fn parameters() {
+        let mut s = session();
+        s.accept_hello(false, "old.example");
+        let (f, p) = mail("MAIL FROM:<a@b.example> SIZE=10");
+        assert_eq!(
+            code(s.check_mail(f.as_ref(), &p)),
+            503,
+            "ESMTP params after HELO"
+        );
+        s.accept_hello(true, "new.example");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 250);
+        let (f, p) = mail("MAIL FROM:<a@b.example> SIZE=1001");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 552);
+        let (f, p) = mail("MAIL FROM:<a@b.example> XFOO=1");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 555);
+        let (f, p) = mail("MAIL FROM:<jürgen@b.example>");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 553);
+        let (f, p) = mail("MAIL FROM:<jürgen@b.example> SMTPUTF8");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 250);
+        s.accept_mail("t".into(), None, MailParams::default());
+        let utf8 = Address::new("jürgen", "b.example").unwrap();
+        assert_eq!(code(s.check_rcpt(&utf8, &[])), 553);
+        let to = Address::new("x", "y.example").unwrap();
+        let notify = [EsmtpParam {
+            keyword: "NOTIFY".into(),
+            value: Some("NEVER".into()),
+        }];
+        assert_eq!(code(s.check_rcpt(&to, &notify)), 555);
+    }
+
+    #[test]
+    fn error_allowance() {
+        let mut s = session();
+        assert!((1..20).all(|_| !s.count_error()));
+        assert!(s.count_error());
+    }
+}

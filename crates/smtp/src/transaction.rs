@@ -1,0 +1,62 @@
+//! The transaction: one envelope (sender, recipients, their ESMTP parameters) and, once DATA
+//! is complete, the spooled message. It begins with an accepted MAIL and ends with a queued or
+//! rejected message, RSET, a new EHLO, or the end of the connection.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::address::Address;
+use crate::command::{EsmtpParam, MailParams};
+
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// Unique id, used in the spool file name, the Received header and every log line.
+    pub id: String,
+    /// The reverse path; `None` is the null sender `<>`.
+    pub sender: Option<Address>,
+    pub mail_params: MailParams,
+    pub recipients: Vec<Recipient>,
+    /// Whether any RCPT was tried (to answer DATA with 554 rather than 503 when all failed).
+    pub rcpt_attempted: bool,
+    /// The message, once DATA has ended.
+    pub message: Option<Message>,
+    /// Notes for this transaction (plugins share state here).
+    pub notes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: Address,
+    pub params: Vec<EsmtpParam>,
+}
+
+/// A message received with DATA, as spooled by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The spool file: our Received header, then the message exactly as received (unstuffed).
+    pub path: PathBuf,
+    /// Size of the spool file in octets.
+    pub size: u64,
+}
+
+impl Transaction {
+    pub fn new(id: String, sender: Option<Address>, mail_params: MailParams) -> Self {
+        Transaction {
+            id,
+            sender,
+            mail_params,
+            recipients: Vec::new(),
+            rcpt_attempted: false,
+            message: None,
+            notes: BTreeMap::new(),
+        }
+    }
+
+    /// `<sender>` as it appears in replies and headers (`<>` for the null sender).
+    pub fn sender_path(&self) -> String {
+        match &self.sender {
+            Some(a) => format!("<{a}>"),
+            None => "<>".to_string(),
+        }
+    }
+}

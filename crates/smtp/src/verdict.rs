@@ -1,0 +1,536 @@
+//! The one table that turns a hook's verdict into a reply: `(hook, verdict) → Decision`.
+//!
+//! The codes and default texts are qpsmtpd 1.00's (see `../shared/reference/features.md` 1.4),
+//! with RFC 3463 enhanced codes added. A verdict a hook does not allow falls through to the
+//! hook's default, as in qpsmtpd (so for `queue` anything but OK/DENY/DENYSOFT/DONE is the soft
+//! failure 451). Differences from qpsmtpd, made because plugins here cannot write to the socket:
+//! - DONE means "the plugin has handled it": the engine skips its own action (the recipient is
+//!   not added, the message is not queued, ...) but still sends the hook's success reply, with
+//!   the plugin's message if it gave one, so the client is never left waiting.
+//! - HELO/EHLO denied without a message get a default text (qpsmtpd sent nothing at all).
+//! - A message from a plugin is cleaned of control characters by [`Reply`]; the code always
+//!   comes from this table, never from the plugin.
+
+use std::net::IpAddr;
+
+use crate::hook::{Hook, HookResult, Verdict};
+use crate::reply::{EnhancedCode, Reply};
+
+/// What the engine does after a hook: the reply, and whether to perform the command's own
+/// action (`accept`), discard the transaction (`reset`), and close the connection (`close`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub reply: Reply,
+    pub accept: bool,
+    pub reset: bool,
+    pub close: bool,
+}
+
+/// The facts default reply texts are made of.
+#[derive(Debug, Clone)]
+pub struct ReplyContext<'a> {
+    /// Our host name (`config/me`).
+    pub me: &'a str,
+    /// `config/smtpgreeting`, if set.
+    pub greeting: Option<&'a str>,
+    pub remote_ip: IpAddr,
+    /// The HELO/EHLO argument of this command (for `helo`/`ehlo`).
+    pub hello_host: &'a str,
+    /// EHLO keywords (for `ehlo`).
+    pub capabilities: &'a [String],
+    /// `<address>` of this command (for `mail`/`rcpt`).
+    pub address: &'a str,
+}
+
+const fn enh(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
+    Some(EnhancedCode(class, subject, detail))
+}
+
+/// The reply for `hook` when its chain answered `result`.
+pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decision {
+    use Verdict::*;
+    let v = result.verdict;
+    // Builds a reply from the plugin's text and enhanced code, or the defaults given.
+    let r = |code: u16, e: Option<EnhancedCode>, default: &str| {
+        let text = result
+            .message
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or(default);
+        Reply::new(code, result.enhanced.or(e), text)
+    };
+    let accept = |reply: Reply| Decision {
+        reply,
+        accept: true,
+        reset: false,
+        close: false,
+    };
+    let refuse = |reply: Reply| Decision {
+        reply,
+        accept: false,
+        reset: false,
+        close: false,
+    };
+    let reset = |reply: Reply| Decision {
+        reply,
+        accept: false,
+        reset: true,
+        close: false,
+    };
+    let close = |reply: Reply| Decision {
+        reply,
+        accept: false,
+        reset: true,
+        close: true,
+    };
+    let done = |reply: Reply| Decision {
+        reply,
+        accept: false,
+        reset: false,
+        close: false,
+    };
+    let addr = ctx.address;
+
+    let d = match hook {
+        Hook::Connect => {
+            let greeting = greeting(ctx);
+            match v {
+                Deny | DenyDisconnect => {
+                    close(r(550, None, "Connection from you denied, bye bye."))
+                }
+                DenySoft | DenySoftDisconnect => close(r(
+                    450,
+                    None,
+                    "Connection from you temporarily denied, bye bye.",
+                )),
+                Done => done(r(220, None, &greeting)),
+                _ => accept(Reply::new(220, None, greeting)),
+            }
+            .without_enhanced_reply()
+        }
+        Hook::Helo | Hook::Ehlo => {
+            let denied = format!("{} denied", hook.name().to_ascii_uppercase());
+            match v {
+                Deny => refuse(r(550, None, &denied)),
+                DenySoft => refuse(r(450, None, &denied)),
+                DenyDisconnect => close(r(550, None, &denied)),
+                DenySoftDisconnect => close(r(450, None, &denied)),
+                Done => done(r(
+                    250,
+                    None,
+                    &format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip),
+                )),
+                _ => accept(hello_reply(hook, ctx)),
+            }
+            .without_enhanced_reply()
+        }
+        Hook::Mail => match v {
+            Deny => refuse(r(550, enh(5, 7, 1), &format!("{addr}, denied"))),
+            DenySoft => refuse(r(450, enh(4, 7, 1), &format!("{addr}, temporarily denied"))),
+            DenyDisconnect => close(r(550, enh(5, 7, 1), &format!("{addr}, denied"))),
+            DenySoftDisconnect => {
+                close(r(421, enh(4, 7, 1), &format!("{addr}, temporarily denied")))
+            }
+            Done => done(r(250, enh(2, 1, 0), &format!("{addr}, sender OK"))),
+            _ => accept(r(250, enh(2, 1, 0), &format!("{addr}, sender OK"))),
+        },
+        Hook::Rcpt => match v {
+            Ok => accept(r(250, enh(2, 1, 5), &format!("{addr}, recipient ok"))),
+            Deny => refuse(r(550, enh(5, 7, 1), "relaying denied")),
+            DenySoft => refuse(r(450, enh(4, 7, 1), "relaying denied")),
+            DenyDisconnect => close(r(550, enh(5, 7, 1), "delivery denied")),
+            DenySoftDisconnect => close(r(421, enh(4, 7, 1), "relaying denied")),
+            Done => done(r(250, enh(2, 1, 5), &format!("{addr}, recipient ok"))),
+            Declined => refuse(r(
+                450,
+                enh(4, 7, 1),
+                "No plugin decided if relaying is allowed",
+            )),
+        },
+        Hook::Data => match v {
+            Deny => reset(r(554, enh(5, 7, 1), "Message denied")),
+            DenySoft => reset(r(451, enh(4, 7, 1), "Message denied temporarily")),
+            DenyDisconnect => close(r(554, enh(5, 7, 1), "Message denied")),
+            DenySoftDisconnect => close(r(451, enh(4, 7, 1), "Message denied temporarily")),
+            // DONE in qpsmtpd hands the DATA phase to the plugin; a sandboxed plugin cannot
+            // read the socket, so DONE is not allowed here and falls to the default.
+            _ => accept(Reply::new(354, None, "go ahead, end with <CRLF>.<CRLF>")),
+        },
+        Hook::DataPost => match v {
+            Deny => reset(r(552, enh(5, 7, 1), "Message denied")),
+            DenySoft => reset(r(452, enh(4, 7, 1), "Message denied temporarily")),
+            DenyDisconnect => close(r(552, enh(5, 7, 1), "Message denied")),
+            DenySoftDisconnect => close(r(452, enh(4, 7, 1), "Message denied temporarily")),
+            // Not queued; the plugin took responsibility for the message.
+            Done => reset(r(250, enh(2, 0, 0), "Queued")),
+            // Go on to the queue hook; this reply is only a placeholder.
+            _ => accept(Reply::new(250, enh(2, 0, 0), "data_post passed")),
+        },
+        Hook::Queue => match v {
+            Ok | Done => reset(r(250, enh(2, 0, 0), "Queued")),
+            Deny => reset(r(552, enh(5, 7, 1), "Message denied")),
+            DenySoft => reset(r(452, enh(4, 7, 1), "Message denied temporarily")),
+            _ => reset(r(
+                451,
+                enh(4, 3, 0),
+                "Queuing declined or disabled; try again later",
+            )),
+        },
+        Hook::Vrfy => match v {
+            Ok | Done => done(r(250, enh(2, 1, 5), "User OK")),
+            Deny => reset(r(554, enh(5, 7, 1), "Access Denied")),
+            _ => done(Reply::new(
+                252,
+                enh(2, 5, 0),
+                "Just try sending a mail and we'll see how it turns out ...",
+            )),
+        },
+        Hook::Noop => match v {
+            Deny => refuse(r(500, enh(5, 5, 1), "Stop wasting my time.")),
+            DenyDisconnect => close(r(500, enh(5, 5, 1), "Stop wasting my time.")),
+            Done => done(r(250, enh(2, 0, 0), "OK")),
+            _ => done(Reply::new(250, enh(2, 0, 0), "OK")),
+        },
+        Hook::Help => match v {
+            Deny => refuse(r(500, enh(5, 5, 1), "Syntax error, command not recognized")),
+            _ => done(match &result.message {
+                Some(m) if !m.trim().is_empty() => {
+                    Reply::new(214, result.enhanced.or(enh(2, 0, 0)), m)
+                }
+                _ => Reply::multiline(
+                    214,
+                    enh(2, 0, 0),
+                    [
+                        "This is wasmtpd, an SMTP server whose plugins are WebAssembly components.",
+                        "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
+                        "End of HELP info",
+                    ],
+                ),
+            }),
+        },
+        Hook::Quit => Decision {
+            reply: match v {
+                Done => r(
+                    221,
+                    enh(2, 0, 0),
+                    &format!("{} closing connection. Have a wonderful day.", ctx.me),
+                ),
+                _ => Reply::new(
+                    221,
+                    enh(2, 0, 0),
+                    format!("{} closing connection. Have a wonderful day.", ctx.me),
+                ),
+            },
+            accept: true,
+            reset: true,
+            close: true,
+        },
+        Hook::UnrecognizedCommand => match v {
+            Deny => refuse(r(500, enh(5, 5, 1), "Unrecognized command")),
+            DenyDisconnect => close(r(521, enh(5, 5, 1), "Unrecognized command")),
+            Done => done(r(250, enh(2, 0, 0), "OK")),
+            _ => refuse(Reply::new(500, enh(5, 5, 1), "Unrecognized command")),
+        },
+        Hook::Disconnect | Hook::ResetTransaction | Hook::Deny => {
+            // Their results are ignored; nothing is sent.
+            accept(Reply::new(250, None, ""))
+        }
+    };
+    // A 421 always closes the connection (RFC 5321 3.8).
+    if d.reply.code() == 421 {
+        Decision {
+            close: true,
+            reset: true,
+            ..d
+        }
+    } else {
+        d
+    }
+}
+
+impl Decision {
+    /// The greeting and the HELO/EHLO replies carry no enhanced code (RFC 2034 section 3).
+    fn without_enhanced_reply(self) -> Self {
+        Decision {
+            reply: self.reply.without_enhanced(),
+            ..self
+        }
+    }
+}
+
+fn greeting(ctx: &ReplyContext<'_>) -> String {
+    match ctx.greeting {
+        Some(g) if g.contains("ESMTP") => g.to_string(),
+        Some(g) => format!("{g} ESMTP"),
+        None => format!("{} ESMTP wasmtpd ready", ctx.me),
+    }
+}
+
+fn hello_reply(hook: Hook, ctx: &ReplyContext<'_>) -> Reply {
+    let first = format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip);
+    if hook == Hook::Helo {
+        return Reply::new(250, None, first);
+    }
+    Reply::multiline(
+        250,
+        None,
+        std::iter::once(first).chain(ctx.capabilities.iter().cloned()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Verdict::*;
+
+    const ALL: [Verdict; 7] = [
+        Ok,
+        Deny,
+        DenySoft,
+        DenyDisconnect,
+        DenySoftDisconnect,
+        Declined,
+        Done,
+    ];
+
+    fn ctx() -> ReplyContext<'static> {
+        static CAPS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        ReplyContext {
+            me: "mx.example",
+            greeting: None,
+            remote_ip: "192.0.2.7".parse().unwrap(),
+            hello_host: "client.example",
+            capabilities: CAPS.get_or_init(|| vec!["PIPELINING".into(), "SIZE 100".into()]),
+            address: "<a@b.example>",
+        }
+    }
+
+    fn d(hook: Hook, v: Verdict) -> Decision {
+        decide(hook, &HookResult::new(v), &ctx())
+    }
+
+    /// (hook, verdict) → (code, close) for every pair, qpsmtpd's table.
+    #[test]
+    fn the_table() {
+        let expected: &[(Hook, [(u16, bool); 7])] = &[
+            // Ok, Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done
+            (
+                Hook::Connect,
+                [
+                    (220, false),
+                    (550, true),
+                    (450, true),
+                    (550, true),
+                    (450, true),
+                    (220, false),
+                    (220, false),
+                ],
+            ),
+            (
+                Hook::Helo,
+                [
+                    (250, false),
+                    (550, false),
+                    (450, false),
+                    (550, true),
+                    (450, true),
+                    (250, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Ehlo,
+                [
+                    (250, false),
+                    (550, false),
+                    (450, false),
+                    (550, true),
+                    (450, true),
+                    (250, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Mail,
+                [
+                    (250, false),
+                    (550, false),
+                    (450, false),
+                    (550, true),
+                    (421, true),
+                    (250, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Rcpt,
+                [
+                    (250, false),
+                    (550, false),
+                    (450, false),
+                    (550, true),
+                    (421, true),
+                    (450, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Data,
+                [
+                    (354, false),
+                    (554, false),
+                    (451, false),
+                    (554, true),
+                    (451, true),
+                    (354, false),
+                    (354, false),
+                ],
+            ),
+            (
+                Hook::DataPost,
+                [
+                    (250, false),
+                    (552, false),
+                    (452, false),
+                    (552, true),
+                    (452, true),
+                    (250, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Queue,
+                [
+                    (250, false),
+                    (552, false),
+                    (452, false),
+                    (451, false),
+                    (451, false),
+                    (451, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Vrfy,
+                [
+                    (250, false),
+                    (554, false),
+                    (252, false),
+                    (252, false),
+                    (252, false),
+                    (252, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Noop,
+                [
+                    (250, false),
+                    (500, false),
+                    (250, false),
+                    (500, true),
+                    (250, false),
+                    (250, false),
+                    (250, false),
+                ],
+            ),
+            (
+                Hook::Help,
+                [
+                    (214, false),
+                    (500, false),
+                    (214, false),
+                    (214, false),
+                    (214, false),
+                    (214, false),
+                    (214, false),
+                ],
+            ),
+            (
+                Hook::Quit,
+                [
+                    (221, true),
+                    (221, true),
+                    (221, true),
+                    (221, true),
+                    (221, true),
+                    (221, true),
+                    (221, true),
+                ],
+            ),
+            (
+                Hook::UnrecognizedCommand,
+                [
+                    (500, false),
+                    (500, false),
+                    (500, false),
+                    (521, true),
+                    (500, false),
+                    (500, false),
+                    (250, false),
+                ],
+            ),
+        ];
+        for (hook, row) in expected {
+            for (v, (code, close)) in ALL.iter().zip(row) {
+                let got = d(*hook, *v);
+                assert_eq!(
+                    (got.reply.code(), got.close),
+                    (*code, *close),
+                    "{} {}",
+                    hook.name(),
+                    v.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_success_path_accepts() {
+        assert!(d(Hook::Rcpt, Ok).accept);
+        assert!(!d(Hook::Rcpt, Declined).accept);
+        assert!(
+            !d(Hook::Rcpt, Done).accept,
+            "DONE: recipient not added by the engine"
+        );
+        assert!(d(Hook::Mail, Declined).accept);
+        assert!(d(Hook::Data, Declined).accept);
+        assert!(!d(Hook::Queue, Declined).accept);
+        assert!(d(Hook::Data, Deny).reset);
+    }
+
+    #[test]
+    fn default_texts_and_enhanced_codes() {
+        assert_eq!(
+            d(Hook::Rcpt, Declined).reply.to_string(),
+            "450 4.7.1 No plugin decided if relaying is allowed\r\n"
+        );
+        assert_eq!(
+            d(Hook::Queue, Declined).reply.to_string(),
+            "451 4.3.0 Queuing declined or disabled; try again later\r\n"
+        );
+        assert_eq!(
+            d(Hook::Connect, Ok).reply.to_string(),
+            "220 mx.example ESMTP wasmtpd ready\r\n"
+        );
+        assert_eq!(
+            d(Hook::Ehlo, Declined).reply.to_string(),
+            "250-mx.example Hi client.example [192.0.2.7]\r\n250-PIPELINING\r\n250 SIZE 100\r\n"
+        );
+        assert_eq!(
+            d(Hook::Mail, Deny).reply.to_string(),
+            "550 5.7.1 <a@b.example>, denied\r\n"
+        );
+    }
+
+    #[test]
+    fn plugin_text_is_used_but_cannot_inject() {
+        let mut res = HookResult::new(Deny).with_message("no thanks\r\n250 2.0.0 OK");
+        res.enhanced = Some(EnhancedCode(2, 1, 5));
+        let got = decide(Hook::Rcpt, &res, &ctx());
+        assert_eq!(
+            got.reply.to_string(),
+            "550-5.1.5 no thanks\r\n550 5.1.5 250 2.0.0 OK\r\n"
+        );
+    }
+}
