@@ -261,6 +261,28 @@ pub fn command_timeout() -> Reply {
         "Timeout waiting for a command, closing connection",
     )
 }
+pub fn command_deadline() -> Reply {
+    Reply::new(421, e(4, 4, 2), "Command took too long, closing connection")
+}
+pub fn data_deadline() -> Reply {
+    Reply::new(
+        421,
+        e(4, 4, 2),
+        "Message took too long to send, closing connection",
+    )
+}
+pub fn invalid_characters() -> Reply {
+    Reply::new(
+        500,
+        e(5, 5, 2),
+        "Syntax error: control characters or invalid UTF-8 in command",
+    )
+}
+/// Whether a reply tells the client it spoke the protocol wrongly (these count towards
+/// `max_errors`; policy rejections such as 550 do not).
+pub fn is_protocol_error(code: u16) -> bool {
+    matches!(code, 500..=504 | 555)
+}
 pub fn data_timeout() -> Reply {
     Reply::new(
         421,

@@ -1,0 +1,537 @@
+//! The configuration directory, in qpsmtpd's layout: one file per setting.
+//!
+//! | file          | what it holds |
+//! |---------------|---------------|
+//! | `me`          | our host name (default: the machine's host name) |
+//! | `smtpgreeting`| the text of the 220 greeting (default: `<me> ESMTP wasmtpd ready`) |
+//! | `plugins`     | the plugin chain: one plugin per line with its arguments; `$include DIR` |
+//! | `limits`      | protocol limits and timeouts, `name value` per line |
+//! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...) |
+//!
+//! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
+//! start-up with the file, the line and what is wrong ([`ConfigError`]).
+//!
+//! Without `--config`, the server runs on the default configuration embedded in the binary
+//! (`crates/server/default-config/`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmtpd_smtp::Limits;
+
+/// A configuration error: which file, which line, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: String,
+    pub line: Option<usize>,
+    pub what: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.path, l, self.what),
+            None => write!(f, "{}: {}", self.path, self.what),
+        }
+    }
+}
+
+/// Where configuration files come from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    Dir(PathBuf),
+    Embedded,
+}
+
+const EMBEDDED: &[(&str, &str)] = &[
+    ("me", include_str!("../default-config/me")),
+    ("rcpthosts", include_str!("../default-config/rcpthosts")),
+    ("plugins", include_str!("../default-config/plugins")),
+    ("limits", include_str!("../default-config/limits")),
+];
+
+impl ConfigSource {
+    /// A name for a file, as it appears in error messages.
+    pub fn display(&self, name: &str) -> String {
+        match self {
+            ConfigSource::Dir(d) => d.join(name).display().to_string(),
+            ConfigSource::Embedded => format!("<embedded default config>/{name}"),
+        }
+    }
+
+    /// The raw text of a config file, or `None` if it does not exist.
+    pub fn read(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        if name.is_empty() || name.contains("..") || name.starts_with('/') {
+            return Err(ConfigError {
+                path: name.to_string(),
+                line: None,
+                what: "not a config file name".into(),
+            });
+        }
+        match self {
+            ConfigSource::Embedded => Ok(EMBEDDED
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| t.to_string())),
+            ConfigSource::Dir(d) => match std::fs::read_to_string(d.join(name)) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(ConfigError {
+                    path: self.display(name),
+                    line: None,
+                    what: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// The meaningful lines of a config file with their line numbers (trimmed, no comments).
+    pub fn lines(&self, name: &str) -> Result<Option<Vec<(usize, String)>>, ConfigError> {
+        Ok(self.read(name)?.map(|t| meaningful_lines(&t)))
+    }
+
+    /// Writes the embedded default configuration into `dir` (for `wasmtpd --init-config`).
+    pub fn write_embedded(dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, text) in EMBEDDED {
+            let path = dir.join(name);
+            if !path.exists() {
+                std::fs::write(path, text)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn meaningful_lines(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| (i, l.to_string()))
+        .collect()
+}
+
+/// Timeouts and connection limits enforced by the server (the protocol limits are
+/// [`wasmtpd_smtp::Limits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Most simultaneous connections; past it a client gets 421 and is closed.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// How long we wait for a client that sends nothing at all while we expect a command.
+    pub command_timeout: Duration,
+    /// How long one command line may take from its first byte to its CRLF (slow-drip clients).
+    pub command_deadline: Duration,
+    /// How long we wait for a client that sends nothing during DATA.
+    pub data_timeout: Duration,
+    /// How long the whole DATA transfer may take.
+    pub data_deadline: Duration,
+    /// How long we wait before the greeting, watching for early talkers.
+    pub greeting_delay: Duration,
+    /// Whether a client that talks before the greeting is refused (554 and close).
+    pub reject_early_talkers: bool,
+    /// On SIGTERM: how long transactions in flight may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            command_timeout: Duration::from_secs(300),
+            command_deadline: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(180),
+            data_deadline: Duration::from_secs(1200),
+            greeting_delay: Duration::ZERO,
+            reject_early_talkers: true,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One line of `config/plugins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLine {
+    /// The plugin's name (`queue/maildir`), without any `:N` instance suffix.
+    pub name: String,
+    /// The instance name as written (`rcpt_ok:2`), unique within the chain.
+    pub instance: String,
+    pub args: Vec<String>,
+    /// Where the line is (file and line), for error messages.
+    pub origin: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub me: String,
+    pub greeting: Option<String>,
+    pub limits: Limits,
+    pub server: ServerLimits,
+    pub plugins: Vec<PluginLine>,
+}
+
+impl Config {
+    pub fn load(source: ConfigSource) -> Result<Config, ConfigError> {
+        let me = match source.lines("me")? {
+            Some(lines) => match lines.as_slice() {
+                [(_, name)] => name.clone(),
+                [] => {
+                    return Err(ConfigError {
+                        path: source.display("me"),
+                        line: None,
+                        what: "file is empty".into(),
+                    });
+                }
+                [_, (n, _), ..] => {
+                    return Err(ConfigError {
+                        path: source.display("me"),
+                        line: Some(*n),
+                        what: "only one host name is allowed".into(),
+                    });
+                }
+            },
+            None => system_hostname(),
+        };
+        let greeting = source
+            .lines("smtpgreeting")?
+            .and_then(|l| l.into_iter().next())
+            .map(|(_, g)| g);
+        let mut limits = Limits::default();
+        let mut server = ServerLimits::default();
+        if let Some(lines) = source.lines("limits")? {
+            for (n, line) in lines {
+                let err = |what: String| ConfigError {
+                    path: source.display("limits"),
+                    line: Some(n),
+                    what,
+                };
+                let mut words = line.split_whitespace();
+                let (Some(key), Some(value), None) = (words.next(), words.next(), words.next())
+                else {
+                    return Err(err(format!("expected `name value`, found `{line}`")));
+                };
+                set_limit(&mut limits, &mut server, key, value).map_err(err)?;
+            }
+        }
+        let plugins = load_plugins(&source)?;
+        Ok(Config {
+            source,
+            me,
+            greeting,
+            limits,
+            server,
+            plugins,
+        })
+    }
+}
+
+fn set_limit(
+    limits: &mut Limits,
+    server: &mut ServerLimits,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    match key {
+        "max_message_size" => limits.max_message_size = parse_size(value)?,
+        "max_recipients" => limits.max_recipients = parse_count(value, 1)?,
+        "max_command_line" => limits.max_command_line = parse_count(value, 512)?,
+        "max_text_line" => limits.max_text_line = parse_count(value, 0)?,
+        "max_errors" => limits.max_errors = parse_count(value, 0)? as u32,
+        "max_connections" => server.max_connections = parse_count(value, 1)?,
+        "max_connections_per_ip" => server.max_connections_per_ip = parse_count(value, 1)?,
+        "command_timeout" => server.command_timeout = parse_duration(value)?,
+        "command_deadline" => server.command_deadline = parse_duration(value)?,
+        "data_timeout" => server.data_timeout = parse_duration(value)?,
+        "data_deadline" => server.data_deadline = parse_duration(value)?,
+        "greeting_delay" => server.greeting_delay = parse_duration(value)?,
+        "reject_early_talkers" => server.reject_early_talkers = parse_bool(value)?,
+        "shutdown_grace" => server.shutdown_grace = parse_duration(value)?,
+        _ => return Err(format!("unknown limit `{key}`")),
+    }
+    Ok(())
+}
+
+fn parse_count(v: &str, min: usize) -> Result<usize, String> {
+    let n: usize = v
+        .parse()
+        .map_err(|_| format!("`{v}` is not a whole number"))?;
+    if n < min {
+        return Err(format!("`{v}` is below the minimum of {min}"));
+    }
+    Ok(n)
+}
+
+/// `1000`, `64k`, `50M`, `1G` (powers of 1024).
+fn parse_size(v: &str) -> Result<u64, String> {
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&v[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&v[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{v}` is not a size (a number, optionally followed by k, M or G)"))
+}
+
+/// `30` (seconds), `30s`, `500ms`, `5m`.
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("`{v}` is not a duration (a number followed by ms, s or m)");
+    let (num, unit) = v
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((v, ""), |i| v.split_at(i));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "yes" | "true" | "1" | "on" => Ok(true),
+        "no" | "false" | "0" | "off" => Ok(false),
+        _ => Err(format!("`{v}` is not yes or no")),
+    }
+}
+
+/// Reads `plugins`, following `$include` (a directory's files in name order, or one file).
+fn load_plugins(source: &ConfigSource) -> Result<Vec<PluginLine>, ConfigError> {
+    let mut out = Vec::new();
+    let Some(text) = source.read("plugins")? else {
+        return Ok(out);
+    };
+    parse_plugins(source, &source.display("plugins"), &text, 0, &mut out)?;
+    let mut seen = BTreeMap::new();
+    for p in &out {
+        if let Some(first) = seen.insert(p.instance.clone(), p.origin.clone()) {
+            let (path, line) = split_origin(&p.origin);
+            return Err(ConfigError {
+                path,
+                line,
+                what: format!(
+                    "plugin `{}` is already listed at {first}; give a second instance a name such as `{}:2`",
+                    p.instance, p.name
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn split_origin(origin: &str) -> (String, Option<usize>) {
+    match origin.rsplit_once(':') {
+        Some((p, l)) => (p.to_string(), l.parse().ok()),
+        None => (origin.to_string(), None),
+    }
+}
+
+fn parse_plugins(
+    source: &ConfigSource,
+    path: &str,
+    text: &str,
+    depth: usize,
+    out: &mut Vec<PluginLine>,
+) -> Result<(), ConfigError> {
+    for (n, line) in meaningful_lines(text) {
+        let err = |what: String| ConfigError {
+            path: path.to_string(),
+            line: Some(n),
+            what,
+        };
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.eq_ignore_ascii_case("$include") {
+            let target = words
+                .next()
+                .ok_or_else(|| err("$include needs a file or directory".into()))?;
+            if depth > 8 {
+                return Err(err("$include nested too deeply (a loop?)".into()));
+            }
+            let ConfigSource::Dir(dir) = source else {
+                return Err(err(
+                    "$include is not available in the embedded config".into()
+                ));
+            };
+            let target = dir.join(target);
+            let mut files = Vec::new();
+            if target.is_dir() {
+                let entries = std::fs::read_dir(&target)
+                    .map_err(|e| err(format!("{}: {e}", target.display())))?;
+                for entry in entries {
+                    let entry = entry.map_err(|e| err(e.to_string()))?;
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    // Editor backups and hidden files are not part of the chain.
+                    if name.starts_with('.') || name.ends_with('~') || !entry.path().is_file() {
+                        continue;
+                    }
+                    files.push(entry.path());
+                }
+                files.sort();
+            } else if target.is_file() {
+                files.push(target);
+            } else {
+                return Err(err(format!(
+                    "$include {}: no such file or directory",
+                    target.display()
+                )));
+            }
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| err(format!("{}: {e}", f.display())))?;
+                parse_plugins(source, &f.display().to_string(), &text, depth + 1, out)?;
+            }
+            continue;
+        }
+        let name = first.split(':').next().unwrap_or_default();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-/".contains(&b))
+            || name.starts_with('/')
+            || name.contains("..")
+        {
+            return Err(err(format!("`{first}` is not a plugin name")));
+        }
+        out.push(PluginLine {
+            name: name.to_string(),
+            instance: first.to_string(),
+            args: words.map(str::to_string).collect(),
+            origin: format!("{path}:{n}"),
+        });
+    }
+    Ok(())
+}
+
+/// The machine's host name, for `me` when the file is absent.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(files: &[(&str, &str)]) -> (tempdir::TempDir, ConfigSource) {
+        let d = tempdir::TempDir::new();
+        for (name, text) in files {
+            let p = d.0.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let src = ConfigSource::Dir(d.0.clone());
+        (d, src)
+    }
+
+    mod tempdir {
+        pub struct TempDir(pub std::path::PathBuf);
+        impl TempDir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "wasmtpd-config-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                TempDir(p)
+            }
+        }
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let c = Config::load(ConfigSource::Embedded).unwrap();
+        assert_eq!(c.me, "localhost");
+        assert_eq!(
+            c.plugins
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+            ["rcpt_ok", "queue/maildir"]
+        );
+        assert_eq!(c.limits.max_message_size, 50 << 20);
+    }
+
+    #[test]
+    fn include_runs_files_in_name_order() {
+        let (_d, src) = dir(&[
+            ("plugins", "first\n$include plugin.d\nlast arg1 arg2\n"),
+            ("plugin.d/10_b", "b\n"),
+            ("plugin.d/00_a", "# comment\na:1 x\n"),
+            ("plugin.d/00_a~", "backup\n"),
+        ]);
+        let c = Config::load(src).unwrap();
+        let names: Vec<_> = c.plugins.iter().map(|p| p.instance.as_str()).collect();
+        assert_eq!(names, ["first", "a:1", "b", "last"]);
+        assert_eq!(c.plugins[1].name, "a");
+        assert_eq!(c.plugins[3].args, ["arg1", "arg2"]);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let (_d, src) = dir(&[("limits", "max_recipients 10\n\nmax_recipents 5\n")]);
+        let e = Config::load(src).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(
+            e.to_string()
+                .ends_with("limits:3: unknown limit `max_recipents`"),
+            "{e}"
+        );
+
+        let (_d, src) = dir(&[("limits", "data_timeout soon\n")]);
+        assert!(
+            Config::load(src)
+                .unwrap_err()
+                .to_string()
+                .contains("limits:1: `soon` is not a duration")
+        );
+
+        let (_d, src) = dir(&[("plugins", "rcpt_ok\n\nrcpt_ok\n")]);
+        let e = Config::load(src).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.what.contains("already listed"), "{e}");
+
+        let (_d, src) = dir(&[("plugins", "$include nowhere\n")]);
+        assert!(
+            Config::load(src)
+                .unwrap_err()
+                .to_string()
+                .contains("plugins:1: $include")
+        );
+
+        let (_d, src) = dir(&[("plugins", "../evil\n")]);
+        assert_eq!(Config::load(src).unwrap_err().line, Some(1));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5h").is_err());
+    }
+}

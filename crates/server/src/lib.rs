@@ -1,0 +1,130 @@
+//! The wasmtpd daemon: accept loop, connection limits, graceful shutdown.
+//!
+//! Code map:
+//! - [`config`]: the configuration directory (qpsmtpd's layout) and its errors.
+//! - [`admission`]: connection limits, total and per IP.
+//! - `connection`: one task per client; the only code that touches a client socket.
+//! - [`spool`]: where a message is written while DATA streams in; the Received header.
+//! - [`fallback`]: built-in `rcpt_ok` and `queue/maildir`, used until the plugin host lands.
+
+pub mod admission;
+pub mod config;
+mod connection;
+pub mod fallback;
+pub mod spool;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, warn};
+use wasmtpd_smtp::session::Connection;
+use wasmtpd_smtp::{HookRunner, Session};
+
+use crate::admission::Admission;
+use crate::config::Config;
+use crate::spool::Spool;
+
+/// What every connection task shares.
+pub(crate) struct Shared<R> {
+    pub config: Config,
+    pub runner: R,
+    pub spool: Spool,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves SMTP on `listeners` until `shutdown` completes, then drains: clients get 421 at
+/// their next command, messages in flight may finish within `shutdown_grace`.
+pub async fn serve<R: HookRunner>(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    runner: R,
+    spool: Spool,
+    shutdown: impl Future<Output = ()>,
+) {
+    let grace = config.server.shutdown_grace;
+    let admission = Admission::new(
+        config.server.max_connections,
+        config.server.max_connections_per_ip,
+    );
+    let token = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        config,
+        runner,
+        spool,
+        shutdown: token.clone(),
+    });
+    let tracker = TaskTracker::new();
+    // Connection ids: start time + counter, unique across restarts.
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let counter = Arc::new(AtomicU64::new(0));
+
+    for listener in listeners {
+        let (shared, admission, tracker2, token, counter) = (
+            shared.clone(),
+            admission.clone(),
+            tracker.clone(),
+            token.clone(),
+            counter.clone(),
+        );
+        tracker.spawn(async move {
+            loop {
+                let (stream, remote) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off rather than spin.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(remote);
+                let id = format!("{epoch:x}.{}", counter.fetch_add(1, Ordering::Relaxed));
+                let span = tracing::info_span!("conn", id = %id, remote = %remote);
+                let session = Session::new(
+                    Connection::new(id, remote, local),
+                    shared.config.limits.clone(),
+                );
+                let admitted = admission.admit(remote.ip());
+                tracker2.spawn(
+                    connection::serve(stream, shared.clone(), session, admitted).instrument(span),
+                );
+            }
+        });
+    }
+    tracker.close();
+    shutdown.await;
+    info!(
+        open = admission.open(),
+        "shutting down: refusing new commands, finishing messages in flight"
+    );
+    token.cancel();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        error!(
+            open = admission.open(),
+            "shutdown grace period over; closing the remaining connections"
+        );
+    }
+}
+
+/// Binds every `--listen` address; an address that cannot be bound stops start-up.
+pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        out.push(l);
+    }
+    Ok(out)
+}
