@@ -1,1 +1,320 @@
+//! The test harness: starts the real `wasmtpd` binary on `127.0.0.1:0` with a config directory
+//! of the test's own, and speaks SMTP to it over real sockets.
+//!
+//! - [`TestServer::start`] writes the config files, starts the server, reads the port it
+//!   printed, and kills it on drop (its log is kept in the test's directory for assertions).
+//! - [`Client`] is a blocking SMTP client with reply-code expectations; bytes are sent exactly
+//!   as given, so tests can send what a real client never would.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `wasmtpd` binary, built once per test run if it is missing or stale.
+pub fn server_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--package",
+                "wasmtpd",
+                "--bin",
+                "wasmtpd",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build for wasmtpd");
+        assert!(status.success(), "cargo build -p wasmtpd failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from);
+        target.join("debug").join("wasmtpd")
+    })
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "wasmtpd-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl TestServer {
+    /// Starts the server with these config files (name, contents) in its config directory.
+    pub fn start(files: &[(&str, &str)]) -> TestServer {
+        let dir = TempDir::new("server");
+        let config = dir.0.join("config");
+        for (name, text) in files {
+            let p = config.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        std::fs::create_dir_all(&config).unwrap();
+        let mut child = Command::new(server_binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(dir.0.join("state"))
+            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.0.join("server.log")).unwrap())
+            .spawn()
+            .expect("starting wasmtpd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(addr) = line.trim().strip_prefix("wasmtpd listening on ") else {
+            let _ = child.wait();
+            panic!(
+                "server did not start: {line:?}\n{}",
+                std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default()
+            );
+        };
+        let addr = addr.parse().unwrap();
+        TestServer { addr, dir, child }
+    }
+
+    /// The standard chain: accept mail for `example.com` into the maildir `maildir`.
+    pub fn start_delivering(extra: &[(&str, &str)]) -> TestServer {
+        let mut files = vec![
+            ("me", "mx.test"),
+            ("rcpthosts", "example.com\n"),
+            ("plugins", "rcpt_ok\nqueue/maildir maildir\n"),
+        ];
+        files.extend_from_slice(extra);
+        TestServer::start(&files)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects and reads the 220 greeting.
+    pub fn greeted(&self) -> Client {
+        let mut c = self.connect();
+        c.expect(220);
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+    }
+
+    /// Messages delivered to the maildir `maildir`, oldest first.
+    pub fn delivered(&self) -> Vec<Vec<u8>> {
+        let new = self.dir.0.join("state/maildir/new");
+        let mut files: Vec<_> = std::fs::read_dir(new)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    }
+
+    /// Files in the incoming spool (should be empty between transactions).
+    pub fn spool_files(&self) -> usize {
+        std::fs::read_dir(self.dir.0.join("state/spool"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Peak resident memory of the server process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reply as read from the wire.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    /// The text lines, without the `NNN-`/`NNN ` prefix.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// A blocking SMTP client that sends exactly the bytes it is given.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).unwrap();
+    }
+
+    /// Sends bytes; false if the server has closed the connection.
+    pub fn try_send(&mut self, bytes: impl AsRef<[u8]>) -> bool {
+        self.stream.write_all(bytes.as_ref()).is_ok()
+    }
+
+    /// Sends one command line with CRLF.
+    pub fn line(&mut self, line: &str) {
+        self.send(format!("{line}\r\n"));
+    }
+
+    /// Reads one whole (possibly multi-line) reply; `None` on EOF.
+    pub fn read_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            assert!(line.len() >= 3, "short reply line {line:?}");
+            let code: u16 = line[..3]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad reply line {line:?}"));
+            let sep = line.as_bytes().get(3).copied().unwrap_or(b' ');
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if sep == b' ' {
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    fn read_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8(self.buf[..i].to_vec()).expect("reply is UTF-8");
+                self.buf.drain(..i + 2);
+                return Some(line);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading reply: {e}"),
+            }
+        }
+    }
+
+    /// Reads a reply and checks its code.
+    #[track_caller]
+    pub fn expect(&mut self, code: u16) -> Reply {
+        let r = self
+            .read_reply()
+            .unwrap_or_else(|| panic!("connection closed, expected {code}"));
+        assert_eq!(r.code, code, "expected {code}, got {r:?}");
+        r
+    }
+
+    /// Sends a command and checks the reply's code.
+    #[track_caller]
+    pub fn cmd(&mut self, line: &str, code: u16) -> Reply {
+        self.line(line);
+        self.expect(code)
+    }
+
+    /// True once the server has closed the connection (reads EOF, nothing else pending).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    /// EHLO, MAIL, RCPT; ready for DATA.
+    pub fn envelope(&mut self, from: &str, to: &[&str]) {
+        self.cmd("EHLO client.test", 250);
+        self.cmd(&format!("MAIL FROM:<{from}>"), 250);
+        for t in to {
+            self.cmd(&format!("RCPT TO:<{t}>"), 250);
+        }
+    }
+
+    /// DATA, the (already dot-stuffed) body, the terminator; returns the final reply.
+    pub fn data(&mut self, body: &[u8]) -> Reply {
+        self.cmd("DATA", 354);
+        self.send(body);
+        self.send(b"\r\n.\r\n");
+        self.read_reply().expect("reply to end of data")
+    }
+}

@@ -81,7 +81,12 @@ pub(crate) async fn serve<R: HookRunner>(
             let mut out = Vec::new();
             reply.write_to(&mut out);
             let mut stream = stream;
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+            if tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out))
+                .await
+                .is_ok()
+            {
+                linger(stream).await;
+            }
             return;
         }
     };
@@ -105,8 +110,28 @@ pub(crate) async fn serve<R: HookRunner>(
     if let Err(e) = conn.flush().await {
         debug!(error = %e, "could not send the last replies");
     }
-    let _ = conn.stream.shutdown().await;
+    linger(conn.stream).await;
     info!("disconnected");
+}
+
+/// Closes our side, then reads and drops whatever the client still sends, briefly. Closing a
+/// socket with unread input makes the kernel send a RST, which can destroy our last reply
+/// (a 421 or 554) before the client reads it.
+async fn linger(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 impl<R: HookRunner> ClientConnection<R> {
@@ -220,6 +245,9 @@ impl<R: HookRunner> ClientConnection<R> {
             self.pos += n;
             if let Some(event) = event {
                 return Ok(event);
+            }
+            if n > 0 && self.pos < self.input.len() {
+                continue; // skipped the tail of an overlong line; what follows is already here
             }
             // Part of a line is here already: its deadline is running.
             if self.pos < self.input.len() || self.lines.is_skipping() {
@@ -357,10 +385,10 @@ impl<R: HookRunner> ClientConnection<R> {
             return;
         }
         self.run_hook(Hook::ResetTransaction, HookArgs::None).await;
-        if let Some(txn) = self.session.reset() {
-            if let Some(message) = txn.message {
-                spool::remove(&message.path).await;
-            }
+        if let Some(txn) = self.session.reset()
+            && let Some(message) = txn.message
+        {
+            spool::remove(&message.path).await;
         }
     }
 
@@ -516,10 +544,10 @@ impl<R: HookRunner> ClientConnection<R> {
             }
         };
         let mut write_error: Option<std::io::Error> = None;
-        if let Some(f) = &mut file {
-            if let Err(e) = f.write(header.as_bytes()).await {
-                write_error = Some(e);
-            }
+        if let Some(f) = &mut file
+            && let Err(e) = f.write(header.as_bytes()).await
+        {
+            write_error = Some(e);
         }
         let mut reader = DataReader::new(limits.max_message_size, limits.max_text_line);
         let mut out = Vec::with_capacity(DATA_READ);
@@ -528,10 +556,10 @@ impl<R: HookRunner> ClientConnection<R> {
             let (n, end) = reader.feed(&self.input[self.pos..], &mut out);
             self.pos += n;
             if !out.is_empty() {
-                if let (Some(f), None) = (&mut file, &write_error) {
-                    if let Err(e) = f.write(&out).await {
-                        write_error = Some(e);
-                    }
+                if let (Some(f), None) = (&mut file, &write_error)
+                    && let Err(e) = f.write(&out).await
+                {
+                    write_error = Some(e);
                 }
                 out.clear();
             }

@@ -156,10 +156,11 @@ impl Session {
         if let Some(p) = params.other.first() {
             return Err(reply::parameter_not_recognized(&p.keyword));
         }
-        if let Some(size) = params.size {
-            if self.limits.max_message_size != 0 && size > self.limits.max_message_size {
-                return Err(reply::size_exceeds_limit(self.limits.max_message_size));
-            }
+        if let Some(size) = params.size
+            && self.limits.max_message_size != 0
+            && size > self.limits.max_message_size
+        {
+            return Err(reply::size_exceeds_limit(self.limits.max_message_size));
         }
         if from.is_some_and(|a| !a.is_ascii()) && !params.smtputf8 {
             return Err(reply::smtputf8_required());

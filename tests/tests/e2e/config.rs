@@ -1,0 +1,78 @@
+//! Start-up with a bad configuration stops with the file, the line and what is wrong.
+
+use std::process::Command;
+
+use wasmtpd_tests::{TempDir, server_binary};
+
+fn start_with(files: &[(&str, &str)]) -> (bool, String) {
+    let dir = TempDir::new("badconfig");
+    for (name, text) in files {
+        let p = dir.0.join("config").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let out = Command::new(server_binary())
+        .arg("--config")
+        .arg(dir.0.join("config"))
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn bad_config_names_file_and_line() {
+    let (ok, err) = start_with(&[(
+        "limits",
+        "# limits\nmax_recipients 10\nmax_mesage_size 5M\n",
+    )]);
+    assert!(!ok);
+    assert!(
+        err.contains("config/limits:3: unknown limit `max_mesage_size`"),
+        "{err}"
+    );
+
+    let (ok, err) = start_with(&[("plugins", "rcpt_ok\nspamassassin\n")]);
+    assert!(!ok);
+    assert!(
+        err.contains("config/plugins:2: no built-in plugin named `spamassassin`"),
+        "{err}"
+    );
+
+    let (ok, err) = start_with(&[
+        ("plugins", "rcpt_ok\n$include plugins.d\n"),
+        ("plugins.d/10_queue", "\nqueue/maildir\n"),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("plugins.d/10_queue:2: queue/maildir takes one argument"),
+        "{err}"
+    );
+
+    let (ok, err) = start_with(&[("limits", "command_timeout forever\n")]);
+    assert!(!ok);
+    assert!(
+        err.contains("config/limits:1: `forever` is not a duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn listen_address_in_use_stops_startup() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let dir = TempDir::new("inuse");
+    let out = Command::new(server_binary())
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .args(["--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
+}

@@ -1,0 +1,148 @@
+//! Timeouts, deadlines, error allowances, connection limits and graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use wasmtpd_tests::TestServer;
+
+#[test]
+fn idle_client_is_cut_off_by_the_command_timeout() {
+    let s = TestServer::start_delivering(&[("limits", "command_timeout 1s\n")]);
+    let mut c = s.greeted();
+    let start = Instant::now();
+    let r = c.expect(421);
+    assert!(r.text().starts_with("4.4.2 Timeout"), "{r:?}");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn slow_drip_client_is_cut_off_by_the_command_deadline() {
+    // Idle timeout long, deadline short: a byte every 200 ms never trips the first.
+    let s =
+        TestServer::start_delivering(&[("limits", "command_timeout 10s\ncommand_deadline 2s\n")]);
+    let mut c = s.greeted();
+    let start = Instant::now();
+    let slow = "EHLO a-very-long-name-sent-one-byte-at-a-time.example\r\n";
+    for b in slow.bytes() {
+        if !c.try_send([b]) || start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = c.expect(421);
+    assert_eq!(r.text(), "4.4.2 Command took too long, closing connection");
+    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(s.log().contains("deadline exceeded"));
+}
+
+#[test]
+fn stalled_data_is_cut_off_and_nothing_is_delivered() {
+    let s = TestServer::start_delivering(&[("limits", "data_timeout 1s\n")]);
+    let mut c = s.greeted();
+    c.envelope("a@remote.test", &["b@example.com"]);
+    c.cmd("DATA", 354);
+    c.send("Subject: stalled\r\n\r\nhalf a message");
+    let r = c.expect(421);
+    assert!(r.text().contains("message data"), "{r:?}");
+    assert!(c.is_closed());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(s.delivered().is_empty());
+    assert_eq!(s.spool_files(), 0, "partial spool file removed");
+}
+
+#[test]
+fn data_deadline_bounds_a_slow_message() {
+    let s = TestServer::start_delivering(&[("limits", "data_timeout 10s\ndata_deadline 1s\n")]);
+    let mut c = s.greeted();
+    c.envelope("a@remote.test", &["b@example.com"]);
+    c.cmd("DATA", 354);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        if !c.try_send("x") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = c.expect(421);
+    assert!(r.text().contains("took too long"), "{r:?}");
+}
+
+#[test]
+fn too_many_errors_closes_with_421() {
+    let s = TestServer::start_delivering(&[("limits", "max_errors 3\n")]);
+    let mut c = s.greeted();
+    c.cmd("FOO", 500);
+    c.cmd("BAR", 500);
+    c.line("BAZ");
+    c.expect(500);
+    let r = c.expect(421);
+    assert!(r.text().contains("Too many errors"));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn connection_limits() {
+    let s = TestServer::start_delivering(&[(
+        "limits",
+        "max_connections 3\nmax_connections_per_ip 2\n",
+    )]);
+    let a = s.greeted();
+    let _b = s.greeted();
+    let mut c = s.connect();
+    let r = c.expect(421);
+    assert!(r.text().contains("from your address"), "{r:?}");
+    assert!(c.is_closed());
+    drop(a);
+    // The place is freed once the server notices the close.
+    let start = Instant::now();
+    loop {
+        let mut c = s.connect();
+        let r = c.read_reply().unwrap();
+        if r.code == 220 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "place never freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn total_connection_limit_from_another_address() {
+    let s = TestServer::start_delivering(&[(
+        "limits",
+        "max_connections 1\nmax_connections_per_ip 5\n",
+    )]);
+    let _a = s.greeted();
+    let mut c = wasmtpd_tests::Client::connect(s.addr);
+    let r = c.expect(421);
+    assert_eq!(r.text(), "4.7.0 Too many connections, try again later");
+}
+
+#[test]
+fn sigterm_refuses_new_commands_and_finishes_messages_in_flight() {
+    let mut s = TestServer::start_delivering(&[]);
+    let mut idle = s.greeted();
+    idle.cmd("EHLO idle.test", 250);
+    let mut busy = s.greeted();
+    busy.envelope("a@remote.test", &["b@example.com"]);
+    busy.cmd("DATA", 354);
+    busy.send("Subject: in flight\r\n\r\nfirst half\r\n");
+    s.terminate();
+    // The idle client is told at once.
+    let r = idle.expect(421);
+    assert!(r.text().contains("shutting down"), "{r:?}");
+    // The message in flight completes and is delivered.
+    std::thread::sleep(Duration::from_millis(200));
+    busy.send("second half\r\n.\r\n");
+    busy.expect(250);
+    busy.line("NOOP");
+    busy.expect(421);
+    assert!(
+        s.wait_exit(Duration::from_secs(5))
+            .is_some_and(|st| st.success())
+    );
+    assert!(String::from_utf8_lossy(&s.delivered()[0]).contains("first half\r\nsecond half\r\n"));
+}

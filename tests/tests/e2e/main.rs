@@ -1,0 +1,6 @@
+//! End-to-end tests: the real server binary, real sockets, real clients. One test binary.
+
+mod clients;
+mod config;
+mod limits;
+mod smtp;
