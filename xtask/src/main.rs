@@ -1,1 +1,73 @@
-fn main() {}
+//! `cargo xtask`: the project's developer commands. Thin on purpose: each command is a few
+//! calls to cargo and the system's package manager, said out loud before they run.
+//!
+//! - `cargo xtask serve [ARGS]`: run wasmtpd on 127.0.0.1:2525 with the embedded default
+//!   config, state under `var/` (extra ARGS go to wasmtpd).
+//! - `cargo xtask test [ARGS]`: install what the tests need, then run every test (extra ARGS
+//!   go to `cargo test`). `.ci/run` calls exactly this.
+
+mod install;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("serve") => serve(&rest),
+        Some("test") => test(&rest),
+        _ => {
+            eprintln!("usage: cargo xtask <serve|test> [ARGS]");
+            eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
+            eprintln!("  test    install test tools (swaks, python3) and run every test");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs a command in the project root, echoing it; fails if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd.current_dir(project_root()).status().with_context(|| format!("running {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().to_string())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn serve(extra: &[String]) -> Result<()> {
+    let var = project_root().join("var");
+    std::fs::create_dir_all(&var)?;
+    eprintln!("wasmtpd: state in {}, mail for @localhost is delivered to {}", var.display(), var.join("maildir/new").display());
+    run(cargo()
+        .args(["run", "--quiet", "--package", "wasmtpd", "--"])
+        .args(["--listen", "127.0.0.1:2525", "--state-dir"])
+        .arg(&var)
+        .args(extra))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    install::test_tools()?;
+    run(cargo().args(["build", "--package", "wasmtpd"]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))
+}
