@@ -22,7 +22,9 @@ fn main() -> Result<()> {
         Some("test") => test(&rest),
         _ => {
             eprintln!("usage: cargo xtask <serve|test> [ARGS]");
-            eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
+            eprintln!(
+                "  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)"
+            );
             eprintln!("  test    install test tools (swaks, python3) and run every test");
             std::process::exit(2);
         }
@@ -31,13 +33,19 @@ fn main() -> Result<()> {
 
 /// The repository root (xtask lives one level below it).
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a command in the project root, echoing it; fails if it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
-    let status = cmd.current_dir(project_root()).status().with_context(|| format!("running {}", describe(cmd)))?;
+    let status = cmd
+        .current_dir(project_root())
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed with {status}", describe(cmd));
     }
@@ -58,7 +66,11 @@ fn cargo() -> Command {
 fn serve(extra: &[String]) -> Result<()> {
     let var = project_root().join("var");
     std::fs::create_dir_all(&var)?;
-    eprintln!("wasmtpd: state in {}, mail for @localhost is delivered to {}", var.display(), var.join("maildir/new").display());
+    eprintln!(
+        "wasmtpd: state in {}, mail for @localhost is delivered to {}",
+        var.display(),
+        var.join("maildir/new").display()
+    );
     run(cargo()
         .args(["run", "--quiet", "--package", "wasmtpd", "--"])
         .args(["--listen", "127.0.0.1:2525", "--state-dir"])

@@ -138,6 +138,9 @@ pub struct HookResult {
     pub enhanced: Option<EnhancedCode>,
     /// The plugin that decided, if any (for logs and the `deny` hook).
     pub plugin: Option<String>,
+    /// The plugin did not answer: it trapped, ran out of time or memory, or a host call failed.
+    /// The reply is a temporary failure whatever `verdict` says (see [`crate::verdict`]).
+    pub fault: bool,
 }
 
 impl HookResult {
@@ -147,6 +150,7 @@ impl HookResult {
             message: None,
             enhanced: None,
             plugin: None,
+            fault: false,
         }
     }
 
@@ -157,6 +161,14 @@ impl HookResult {
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = Some(message.into());
         self
+    }
+
+    /// A plugin fault: the reply will be a temporary failure.
+    pub fn fault(plugin: impl Into<String>) -> Self {
+        HookResult {
+            fault: true,
+            ..Self::new(Verdict::DenySoft).from_plugin(plugin)
+        }
     }
 
     pub fn from_plugin(mut self, plugin: impl Into<String>) -> Self {

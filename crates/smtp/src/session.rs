@@ -73,6 +73,13 @@ pub struct Hello {
     pub host: String,
 }
 
+impl Default for Connection {
+    fn default() -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Connection::new(String::new(), unspecified, unspecified)
+    }
+}
+
 impl Connection {
     pub fn new(id: String, remote: SocketAddr, local: SocketAddr) -> Self {
         Connection {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::address::Address;
 use crate::command::{EsmtpParam, MailParams};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Transaction {
     /// Unique id, used in the spool file name, the Received header and every log line.
     pub id: String,

@@ -91,6 +91,10 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
     };
     let addr = ctx.address;
 
+    if result.fault && !hook.result_is_ignored() {
+        return fault_decision(hook, ctx);
+    }
+
     let d = match hook {
         Hook::Connect => {
             let greeting = greeting(ctx);
@@ -245,6 +249,34 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         }
     } else {
         d
+    }
+}
+
+/// A plugin fault: a temporary failure for this command only. Connection-phase hooks close
+/// the connection with 421 (there is no transaction to fail); a fault while the message is
+/// being accepted ends the transaction; QUIT still says goodbye.
+fn fault_decision(hook: Hook, ctx: &ReplyContext<'_>) -> Decision {
+    let text = "Temporary failure in plugin processing, try again later";
+    match hook {
+        Hook::Connect | Hook::Helo | Hook::Ehlo => Decision {
+            reply: Reply::new(421, enh(4, 3, 0), text),
+            accept: false,
+            reset: true,
+            close: true,
+        },
+        Hook::Data | Hook::DataPost | Hook::Queue => Decision {
+            reply: Reply::new(451, enh(4, 3, 0), text),
+            accept: false,
+            reset: true,
+            close: false,
+        },
+        Hook::Quit => decide(hook, &HookResult::declined(), ctx),
+        _ => Decision {
+            reply: Reply::new(451, enh(4, 3, 0), text),
+            accept: false,
+            reset: false,
+            close: false,
+        },
     }
 }
 
@@ -521,6 +553,48 @@ mod tests {
             d(Hook::Mail, Deny).reply.to_string(),
             "550 5.7.1 <a@b.example>, denied\r\n"
         );
+    }
+
+    #[test]
+    fn a_plugin_fault_is_a_temporary_failure() {
+        let fault = HookResult::fault("broken");
+        for hook in [
+            Hook::Mail,
+            Hook::Rcpt,
+            Hook::Vrfy,
+            Hook::UnrecognizedCommand,
+        ] {
+            let got = decide(hook, &fault, &ctx());
+            assert_eq!(
+                (got.reply.code(), got.close, got.accept),
+                (451, false, false),
+                "{}",
+                hook.name()
+            );
+        }
+        for hook in [Hook::Data, Hook::DataPost, Hook::Queue] {
+            let got = decide(hook, &fault, &ctx());
+            assert_eq!(
+                (got.reply.code(), got.reset),
+                (451, true),
+                "{}",
+                hook.name()
+            );
+        }
+        for hook in [Hook::Connect, Hook::Helo, Hook::Ehlo] {
+            let got = decide(hook, &fault, &ctx());
+            assert_eq!(
+                (got.reply.code(), got.close),
+                (421, true),
+                "{}",
+                hook.name()
+            );
+            assert_eq!(
+                got.reply.to_string(),
+                "421 4.3.0 Temporary failure in plugin processing, try again later\r\n"
+            );
+        }
+        assert_eq!(decide(Hook::Quit, &fault, &ctx()).reply.code(), 221);
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! The hook chain: plugins run in configured order until one answers something other than
+//! DECLINED (qpsmtpd's rule), each in its own instance. This is also where a plugin fault is
+//! caught: a trap, a timeout, an out-of-memory or an instantiation failure is logged with the
+//! plugin's name and the fault, the instance is dropped, and the hook gets a temporary failure
+//! (or DECLINED, if the operator chose that policy for the plugin). Nothing else is affected.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use wasmtime::component::Instance;
+use wasmtime::{Store, Trap};
+use wasmtpd_smtp::{Hook, HookArgs, HookContext, HookResult, Verdict};
+
+use crate::PluginHost;
+use crate::bindings::{self, wit};
+use crate::imports::message::MessageView;
+use crate::imports::notes;
+use crate::imports::temp::TempArea;
+use crate::plugin::{HookExports, LoadedPlugin};
+use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, StderrLog, wasi_ctx};
+use crate::state::{CallData, PluginState};
+
+/// A live plugin instance.
+struct Live {
+    store: Store<PluginState>,
+    instance: Instance,
+}
+
+/// The plugin instances of one connection. Transaction-scoped instances are dropped (with
+/// their temporary directories) when the transaction changes; the connection phase before
+/// MAIL counts as a scope of its own.
+pub struct Scope {
+    /// `<temp root>/<connection id>`, set on the first hook.
+    dir: Option<PathBuf>,
+    /// The transaction the transaction-scoped instances belong to (`None`: connection phase).
+    key: Option<String>,
+    generation: u32,
+    slots: Vec<Option<Live>>,
+    message: Option<MessageView>,
+}
+
+impl Scope {
+    pub fn new(plugins: usize) -> Scope {
+        Scope {
+            dir: None,
+            key: None,
+            generation: 0,
+            slots: (0..plugins).map(|_| None).collect(),
+            message: None,
+        }
+    }
+
+    /// Moves to the scope of `key`, ending every transaction-scoped instance of the old one.
+    fn enter(&mut self, key: Option<&str>, plugins: &[LoadedPlugin]) {
+        if self.key.as_deref() == key {
+            return;
+        }
+        for (slot, plugin) in self.slots.iter_mut().zip(plugins) {
+            if plugin.settings.scope == InstanceScope::Transaction {
+                if let Some(live) = slot.take() {
+                    end_instance(live, &plugin.meta.name);
+                }
+            }
+        }
+        if let Some(dir) = &self.dir {
+            let old = dir.join(format!("s{}", self.generation));
+            let _ = std::fs::remove_dir_all(old);
+        }
+        self.generation += 1;
+        self.key = key.map(str::to_string);
+        self.message = None;
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(live) = slot.take() {
+                let name = live.store.data().meta.name.clone();
+                end_instance(live, &name);
+            }
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Drops an instance, passing on what it wrote to stderr.
+fn end_instance(mut live: Live, plugin: &str) {
+    let stderr = live.store.data_mut().stderr.take();
+    live.store.data_mut().temp.remove_all();
+    if !stderr.is_empty() {
+        tracing::info!(
+            plugin,
+            "stderr: {}",
+            String::from_utf8_lossy(&stderr).trim_end().escape_debug()
+        );
+    }
+}
+
+impl PluginHost {
+    pub(crate) async fn run_chain(
+        &self,
+        scope: &mut Scope,
+        hook: Hook,
+        args: HookArgs<'_>,
+        mut ctx: HookContext<'_>,
+    ) -> HookResult {
+        if scope.dir.is_none() {
+            scope.dir = Some(self.temp_root.join(&ctx.connection.id));
+        }
+        let key = ctx.transaction.as_ref().map(|t| t.id.clone());
+        scope.enter(key.as_deref(), &self.plugins);
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if !plugin.exports.implements(hook) {
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = self.call_plugin(scope, index, hook, args, &mut ctx).await;
+            let name = plugin.meta.name.as_str();
+            let result = match outcome {
+                Ok(r) => bindings::hook_result(r, name),
+                Err(fault) => {
+                    tracing::error!(plugin = name, hook = hook.name(), conn = %ctx.connection.id, "plugin fault: {fault}");
+                    match plugin.settings.on_fault {
+                        FaultPolicy::Declined => HookResult::declined().from_plugin(name),
+                        FaultPolicy::TempFail => HookResult::fault(name),
+                    }
+                }
+            };
+            tracing::debug!(
+                plugin = name,
+                hook = hook.name(),
+                verdict = result.verdict.name(),
+                us = started.elapsed().as_micros() as u64,
+                "plugin answered"
+            );
+            // qpsmtpd's record of every plugin's answer: `<plugin>.hook_<hook>`.
+            let notes = match ctx.transaction.as_deref_mut() {
+                Some(t) => &mut t.notes,
+                None => &mut ctx.connection.notes,
+            };
+            let recorded = if result.fault {
+                "FAULT"
+            } else {
+                result.verdict.name()
+            };
+            let _ = notes::set(
+                notes,
+                format!("{name}.hook_{}", hook.name()),
+                Some(recorded.to_string()),
+            );
+            if result.fault || result.verdict != Verdict::Declined {
+                return result;
+            }
+        }
+        HookResult::declined()
+    }
+
+    /// Runs one plugin's hook in its instance (creating it if needed), with the session state
+    /// moved into the instance's store for the duration of the call.
+    async fn call_plugin(
+        &self,
+        scope: &mut Scope,
+        index: usize,
+        hook: Hook,
+        args: HookArgs<'_>,
+        ctx: &mut HookContext<'_>,
+    ) -> Result<wit::HookResult, String> {
+        let plugin = &self.plugins[index];
+        if scope.slots[index].is_none() {
+            let dir = scope.dir.clone().expect("set on the first hook");
+            let temp = dir
+                .join(format!("s{}", scope.generation))
+                .join(format!("p{index}"));
+            let live = self.instantiate(plugin, temp).await?;
+            scope.slots[index] = Some(live);
+        }
+        let Live { store, instance } = scope.slots[index].as_mut().expect("just created");
+        let data = store.data_mut();
+        data.call = CallData {
+            connection: std::mem::take(ctx.connection),
+            transaction: ctx.transaction.as_deref_mut().map(std::mem::take),
+            message: scope.message.take(),
+        };
+        data.limits.deadline = Some(Instant::now() + plugin.settings.timeout);
+        let result = call_hook(&plugin.exports, store, instance, hook, args).await;
+        let data = store.data_mut();
+        data.limits.deadline = None;
+        let call = std::mem::take(&mut data.call);
+        *ctx.connection = call.connection;
+        if let (Some(slot), Some(t)) = (ctx.transaction.as_deref_mut(), call.transaction) {
+            *slot = t;
+        }
+        scope.message = call.message;
+        result.map_err(|e| {
+            let live = scope.slots[index].take().expect("still there");
+            let fault = describe_fault(&e, &live.store, plugin);
+            end_instance(live, &plugin.meta.name);
+            fault
+        })
+    }
+
+    async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: PathBuf) -> Result<Live, String> {
+        let settings = &plugin.settings;
+        let mut temp = TempArea::new(temp_dir, settings.temp_quota);
+        let wasi_temp = match settings.wasi_temp {
+            true => Some(
+                temp.open()
+                    .map(|d| d.try_clone().ok())
+                    .map(|_| temp.path().to_path_buf())?,
+            ),
+            false => None,
+        };
+        let stderr = StderrLog::default();
+        let wasi = wasi_ctx(settings, wasi_temp.as_deref(), stderr.clone())
+            .map_err(|e| format!("sandbox: {e:#}"))?;
+        let state = PluginState {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            limits: PluginLimits::new(settings),
+            meta: plugin.meta.clone(),
+            call: CallData::default(),
+            temp,
+            stderr,
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| Ok(ctx.data().limits.epoch_callback()));
+        store.data_mut().limits.deadline = Some(Instant::now() + settings.timeout);
+        match plugin.pre.instantiate_async(&mut store).await {
+            Ok(instance) => {
+                store.data_mut().limits.deadline = None;
+                Ok(Live { store, instance })
+            }
+            Err(e) => {
+                let fault = format!(
+                    "could not be instantiated: {}",
+                    describe_error(&e, &store, plugin)
+                );
+                store.data_mut().temp.remove_all();
+                Err(fault)
+            }
+        }
+    }
+}
+
+fn describe_fault(
+    e: &wasmtime::Error,
+    store: &Store<PluginState>,
+    plugin: &LoadedPlugin,
+) -> String {
+    let mut s = describe_error(e, store, plugin);
+    // A Rust panic message, a Python traceback: the last line of stderr says what happened.
+    let stderr = store.data().stderr.take();
+    if let Some(last) = String::from_utf8_lossy(&stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+    {
+        s.push_str(&format!(" (stderr: {})", last.trim().escape_debug()));
+    }
+    s
+}
+
+fn describe_error(
+    e: &wasmtime::Error,
+    store: &Store<PluginState>,
+    plugin: &LoadedPlugin,
+) -> String {
+    let limits = &store.data().limits;
+    if limits.out_of_memory {
+        return format!("out of memory (limit {} MiB)", plugin.settings.memory >> 20);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            format!("ran past its time limit of {:?}", plugin.settings.timeout)
+        }
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("{e:#}"),
+    }
+}
+
+/// Calls `hook` on an instance, with its arguments converted to WIT types.
+async fn call_hook(
+    exports: &HookExports,
+    store: &mut Store<PluginState>,
+    instance: &Instance,
+    hook: Hook,
+    args: HookArgs<'_>,
+) -> wasmtime::Result<wit::HookResult> {
+    let missing =
+        || wasmtime::format_err!("{} called with the arguments of another hook", hook.name());
+    macro_rules! load {
+        ($field:ident) => {
+            exports
+                .$field
+                .as_ref()
+                .ok_or_else(|| wasmtime::format_err!("{} not exported", hook.name()))?
+                .load(&mut *store, instance)?
+        };
+    }
+    match (hook, args) {
+        (Hook::Connect, _) => load!(connect).call_connect(&mut *store).await,
+        (Hook::Helo, HookArgs::Hello { host }) => load!(helo).call_helo(&mut *store, host).await,
+        (Hook::Ehlo, HookArgs::Hello { host }) => load!(ehlo).call_ehlo(&mut *store, host).await,
+        (Hook::Mail, HookArgs::Mail { from, params }) => {
+            let sender = from.map(wit::Address::from);
+            load!(mail)
+                .call_mail(&mut *store, sender.as_ref(), &bindings::mail_params(params))
+                .await
+        }
+        (Hook::Rcpt, HookArgs::Rcpt { to, params }) => {
+            load!(rcpt)
+                .call_rcpt(
+                    &mut *store,
+                    &wit::Address::from(to),
+                    &bindings::params(params),
+                )
+                .await
+        }
+        (Hook::Data, _) => load!(data).call_data(&mut *store).await,
+        (Hook::DataPost, _) => load!(data_post).call_data_post(&mut *store).await,
+        (Hook::Queue, _) => load!(queue).call_queue(&mut *store).await,
+        (Hook::Quit, _) => load!(quit).call_quit(&mut *store).await,
+        (Hook::Disconnect, _) => load!(disconnect).call_disconnect(&mut *store).await,
+        (Hook::Vrfy, HookArgs::Vrfy { argument }) => {
+            load!(vrfy).call_vrfy(&mut *store, argument).await
+        }
+        (Hook::Noop, _) => load!(noop).call_noop(&mut *store).await,
+        (Hook::Help, HookArgs::Help { argument }) => {
+            load!(help).call_help(&mut *store, argument).await
+        }
+        (Hook::UnrecognizedCommand, HookArgs::Unrecognized { verb, args }) => {
+            load!(unrecognized_command)
+                .call_unrecognized_command(&mut *store, verb, args)
+                .await
+        }
+        (Hook::ResetTransaction, _) => {
+            load!(reset_transaction)
+                .call_reset_transaction(&mut *store)
+                .await
+        }
+        (
+            Hook::Deny,
+            HookArgs::Deny {
+                hook: denied,
+                result,
+            },
+        ) => {
+            let plugin = result.plugin.as_deref().unwrap_or("");
+            load!(deny)
+                .call_deny(
+                    &mut *store,
+                    denied.name(),
+                    plugin,
+                    result.verdict.into(),
+                    result.message.as_deref(),
+                )
+                .await
+        }
+        _ => Err(missing()),
+    }
+}

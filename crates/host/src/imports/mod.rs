@@ -1,0 +1,184 @@
+//! The host side of `wit/host.wit`: what a plugin may call. One file per group of functions;
+//! this file wires them to the generated `Host` trait and holds the small ones.
+//!
+//! Every function is bounded: strings and lists a plugin hands us are size-checked, reads
+//! return at most 64 KiB, and errors come back as `Err(reason)` to the plugin, never as a trap.
+
+pub mod message;
+pub mod notes;
+pub mod temp;
+
+use crate::bindings::host::{self, ConnectionInfo, Header, Recipient, TransactionInfo};
+use crate::bindings::wit::{self, LogLevel};
+use crate::bindings::{mail_params, params};
+use crate::state::PluginState;
+
+/// Longest log line kept from a plugin.
+const MAX_LOG_LINE: usize = 4096;
+/// Log lines an instance may write before it is muted.
+const MAX_LOG_LINES: u32 = 1000;
+
+impl wit::Host for PluginState {}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.log_lines += 1;
+        let plugin = self.meta.name.as_str();
+        let conn = self.call.connection.id.as_str();
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(
+                    plugin,
+                    conn,
+                    "plugin logged more than {MAX_LOG_LINES} lines; muted for this transaction"
+                );
+            }
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let message = message.escape_debug().to_string();
+        match level {
+            LogLevel::Error => tracing::error!(plugin, conn, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, conn, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, conn, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, conn, "{message}"),
+            LogLevel::Trace => tracing::trace!(plugin, conn, "{message}"),
+        }
+    }
+
+    fn args(&mut self) -> Vec<String> {
+        self.meta.args.clone()
+    }
+
+    fn config(&mut self, name: String) -> Option<Vec<String>> {
+        self.meta.config.lines(&name)
+    }
+
+    fn connection(&mut self) -> ConnectionInfo {
+        let c = &self.call.connection;
+        ConnectionInfo {
+            id: c.id.clone(),
+            remote_ip: c.remote.ip().to_string(),
+            remote_port: c.remote.port(),
+            local_ip: c.local.ip().to_string(),
+            local_port: c.local.port(),
+            hello_host: c.hello.as_ref().map(|h| h.host.clone()),
+            esmtp: c.hello.as_ref().is_some_and(|h| h.esmtp),
+            relay_client: c.relay_client,
+            tls: false,
+            early_talker: c.early_talker,
+        }
+    }
+
+    fn set_relay_client(&mut self, allowed: bool) {
+        self.call.connection.relay_client = allowed;
+    }
+
+    fn transaction(&mut self) -> Option<TransactionInfo> {
+        let t = self.call.transaction.as_ref()?;
+        Some(TransactionInfo {
+            id: t.id.clone(),
+            sender: t.sender.as_ref().map(wit::Address::from),
+            sender_params: mail_params(&t.mail_params),
+            recipients: t
+                .recipients
+                .iter()
+                .map(|r| Recipient {
+                    address: wit::Address::from(&r.address),
+                    params: params(&r.params),
+                })
+                .collect(),
+            message_size: t.message.as_ref().map(|m| m.size),
+        })
+    }
+
+    fn connection_note(&mut self, key: String) -> Option<String> {
+        self.call.connection.notes.get(&key).cloned()
+    }
+
+    fn set_connection_note(&mut self, key: String, value: Option<String>) -> Result<(), String> {
+        notes::set(&mut self.call.connection.notes, key, value)
+    }
+
+    fn transaction_note(&mut self, key: String) -> Option<String> {
+        self.call.transaction.as_ref()?.notes.get(&key).cloned()
+    }
+
+    fn set_transaction_note(&mut self, key: String, value: Option<String>) -> Result<(), String> {
+        let t = self
+            .call
+            .transaction
+            .as_mut()
+            .ok_or("no transaction in progress")?;
+        notes::set(&mut t.notes, key, value)
+    }
+
+    fn headers(&mut self) -> Result<Vec<Header>, String> {
+        Ok(self.message()?.headers())
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.message()?.add_header(&name, &value)
+    }
+
+    fn remove_header(&mut self, name: String) -> Result<u32, String> {
+        Ok(self.message()?.remove_header(&name))
+    }
+
+    fn message_size(&mut self) -> Result<u64, String> {
+        Ok(self.message()?.size())
+    }
+
+    fn read_message(&mut self, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+        self.message()?.read(offset, len)
+    }
+
+    fn temp_file(&mut self) -> Result<String, String> {
+        self.temp.temp_file()
+    }
+
+    fn temp_dir(&mut self) -> Result<String, String> {
+        self.temp.temp_dir()
+    }
+
+    fn spool_dir(&mut self) -> String {
+        ".".to_string()
+    }
+
+    fn write_file(&mut self, name: String, offset: u64, data: Vec<u8>) -> Result<(), String> {
+        self.temp.write(&name, offset, &data)
+    }
+
+    fn read_file(&mut self, name: String, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+        self.temp.read(&name, offset, len)
+    }
+
+    fn remove_file(&mut self, name: String) -> Result<(), String> {
+        self.temp.remove(&name)
+    }
+}
+
+impl PluginState {
+    /// The message of the current transaction, opened on first use.
+    fn message(&mut self) -> Result<&mut message::MessageView, String> {
+        if self.call.message.is_none() {
+            let path = self
+                .call
+                .transaction
+                .as_ref()
+                .and_then(|t| t.message.as_ref())
+                .map(|m| m.path.clone())
+                .ok_or("no message yet: the message is readable from data_post on")?;
+            self.call.message = Some(message::MessageView::open(&path)?);
+        }
+        Ok(self.call.message.as_mut().expect("just set"))
+    }
+}

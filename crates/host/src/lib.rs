@@ -1,0 +1,103 @@
+//! The plugin host: qpsmtpd's hook chain, where every plugin is a sandboxed WebAssembly
+//! component. It implements the engine's [`HookRunner`] seam.
+//!
+//! Code map:
+//! - [`sandbox`]: the engine, per-plugin limits and capabilities (where the sandbox is set up).
+//! - [`plugin`]: loading a component (compile or precompiled cache) and finding its hooks.
+//! - `chain`: running a hook's chain, per-scope instances, and turning faults into verdicts.
+//! - `imports`: the host side of `wit/host.wit`.
+//! - `bindings`: the one `bindgen!` site and the conversions to engine types.
+//! - `state`: the data of one instance's store.
+
+pub mod bindings;
+mod chain;
+mod imports;
+pub mod plugin;
+pub mod sandbox;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Result;
+use wasmtime::Engine;
+use wasmtpd_smtp::{Hook, HookArgs, HookContext, HookResult, HookRunner};
+
+pub use chain::Scope;
+use plugin::{LoadedPlugin, PluginSpec};
+pub use state::ConfigFiles;
+
+/// The loaded plugin chain.
+pub struct PluginHost {
+    engine: Engine,
+    plugins: Vec<LoadedPlugin>,
+    /// Per-connection temporary directories are created under this.
+    temp_root: PathBuf,
+}
+
+impl PluginHost {
+    /// Compiles (or loads precompiled) every plugin of the chain, in order. Any failure names
+    /// the plugin and stops start-up.
+    pub fn load(
+        specs: &[PluginSpec],
+        config: Arc<dyn ConfigFiles>,
+        state_dir: &Path,
+    ) -> Result<PluginHost> {
+        let max_memory = specs
+            .iter()
+            .map(|s| s.settings.memory)
+            .max()
+            .unwrap_or(64 << 20);
+        let max_stack = specs
+            .iter()
+            .map(|s| s.settings.stack)
+            .max()
+            .unwrap_or(512 << 10);
+        let engine = sandbox::engine(max_memory, max_stack)?;
+        let linker = plugin::linker(&engine)?;
+        let cache_dir = state_dir.join("plugin-cache");
+        let mut plugins = Vec::new();
+        for spec in specs {
+            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), &cache_dir)
+                .map_err(|e| anyhow::anyhow!("plugin `{}`: {e:#}", spec.name))?;
+            tracing::info!(
+                plugin = %spec.name,
+                hooks = %loaded.exports.hooks().iter().map(|h| h.name()).collect::<Vec<_>>().join(","),
+                "plugin loaded"
+            );
+            plugins.push(loaded);
+        }
+        let temp_root = state_dir.join("spool").join("plugins");
+        Ok(PluginHost {
+            engine,
+            plugins,
+            temp_root,
+        })
+    }
+
+    /// The hooks each plugin implements, in chain order.
+    pub fn chain(&self) -> Vec<(String, Vec<Hook>)> {
+        self.plugins
+            .iter()
+            .map(|p| (p.meta.name.clone(), p.exports.hooks()))
+            .collect()
+    }
+}
+
+impl HookRunner for PluginHost {
+    type Scope = Scope;
+
+    fn open_scope(&self) -> Scope {
+        Scope::new(self.plugins.len())
+    }
+
+    async fn run(
+        &self,
+        scope: &mut Scope,
+        hook: Hook,
+        args: HookArgs<'_>,
+        ctx: HookContext<'_>,
+    ) -> HookResult {
+        self.run_chain(scope, hook, args, ctx).await
+    }
+}
