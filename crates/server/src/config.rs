@@ -6,6 +6,7 @@
 //! | `smtpgreeting`| the text of the 220 greeting (default: `<me> ESMTP wasmtpd ready`) |
 //! | `plugins`     | the plugin chain: one plugin per line with its arguments; `$include DIR` |
 //! | `limits`      | protocol limits and timeouts, `name value` per line |
+//! | `sandbox`     | per-plugin limits and grants, `plugin setting value...` per line |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -19,6 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wasmtpd_host::sandbox::{DirGrant, FaultPolicy, InstanceScope, SandboxSettings};
 use wasmtpd_smtp::Limits;
 
 /// A configuration error: which file, which line, what is wrong.
@@ -164,6 +166,8 @@ pub struct PluginLine {
     pub args: Vec<String>,
     /// Where the line is (file and line), for error messages.
     pub origin: String,
+    /// Its sandbox, from `config/sandbox` (grant paths still relative to the state directory).
+    pub sandbox: SandboxSettings,
 }
 
 /// The whole configuration.
@@ -220,7 +224,8 @@ impl Config {
                 set_limit(&mut limits, &mut server, key, value).map_err(err)?;
             }
         }
-        let plugins = load_plugins(&source)?;
+        let mut plugins = load_plugins(&source)?;
+        load_sandbox(&source, &mut plugins)?;
         Ok(Config {
             source,
             me,
@@ -408,9 +413,112 @@ fn parse_plugins(
             instance: first.to_string(),
             args: words.map(str::to_string).collect(),
             origin: format!("{path}:{n}"),
+            sandbox: SandboxSettings::default(),
         });
     }
     Ok(())
+}
+
+/// Reads `sandbox`: `<plugin|*> <setting> <value...>` per line, applied in order (so a line
+/// for one plugin after a `*` line overrides it for that plugin).
+///
+/// | setting | value | default |
+/// |---|---|---|
+/// | `memory` | size of the plugin's linear memory | `64M` |
+/// | `timeout` | wall time per hook call | `10s` |
+/// | `stack` | wasm stack size | `512k` |
+/// | `temp-quota` | bytes its temporary files may take | `16M` |
+/// | `scope` | `transaction` (a fresh instance per transaction) or `connection` | `transaction` |
+/// | `on-fault` | `tempfail` (451/421) or `declined` (fail open) | `tempfail` |
+/// | `wasi-temp` | `yes`: its temp directory is also WASI's `/tmp` | `no` |
+/// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory) | none |
+fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
+    let Some(lines) = source.lines("sandbox")? else {
+        return Ok(());
+    };
+    for (n, line) in lines {
+        let err = |what: String| ConfigError {
+            path: source.display("sandbox"),
+            line: Some(n),
+            what,
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [target, setting, values @ ..] = words.as_slice() else {
+            return Err(err(format!(
+                "expected `plugin setting value`, found `{line}`"
+            )));
+        };
+        let matching: Vec<usize> = plugins
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| *target == "*" || p.instance == *target)
+            .map(|(i, _)| i)
+            .collect();
+        if matching.is_empty() && *target != "*" {
+            return Err(err(format!("no plugin `{target}` in config/plugins")));
+        }
+        for i in matching {
+            set_sandbox(&mut plugins[i].sandbox, setting, values).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Result<(), String> {
+    let one = || match values {
+        [v] => Ok(*v),
+        _ => Err(format!("`{setting}` takes one value")),
+    };
+    match setting {
+        "memory" => s.memory = parse_size(one()?)?.max(1 << 20),
+        "timeout" => s.timeout = parse_duration(one()?)?,
+        "stack" => s.stack = parse_size(one()?)?.clamp(64 << 10, 64 << 20) as usize,
+        "temp-quota" => s.temp_quota = parse_size(one()?)?,
+        "scope" => {
+            s.scope = match one()? {
+                "transaction" => InstanceScope::Transaction,
+                "connection" => InstanceScope::Connection,
+                v => return Err(format!("scope is `transaction` or `connection`, not `{v}`")),
+            }
+        }
+        "on-fault" => {
+            s.on_fault = match one()? {
+                "tempfail" => FaultPolicy::TempFail,
+                "declined" => FaultPolicy::Declined,
+                v => return Err(format!("on-fault is `tempfail` or `declined`, not `{v}`")),
+            }
+        }
+        "wasi-temp" => s.wasi_temp = parse_bool(one()?)?,
+        "grant-dir" => {
+            let [host, guest, mode] = values else {
+                return Err("grant-dir takes HOST-DIR GUEST-PATH ro|rw".into());
+            };
+            let writable = match *mode {
+                "rw" => true,
+                "ro" => false,
+                m => return Err(format!("grant-dir mode is `ro` or `rw`, not `{m}`")),
+            };
+            if !guest.starts_with('/') {
+                return Err(format!("the guest path `{guest}` must be absolute"));
+            }
+            s.grants.push(DirGrant {
+                host: PathBuf::from(host),
+                guest: guest.to_string(),
+                writable,
+            });
+        }
+        _ => return Err(format!("unknown sandbox setting `{setting}`")),
+    }
+    Ok(())
+}
+
+impl wasmtpd_host::ConfigFiles for ConfigSource {
+    fn lines(&self, name: &str) -> Option<Vec<String>> {
+        ConfigSource::lines(self, name)
+            .ok()
+            .flatten()
+            .map(|l| l.into_iter().map(|(_, s)| s).collect())
+    }
 }
 
 /// The machine's host name, for `me` when the file is absent.
@@ -522,6 +630,40 @@ mod tests {
 
         let (_d, src) = dir(&[("plugins", "../evil\n")]);
         assert_eq!(Config::load(src).unwrap_err().line, Some(1));
+    }
+
+    #[test]
+    fn sandbox_settings() {
+        let (_d, src) = dir(&[
+            ("plugins", "rcpt_ok\nqueue/maildir maildir\n"),
+            (
+                "sandbox",
+                "* memory 32M\nrcpt_ok timeout 2s\nrcpt_ok on-fault declined\nqueue/maildir grant-dir maildir /maildir rw\n",
+            ),
+        ]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.plugins[0].sandbox.memory, 32 << 20);
+        assert_eq!(c.plugins[0].sandbox.timeout, Duration::from_secs(2));
+        assert_eq!(c.plugins[0].sandbox.on_fault, FaultPolicy::Declined);
+        assert_eq!(
+            c.plugins[1].sandbox.timeout,
+            SandboxSettings::default().timeout
+        );
+        assert_eq!(c.plugins[1].sandbox.grants[0].guest, "/maildir");
+        for (bad, what) in [
+            ("nosuch memory 1M", "no plugin `nosuch`"),
+            ("* colour blue", "unknown sandbox setting"),
+            ("rcpt_ok grant-dir a b rw", "must be absolute"),
+            ("rcpt_ok scope forever", "scope is"),
+        ] {
+            let (_d, src) = dir(&[
+                ("plugins", "rcpt_ok\n"),
+                ("sandbox", &format!("# c\n{bad}\n")),
+            ]);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.what.contains(what), "{e}");
+        }
     }
 
     #[test]

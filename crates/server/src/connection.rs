@@ -408,20 +408,18 @@ impl<R: HookRunner> ClientConnection<R> {
                     return self.send(r);
                 }
                 let address = path_display(from.as_ref());
-                let result = self
-                    .run_hook(
-                        Hook::Mail,
-                        HookArgs::Mail {
-                            from: from.as_ref(),
-                            params: &params,
-                        },
-                    )
-                    .await;
+                self.transactions += 1;
+                let id = format!("{}.{}", self.session.connection.id, self.transactions);
+                self.session
+                    .begin_transaction(id, from.clone(), params.clone());
+                let args = HookArgs::Mail {
+                    from: from.as_ref(),
+                    params: &params,
+                };
+                let result = self.run_hook(Hook::Mail, args).await;
                 let decision = self.decide(Hook::Mail, &result, "", &address);
-                if decision.accept {
-                    self.transactions += 1;
-                    let id = format!("{}.{}", self.session.connection.id, self.transactions);
-                    self.session.accept_mail(id, from, params);
+                if !decision.accept {
+                    self.end_transaction().await;
                 }
                 self.apply(decision).await
             }

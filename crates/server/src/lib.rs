@@ -5,12 +5,12 @@
 //! - [`admission`]: connection limits, total and per IP.
 //! - `connection`: one task per client; the only code that touches a client socket.
 //! - [`spool`]: where a message is written while DATA streams in; the Received header.
-//! - [`fallback`]: built-in `rcpt_ok` and `queue/maildir`, used until the plugin host lands.
+//! - [`plugins`]: from `config/plugins` and `config/sandbox` to a loaded plugin chain.
 
 pub mod admission;
 pub mod config;
 mod connection;
-pub mod fallback;
+pub mod plugins;
 pub mod spool;
 
 use std::future::Future;

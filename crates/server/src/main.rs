@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wasmtpd::config::{Config, ConfigSource};
-use wasmtpd::fallback::Builtins;
 use wasmtpd::spool::Spool;
 
 /// An SMTP server whose plugins are sandboxed WebAssembly components.
@@ -21,6 +20,9 @@ struct Args {
     /// Address to listen on; may be given several times.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:2525")]
     listen: Vec<SocketAddr>,
+    /// Where plugin components are: `<name>.wasm` for each plugin named in config/plugins.
+    #[arg(long, value_name = "DIR", default_value = "/usr/lib/wasmtpd/plugins")]
+    plugin_dir: PathBuf,
     /// Where the server keeps its state: the spool, and paths the config names relative to it.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/wasmtpd")]
     state_dir: PathBuf,
@@ -70,8 +72,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.state_dir.join("spool").display()
         )
     })?;
-    let runner = Builtins::from_config(&config, &args.state_dir)
-        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let runner = wasmtpd::plugins::load(&config, &args.plugin_dir, &args.state_dir)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

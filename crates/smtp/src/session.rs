@@ -175,8 +175,9 @@ impl Session {
         Ok(())
     }
 
-    /// MAIL accepted: a transaction begins.
-    pub fn accept_mail(&mut self, id: String, from: Option<Address>, params: MailParams) {
+    /// MAIL passed the checks: the transaction begins (before the `mail` hook, so plugins see
+    /// it; if the hook refuses the sender, the transaction is reset).
+    pub fn begin_transaction(&mut self, id: String, from: Option<Address>, params: MailParams) {
         self.transaction = Some(Transaction::new(id, from, params));
     }
 
@@ -262,7 +263,7 @@ mod tests {
         let to = Address::new("x", "y.example").unwrap();
         assert_eq!(code(s.check_rcpt(&to, &[])), 503);
         assert_eq!(code(s.check_mail(f.as_ref(), &p)), 250);
-        s.accept_mail("t1".into(), f.clone(), p.clone());
+        s.begin_transaction("t1".into(), f.clone(), p.clone());
         assert_eq!(code(s.check_mail(f.as_ref(), &p)), 503, "nested MAIL");
         assert_eq!(code(s.check_data()), 503, "no RCPT tried yet");
         assert_eq!(code(s.check_rcpt(&to, &[])), 250);
@@ -298,7 +299,7 @@ mod tests {
         assert_eq!(code(s.check_mail(f.as_ref(), &p)), 553);
         let (f, p) = mail("MAIL FROM:<jürgen@b.example> SMTPUTF8");
         assert_eq!(code(s.check_mail(f.as_ref(), &p)), 250);
-        s.accept_mail("t".into(), None, MailParams::default());
+        s.begin_transaction("t".into(), None, MailParams::default());
         let utf8 = Address::new("jürgen", "b.example").unwrap();
         assert_eq!(code(s.check_rcpt(&utf8, &[])), 553);
         let to = Address::new("x", "y.example").unwrap();

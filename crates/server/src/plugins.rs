@@ -1,0 +1,63 @@
+//! From the configuration to a running plugin chain: each line of `config/plugins` names a
+//! component `<plugin dir>/<name>.wasm`; its sandbox comes from `config/sandbox`, with granted
+//! host directories taken relative to the state directory (and created if missing).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtpd_host::PluginHost;
+use wasmtpd_host::plugin::PluginSpec;
+
+use crate::config::{Config, ConfigError};
+
+/// Resolves every plugin line to its component and sandbox; errors name the config line.
+pub fn specs(
+    config: &Config,
+    plugin_dir: &Path,
+    state_dir: &Path,
+) -> Result<Vec<PluginSpec>, ConfigError> {
+    let mut out = Vec::new();
+    for line in &config.plugins {
+        let err = |what: String| {
+            let (path, n) = line
+                .origin
+                .rsplit_once(':')
+                .map_or((line.origin.clone(), None), |(p, n)| {
+                    (p.to_string(), n.parse().ok())
+                });
+            ConfigError {
+                path,
+                line: n,
+                what,
+            }
+        };
+        let path = plugin_dir.join(format!("{}.wasm", line.name));
+        if !path.is_file() {
+            return Err(err(format!(
+                "no component for plugin `{}`: {} does not exist (build the plugins with `cargo xtask build-plugins`, or pass --plugin-dir)",
+                line.name,
+                path.display()
+            )));
+        }
+        let mut settings = line.sandbox.clone();
+        for grant in &mut settings.grants {
+            grant.host = state_dir.join(&grant.host);
+            std::fs::create_dir_all(&grant.host)
+                .map_err(|e| err(format!("grant-dir {}: {e}", grant.host.display())))?;
+        }
+        out.push(PluginSpec {
+            name: line.instance.clone(),
+            args: line.args.clone(),
+            path,
+            settings,
+        });
+    }
+    Ok(out)
+}
+
+/// Loads the chain: compiles (or loads precompiled) every component. Any failure stops start-up.
+pub fn load(config: &Config, plugin_dir: &Path, state_dir: &Path) -> anyhow::Result<PluginHost> {
+    let specs = specs(config, plugin_dir, state_dir)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    PluginHost::load(&specs, Arc::new(config.source.clone()), state_dir)
+}
