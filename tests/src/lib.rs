@@ -16,31 +16,37 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The `wasmtpd` binary, built once per test run if it is missing or stale.
+/// Where `cargo xtask build-plugins` puts the plugin components.
+pub fn plugin_dir() -> PathBuf {
+    repo_root().join("target").join("plugins")
+}
+
+/// Compiled plugins, shared by every test server of a run (compiling is the slow part of start-up).
+pub fn plugin_cache() -> PathBuf {
+    repo_root().join("target").join("test-plugin-cache")
+}
+
+/// The `wasmtpd` binary, built once per test run if it is missing or stale, together with the
+/// plugins (`cargo xtask build-plugins`).
 pub fn server_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--package",
-                "wasmtpd",
-                "--bin",
-                "wasmtpd",
-            ])
+            .args(["build", "--quiet", "--package", "wasmtpd", "--bin", "wasmtpd"])
             .current_dir(repo_root())
             .status()
             .expect("running cargo build for wasmtpd");
         assert!(status.success(), "cargo build -p wasmtpd failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| repo_root().join("target"), PathBuf::from);
+        let status = Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--package", "xtask", "--", "build-plugins"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo xtask build-plugins");
+        assert!(status.success(), "cargo xtask build-plugins failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
         target.join("debug").join("wasmtpd")
     })
 }
@@ -91,15 +97,18 @@ impl TestServer {
             .arg(&config)
             .arg("--state-dir")
             .arg(dir.0.join("state"))
-            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+            .arg("--plugin-dir")
+            .arg(plugin_dir())
+            .arg("--plugin-cache")
+            .arg(plugin_cache())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--log", "info,wasmtpd=debug,wasmtpd_host=debug"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.0.join("server.log")).unwrap())
             .spawn()
             .expect("starting wasmtpd");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let Some(addr) = line.trim().strip_prefix("wasmtpd listening on ") else {
             let _ = child.wait();
             panic!(
@@ -111,15 +120,30 @@ impl TestServer {
         TestServer { addr, dir, child }
     }
 
-    /// The standard chain: accept mail for `example.com` into the maildir `maildir`.
+    /// The standard chain: accept mail for `example.com` into the maildir `maildir` (under the
+    /// state directory), with queue/maildir granted that directory as `/maildir`. Files in
+    /// `extra` replace the defaults of the same name.
     pub fn start_delivering(extra: &[(&str, &str)]) -> TestServer {
         let mut files = vec![
             ("me", "mx.test"),
             ("rcpthosts", "example.com\n"),
-            ("plugins", "rcpt_ok\nqueue/maildir maildir\n"),
+            ("plugins", "rcpt_ok\nqueue/maildir /maildir\n"),
+            ("sandbox", "queue/maildir grant-dir maildir /maildir rw\n"),
         ];
-        files.extend_from_slice(extra);
+        for (name, text) in extra {
+            files.retain(|(n, _)| n != name);
+            files.push((name, text));
+        }
         TestServer::start(&files)
+    }
+
+    /// The plugins in `plugins` (one per line), then queue/maildir, accepting mail for
+    /// example.com like [`TestServer::start_delivering`].
+    pub fn start_with_chain(plugins: &str, extra: &[(&str, &str)]) -> TestServer {
+        let chain = format!("{plugins}\nqueue/maildir /maildir\n");
+        let mut files: Vec<(&str, &str)> = vec![("plugins", chain.as_str())];
+        files.extend_from_slice(extra);
+        TestServer::start_delivering(&files)
     }
 
     pub fn connect(&self) -> Client {
@@ -145,26 +169,20 @@ impl TestServer {
     /// Messages delivered to the maildir `maildir`, oldest first.
     pub fn delivered(&self) -> Vec<Vec<u8>> {
         let new = self.dir.0.join("state/maildir/new");
-        let mut files: Vec<_> = std::fs::read_dir(new)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let mut files: Vec<_> =
+            std::fs::read_dir(new).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         files.sort();
         files.iter().map(|f| std::fs::read(f).unwrap()).collect()
     }
 
     /// Files in the incoming spool (should be empty between transactions).
     pub fn spool_files(&self) -> usize {
-        std::fs::read_dir(self.dir.0.join("state/spool"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        std::fs::read_dir(self.dir.0.join("state/spool")).map(|d| d.count()).unwrap_or(0)
     }
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
     }
 
     /// Waits for the process to exit, up to `limit`.
@@ -220,14 +238,9 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        Client { stream, buf: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
@@ -250,9 +263,7 @@ impl Client {
         loop {
             let line = self.read_line()?;
             assert!(line.len() >= 3, "short reply line {line:?}");
-            let code: u16 = line[..3]
-                .parse()
-                .unwrap_or_else(|_| panic!("bad reply line {line:?}"));
+            let code: u16 = line[..3].parse().unwrap_or_else(|_| panic!("bad reply line {line:?}"));
             let sep = line.as_bytes().get(3).copied().unwrap_or(b' ');
             lines.push(line.get(4..).unwrap_or("").to_string());
             if sep == b' ' {
@@ -281,9 +292,7 @@ impl Client {
     /// Reads a reply and checks its code.
     #[track_caller]
     pub fn expect(&mut self, code: u16) -> Reply {
-        let r = self
-            .read_reply()
-            .unwrap_or_else(|| panic!("connection closed, expected {code}"));
+        let r = self.read_reply().unwrap_or_else(|| panic!("connection closed, expected {code}"));
         assert_eq!(r.code, code, "expected {code}, got {r:?}");
         r
     }

@@ -14,54 +14,26 @@ use crate::run;
 const TEST_TOOLS: &[(&str, &str)] = &[("swaks", "swaks"), ("python3", "python3")];
 
 pub fn test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
-        .iter()
-        .filter(|(cmd, _)| !on_path(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
-        eprintln!(
-            "xtask: test tools present: {}",
-            TEST_TOOLS
-                .iter()
-                .map(|(c, _)| *c)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        eprintln!("xtask: test tools present: {}", TEST_TOOLS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", "));
         return Ok(());
     }
-    eprintln!(
-        "xtask: installing Debian packages for the tests: {}",
-        missing.join(", ")
-    );
+    eprintln!("xtask: installing Debian packages for the tests: {}", missing.join(", "));
     apt_install(&missing)
 }
 
 pub fn on_path(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
     if !on_path("apt-get") {
-        bail!(
-            "cannot install {}: no apt-get on this machine; install them by hand",
-            packages.join(", ")
-        );
+        bail!("cannot install {}: no apt-get on this machine; install them by hand", packages.join(", "));
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     let sudo = |args: &[&str]| {
-        let mut c = if root {
-            Command::new(args[0])
-        } else {
-            Command::new("sudo")
-        };
+        let mut c = if root { Command::new(args[0]) } else { Command::new("sudo") };
         if root {
             c.args(&args[1..]);
         } else {

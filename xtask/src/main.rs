@@ -1,11 +1,13 @@
 //! `cargo xtask`: the project's developer commands. Thin on purpose: each command is a few
 //! calls to cargo and the system's package manager, said out loud before they run.
 //!
-//! - `cargo xtask serve [ARGS]`: run wasmtpd on 127.0.0.1:2525 with the embedded default
-//!   config, state under `var/` (extra ARGS go to wasmtpd).
-//! - `cargo xtask test [ARGS]`: install what the tests need, then run every test (extra ARGS
-//!   go to `cargo test`). `.ci/run` calls exactly this.
+//! - `cargo xtask build-plugins`: build `plugins-wasm/` into `target/plugins/`.
+//! - `cargo xtask serve [ARGS]`: build the plugins, run wasmtpd on 127.0.0.1:2525 with the
+//!   embedded default config, state under `var/` (extra ARGS go to wasmtpd).
+//! - `cargo xtask test [ARGS]`: install what the tests need, build the plugins, then run every
+//!   test (extra ARGS go to `cargo test`). `.ci/run` calls exactly this.
 
+mod build_plugins;
 mod install;
 
 use std::path::{Path, PathBuf};
@@ -18,13 +20,13 @@ fn main() -> Result<()> {
     let task = args.next();
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
+        Some("build-plugins") => build_plugins::build_plugins(),
         Some("serve") => serve(&rest),
         Some("test") => test(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <serve|test> [ARGS]");
-            eprintln!(
-                "  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)"
-            );
+            eprintln!("usage: cargo xtask <build-plugins|serve|test> [ARGS]");
+            eprintln!("  build-plugins  build plugins-wasm/ into target/plugins/ (installs the wasm32-wasip2 target)");
+            eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
             eprintln!("  test    install test tools (swaks, python3) and run every test");
             std::process::exit(2);
         }
@@ -33,19 +35,13 @@ fn main() -> Result<()> {
 
 /// The repository root (xtask lives one level below it).
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Runs a command in the project root, echoing it; fails if it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
-    let status = cmd
-        .current_dir(project_root())
-        .status()
-        .with_context(|| format!("running {}", describe(cmd)))?;
+    let status = cmd.current_dir(project_root()).status().with_context(|| format!("running {}", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed with {status}", describe(cmd));
     }
@@ -64,6 +60,7 @@ fn cargo() -> Command {
 }
 
 fn serve(extra: &[String]) -> Result<()> {
+    build_plugins::build_plugins()?;
     let var = project_root().join("var");
     std::fs::create_dir_all(&var)?;
     eprintln!(
@@ -75,11 +72,14 @@ fn serve(extra: &[String]) -> Result<()> {
         .args(["run", "--quiet", "--package", "wasmtpd", "--"])
         .args(["--listen", "127.0.0.1:2525", "--state-dir"])
         .arg(&var)
+        .arg("--plugin-dir")
+        .arg(build_plugins::plugin_dir())
         .args(extra))
 }
 
 fn test(extra: &[String]) -> Result<()> {
     install::test_tools()?;
+    build_plugins::build_plugins()?;
     run(cargo().args(["build", "--package", "wasmtpd"]))?;
     run(cargo().args(["test", "--workspace"]).args(extra))
 }

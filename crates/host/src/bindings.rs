@@ -16,19 +16,13 @@ pub use wasmtpd::plugin::types as wit;
 
 impl From<&Address> for wit::Address {
     fn from(a: &Address) -> Self {
-        wit::Address {
-            local_part: a.local_part().to_string(),
-            domain: a.domain().map(str::to_string),
-        }
+        wit::Address { local_part: a.local_part().to_string(), domain: a.domain().map(str::to_string) }
     }
 }
 
 impl From<&EsmtpParam> for wit::EsmtpParam {
     fn from(p: &EsmtpParam) -> Self {
-        wit::EsmtpParam {
-            keyword: p.keyword.clone(),
-            value: p.value.clone(),
-        }
+        wit::EsmtpParam { keyword: p.keyword.clone(), value: p.value.clone() }
     }
 }
 
@@ -40,22 +34,13 @@ pub fn params(ps: &[EsmtpParam]) -> Vec<wit::EsmtpParam> {
 pub fn mail_params(p: &MailParams) -> Vec<wit::EsmtpParam> {
     let mut out = Vec::new();
     if let Some(size) = p.size {
-        out.push(wit::EsmtpParam {
-            keyword: "SIZE".into(),
-            value: Some(size.to_string()),
-        });
+        out.push(wit::EsmtpParam { keyword: "SIZE".into(), value: Some(size.to_string()) });
     }
     if p.body_8bitmime {
-        out.push(wit::EsmtpParam {
-            keyword: "BODY".into(),
-            value: Some("8BITMIME".into()),
-        });
+        out.push(wit::EsmtpParam { keyword: "BODY".into(), value: Some("8BITMIME".into()) });
     }
     if p.smtputf8 {
-        out.push(wit::EsmtpParam {
-            keyword: "SMTPUTF8".into(),
-            value: None,
-        });
+        out.push(wit::EsmtpParam { keyword: "SMTPUTF8".into(), value: None });
     }
     out.extend(p.other.iter().map(Into::into));
     out

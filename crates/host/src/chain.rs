@@ -41,13 +41,7 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(plugins: usize) -> Scope {
-        Scope {
-            dir: None,
-            key: None,
-            generation: 0,
-            slots: (0..plugins).map(|_| None).collect(),
-            message: None,
-        }
+        Scope { dir: None, key: None, generation: 0, slots: (0..plugins).map(|_| None).collect(), message: None }
     }
 
     /// Moves to the scope of `key`, ending every transaction-scoped instance of the old one.
@@ -91,11 +85,7 @@ fn end_instance(mut live: Live, plugin: &str) {
     let stderr = live.store.data_mut().stderr.take();
     live.store.data_mut().temp.remove_all();
     if !stderr.is_empty() {
-        tracing::info!(
-            plugin,
-            "stderr: {}",
-            String::from_utf8_lossy(&stderr).trim_end().escape_debug()
-        );
+        tracing::info!(plugin, "stderr: {}", String::from_utf8_lossy(&stderr).trim_end().escape_debug());
     }
 }
 
@@ -141,16 +131,8 @@ impl PluginHost {
                 Some(t) => &mut t.notes,
                 None => &mut ctx.connection.notes,
             };
-            let recorded = if result.fault {
-                "FAULT"
-            } else {
-                result.verdict.name()
-            };
-            let _ = notes::set(
-                notes,
-                format!("{name}.hook_{}", hook.name()),
-                Some(recorded.to_string()),
-            );
+            let recorded = if result.fault { "FAULT" } else { result.verdict.name() };
+            let _ = notes::set(notes, format!("{name}.hook_{}", hook.name()), Some(recorded.to_string()));
             if result.fault || result.verdict != Verdict::Declined {
                 return result;
             }
@@ -171,9 +153,7 @@ impl PluginHost {
         let plugin = &self.plugins[index];
         if scope.slots[index].is_none() {
             let dir = scope.dir.clone().expect("set on the first hook");
-            let temp = dir
-                .join(format!("s{}", scope.generation))
-                .join(format!("p{index}"));
+            let temp = dir.join(format!("s{}", scope.generation)).join(format!("p{index}"));
             let live = self.instantiate(plugin, temp).await?;
             scope.slots[index] = Some(live);
         }
@@ -206,16 +186,11 @@ impl PluginHost {
         let settings = &plugin.settings;
         let mut temp = TempArea::new(temp_dir, settings.temp_quota);
         let wasi_temp = match settings.wasi_temp {
-            true => Some(
-                temp.open()
-                    .map(|d| d.try_clone().ok())
-                    .map(|_| temp.path().to_path_buf())?,
-            ),
+            true => Some(temp.open().map(|d| d.try_clone().ok()).map(|_| temp.path().to_path_buf())?),
             false => None,
         };
         let stderr = StderrLog::default();
-        let wasi = wasi_ctx(settings, wasi_temp.as_deref(), stderr.clone())
-            .map_err(|e| format!("sandbox: {e:#}"))?;
+        let wasi = wasi_ctx(settings, wasi_temp.as_deref(), stderr.clone()).map_err(|e| format!("sandbox: {e:#}"))?;
         let state = PluginState {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
@@ -237,10 +212,7 @@ impl PluginHost {
                 Ok(Live { store, instance })
             }
             Err(e) => {
-                let fault = format!(
-                    "could not be instantiated: {}",
-                    describe_error(&e, &store, plugin)
-                );
+                let fault = format!("could not be instantiated: {}", describe_error(&e, &store, plugin));
                 store.data_mut().temp.remove_all();
                 Err(fault)
             }
@@ -248,29 +220,17 @@ impl PluginHost {
     }
 }
 
-fn describe_fault(
-    e: &wasmtime::Error,
-    store: &Store<PluginState>,
-    plugin: &LoadedPlugin,
-) -> String {
+fn describe_fault(e: &wasmtime::Error, store: &Store<PluginState>, plugin: &LoadedPlugin) -> String {
     let mut s = describe_error(e, store, plugin);
     // A Rust panic message, a Python traceback: the last line of stderr says what happened.
     let stderr = store.data().stderr.take();
-    if let Some(last) = String::from_utf8_lossy(&stderr)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-    {
+    if let Some(last) = String::from_utf8_lossy(&stderr).lines().rev().find(|l| !l.trim().is_empty()) {
         s.push_str(&format!(" (stderr: {})", last.trim().escape_debug()));
     }
     s
 }
 
-fn describe_error(
-    e: &wasmtime::Error,
-    store: &Store<PluginState>,
-    plugin: &LoadedPlugin,
-) -> String {
+fn describe_error(e: &wasmtime::Error, store: &Store<PluginState>, plugin: &LoadedPlugin) -> String {
     let limits = &store.data().limits;
     if limits.out_of_memory {
         return format!("out of memory (limit {} MiB)", plugin.settings.memory >> 20);
@@ -293,8 +253,7 @@ async fn call_hook(
     hook: Hook,
     args: HookArgs<'_>,
 ) -> wasmtime::Result<wit::HookResult> {
-    let missing =
-        || wasmtime::format_err!("{} called with the arguments of another hook", hook.name());
+    let missing = || wasmtime::format_err!("{} called with the arguments of another hook", hook.name());
     macro_rules! load {
         ($field:ident) => {
             exports
@@ -310,57 +269,27 @@ async fn call_hook(
         (Hook::Ehlo, HookArgs::Hello { host }) => load!(ehlo).call_ehlo(&mut *store, host).await,
         (Hook::Mail, HookArgs::Mail { from, params }) => {
             let sender = from.map(wit::Address::from);
-            load!(mail)
-                .call_mail(&mut *store, sender.as_ref(), &bindings::mail_params(params))
-                .await
+            load!(mail).call_mail(&mut *store, sender.as_ref(), &bindings::mail_params(params)).await
         }
         (Hook::Rcpt, HookArgs::Rcpt { to, params }) => {
-            load!(rcpt)
-                .call_rcpt(
-                    &mut *store,
-                    &wit::Address::from(to),
-                    &bindings::params(params),
-                )
-                .await
+            load!(rcpt).call_rcpt(&mut *store, &wit::Address::from(to), &bindings::params(params)).await
         }
         (Hook::Data, _) => load!(data).call_data(&mut *store).await,
         (Hook::DataPost, _) => load!(data_post).call_data_post(&mut *store).await,
         (Hook::Queue, _) => load!(queue).call_queue(&mut *store).await,
         (Hook::Quit, _) => load!(quit).call_quit(&mut *store).await,
         (Hook::Disconnect, _) => load!(disconnect).call_disconnect(&mut *store).await,
-        (Hook::Vrfy, HookArgs::Vrfy { argument }) => {
-            load!(vrfy).call_vrfy(&mut *store, argument).await
-        }
+        (Hook::Vrfy, HookArgs::Vrfy { argument }) => load!(vrfy).call_vrfy(&mut *store, argument).await,
         (Hook::Noop, _) => load!(noop).call_noop(&mut *store).await,
-        (Hook::Help, HookArgs::Help { argument }) => {
-            load!(help).call_help(&mut *store, argument).await
-        }
+        (Hook::Help, HookArgs::Help { argument }) => load!(help).call_help(&mut *store, argument).await,
         (Hook::UnrecognizedCommand, HookArgs::Unrecognized { verb, args }) => {
-            load!(unrecognized_command)
-                .call_unrecognized_command(&mut *store, verb, args)
-                .await
+            load!(unrecognized_command).call_unrecognized_command(&mut *store, verb, args).await
         }
-        (Hook::ResetTransaction, _) => {
-            load!(reset_transaction)
-                .call_reset_transaction(&mut *store)
-                .await
-        }
-        (
-            Hook::Deny,
-            HookArgs::Deny {
-                hook: denied,
-                result,
-            },
-        ) => {
+        (Hook::ResetTransaction, _) => load!(reset_transaction).call_reset_transaction(&mut *store).await,
+        (Hook::Deny, HookArgs::Deny { hook: denied, result }) => {
             let plugin = result.plugin.as_deref().unwrap_or("");
             load!(deny)
-                .call_deny(
-                    &mut *store,
-                    denied.name(),
-                    plugin,
-                    result.verdict.into(),
-                    result.message.as_deref(),
-                )
+                .call_deny(&mut *store, denied.name(), plugin, result.verdict.into(), result.message.as_deref())
                 .await
         }
         _ => Err(missing()),

@@ -36,29 +36,22 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    /// Compiles (or loads precompiled) every plugin of the chain, in order. Any failure names
-    /// the plugin and stops start-up.
+    /// Compiles (or loads precompiled from `cache_dir`) every plugin of the chain, in order.
+    /// Plugins' temporary directories go under `spool_dir`. Any failure names the plugin and
+    /// stops start-up.
     pub fn load(
         specs: &[PluginSpec],
         config: Arc<dyn ConfigFiles>,
-        state_dir: &Path,
+        spool_dir: &Path,
+        cache_dir: &Path,
     ) -> Result<PluginHost> {
-        let max_memory = specs
-            .iter()
-            .map(|s| s.settings.memory)
-            .max()
-            .unwrap_or(64 << 20);
-        let max_stack = specs
-            .iter()
-            .map(|s| s.settings.stack)
-            .max()
-            .unwrap_or(512 << 10);
+        let max_memory = specs.iter().map(|s| s.settings.memory).max().unwrap_or(64 << 20);
+        let max_stack = specs.iter().map(|s| s.settings.stack).max().unwrap_or(512 << 10);
         let engine = sandbox::engine(max_memory, max_stack)?;
         let linker = plugin::linker(&engine)?;
-        let cache_dir = state_dir.join("plugin-cache");
         let mut plugins = Vec::new();
         for spec in specs {
-            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), &cache_dir)
+            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), cache_dir)
                 .map_err(|e| anyhow::anyhow!("plugin `{}`: {e:#}", spec.name))?;
             tracing::info!(
                 plugin = %spec.name,
@@ -67,20 +60,13 @@ impl PluginHost {
             );
             plugins.push(loaded);
         }
-        let temp_root = state_dir.join("spool").join("plugins");
-        Ok(PluginHost {
-            engine,
-            plugins,
-            temp_root,
-        })
+        let temp_root = spool_dir.join("plugins");
+        Ok(PluginHost { engine, plugins, temp_root })
     }
 
     /// The hooks each plugin implements, in chain order.
     pub fn chain(&self) -> Vec<(String, Vec<Hook>)> {
-        self.plugins
-            .iter()
-            .map(|p| (p.meta.name.clone(), p.exports.hooks()))
-            .collect()
+        self.plugins.iter().map(|p| (p.meta.name.clone(), p.exports.hooks())).collect()
     }
 }
 
@@ -91,13 +77,7 @@ impl HookRunner for PluginHost {
         Scope::new(self.plugins.len())
     }
 
-    async fn run(
-        &self,
-        scope: &mut Scope,
-        hook: Hook,
-        args: HookArgs<'_>,
-        ctx: HookContext<'_>,
-    ) -> HookResult {
+    async fn run(&self, scope: &mut Scope, hook: Hook, args: HookArgs<'_>, ctx: HookContext<'_>) -> HookResult {
         self.run_chain(scope, hook, args, ctx).await
     }
 }

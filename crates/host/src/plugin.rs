@@ -53,13 +53,8 @@ pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
 pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Component> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
-    let key = Sha256::new()
-        .chain_update(&bytes)
-        .chain_update(engine_hash.finish().to_le_bytes())
-        .finalize();
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    let key = Sha256::new().chain_update(&bytes).chain_update(engine_hash.finish().to_le_bytes()).finalize();
     let key: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
     let cached = cache_dir.join(format!("{key}.cwasm"));
     if cached.is_file() {
@@ -77,8 +72,7 @@ pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<
         .precompile_component(&bytes)
         .map_err(|e| anyhow::Error::from(e).context(format!("compiling {}", path.display())))?;
     tracing::info!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
-    std::fs::create_dir_all(cache_dir)
-        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
     let tmp = cache_dir.join(format!("{key}.cwasm.tmp{}", std::process::id()));
     std::fs::write(&tmp, &compiled).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &cached)?;
@@ -96,10 +90,7 @@ impl LoadedPlugin {
     ) -> Result<LoadedPlugin> {
         let component = load_component(engine, &spec.path, cache_dir)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: imports something the server does not offer: {e:#}",
-                spec.path.display()
-            )
+            anyhow::anyhow!("{}: imports something the server does not offer: {e:#}", spec.path.display())
         })?;
         let exports = HookExports::discover(&pre);
         if exports.hooks().is_empty() {
@@ -108,17 +99,8 @@ impl LoadedPlugin {
                 spec.path.display()
             );
         }
-        let meta = Arc::new(PluginMeta {
-            name: spec.name.clone(),
-            args: spec.args.clone(),
-            config,
-        });
-        Ok(LoadedPlugin {
-            meta,
-            settings: spec.settings.clone(),
-            pre,
-            exports,
-        })
+        let meta = Arc::new(PluginMeta { name: spec.name.clone(), args: spec.args.clone(), config });
+        Ok(LoadedPlugin { meta, settings: spec.settings.clone(), pre, exports })
     }
 }
 

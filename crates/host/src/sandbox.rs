@@ -20,10 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-    UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
@@ -145,11 +142,7 @@ pub struct PluginLimits {
 
 impl PluginLimits {
     pub fn new(settings: &SandboxSettings) -> Self {
-        PluginLimits {
-            memory: settings.memory,
-            out_of_memory: false,
-            deadline: None,
-        }
+        PluginLimits { memory: settings.memory, out_of_memory: false, deadline: None }
     }
 
     /// Called at every epoch tick while the plugin runs: yield to other tasks while within the
@@ -163,12 +156,7 @@ impl PluginLimits {
 }
 
 impl ResourceLimiter for PluginLimits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory {
             self.out_of_memory = true;
             return Ok(false);
@@ -176,12 +164,7 @@ impl ResourceLimiter for PluginLimits {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 
@@ -197,22 +180,14 @@ impl ResourceLimiter for PluginLimits {
 }
 
 /// The WASI context of an instance: nothing, plus what was granted.
-pub fn wasi_ctx(
-    settings: &SandboxSettings,
-    temp_dir: Option<&Path>,
-    stderr: StderrLog,
-) -> anyhow::Result<WasiCtx> {
+pub fn wasi_ctx(settings: &SandboxSettings, temp_dir: Option<&Path>, stderr: StderrLog) -> anyhow::Result<WasiCtx> {
     let mut b = WasiCtxBuilder::new();
     b.stderr(stderr);
     if let Some(dir) = temp_dir {
         b.preopened_dir(dir, "/tmp", FsPerms::ReadWrite)?;
     }
     for g in &settings.grants {
-        let perms = if g.writable {
-            FsPerms::ReadWrite
-        } else {
-            FsPerms::ReadOnly
-        };
+        let perms = if g.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
         b.preopened_dir(&g.host, &g.guest, perms)
             .map_err(|e| anyhow::anyhow!("granting {} as {}: {e}", g.host.display(), g.guest))?;
     }
@@ -243,11 +218,7 @@ impl StdoutStream for StderrLog {
 }
 
 impl tokio::io::AsyncWrite for StderrLog {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let room = STDERR_LIMIT.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..buf.len().min(room)]);

@@ -18,19 +18,9 @@ const HOOKS: &[(&str, &str, &[(&str, &str)])] = &[
     (
         "mail",
         "mail",
-        &[
-            ("sender", "Option<::wasmtpd_plugin::Address>"),
-            ("params", "Vec<::wasmtpd_plugin::EsmtpParam>"),
-        ],
+        &[("sender", "Option<::wasmtpd_plugin::Address>"), ("params", "Vec<::wasmtpd_plugin::EsmtpParam>")],
     ),
-    (
-        "rcpt",
-        "rcpt",
-        &[
-            ("recipient", "::wasmtpd_plugin::Address"),
-            ("params", "Vec<::wasmtpd_plugin::EsmtpParam>"),
-        ],
-    ),
+    ("rcpt", "rcpt", &[("recipient", "::wasmtpd_plugin::Address"), ("params", "Vec<::wasmtpd_plugin::EsmtpParam>")]),
     ("data", "data", &[]),
     ("data_post", "data-post", &[]),
     ("queue", "queue", &[]),
@@ -39,11 +29,7 @@ const HOOKS: &[(&str, &str, &[(&str, &str)])] = &[
     ("vrfy", "vrfy", &[("argument", "String")]),
     ("noop", "noop", &[]),
     ("help", "help", &[("argument", "String")]),
-    (
-        "unrecognized_command",
-        "unrecognized-command",
-        &[("verb", "String"), ("args", "Vec<String>")],
-    ),
+    ("unrecognized_command", "unrecognized-command", &[("verb", "String"), ("args", "Vec<String>")]),
     ("reset_transaction", "reset-transaction", &[]),
     (
         "deny",
@@ -67,21 +53,15 @@ pub fn plugin(_attr: TokenStream, item: TokenStream) -> TokenStream {
         let ImplItem::Fn(f) = item else { continue };
         let name = f.sig.ident.to_string();
         let Some((method, iface, params)) = HOOKS.iter().find(|(m, _, _)| *m == name) else {
-            return syn::Error::new_spanned(
-                &f.sig.ident,
-                format!("`{name}` is not a hook of wasmtpd:plugin"),
-            )
-            .to_compile_error()
-            .into();
+            return syn::Error::new_spanned(&f.sig.ident, format!("`{name}` is not a hook of wasmtpd:plugin"))
+                .to_compile_error()
+                .into();
         };
         exports.push(format!("export wasmtpd:plugin/{iface}@0.1.0;"));
         let module = format_ident!("{}", method);
         let method = format_ident!("{}", method);
         let args: Vec<_> = params.iter().map(|(n, _)| format_ident!("{}", n)).collect();
-        let types: Vec<syn::Type> = params
-            .iter()
-            .map(|(_, t)| syn::parse_str(t).expect("valid type"))
-            .collect();
+        let types: Vec<syn::Type> = params.iter().map(|(_, t)| syn::parse_str(t).expect("valid type")).collect();
         impls.push(quote! {
             impl exports::wasmtpd::plugin::#module::Guest for __Export {
                 fn #method(#(#args: #types),*) -> ::wasmtpd_plugin::HookResult {
@@ -90,15 +70,10 @@ pub fn plugin(_attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         });
     }
-    let world = format!(
-        "package wasmtpd:guest; world plugin {{ import wasmtpd:plugin/host@0.1.0; {} }}",
-        exports.join(" ")
-    );
+    let world =
+        format!("package wasmtpd:guest; world plugin {{ import wasmtpd:plugin/host@0.1.0; {} }}", exports.join(" "));
     let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
-    let wit = std::path::Path::new(wit)
-        .canonicalize()
-        .map(|p| p.display().to_string())
-        .unwrap_or(wit.to_string());
+    let wit = std::path::Path::new(wit).canonicalize().map(|p| p.display().to_string()).unwrap_or(wit.to_string());
     quote! {
         #block
 

@@ -50,11 +50,7 @@ pub use types::{Address, EsmtpParam, HookResult, LogLevel, Verdict};
 
 impl HookResult {
     fn verdict(verdict: Verdict, message: Option<String>) -> Self {
-        HookResult {
-            verdict,
-            message,
-            enhanced_code: None,
-        }
+        HookResult { verdict, message, enhanced_code: None }
     }
     /// No opinion: the next plugin decides (qpsmtpd DECLINED).
     pub fn declined() -> Self {

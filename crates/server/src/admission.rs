@@ -29,11 +29,7 @@ pub struct Ticket {
 
 impl Admission {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Admission {
-            max_total,
-            max_per_ip,
-            state: Mutex::new(Counts::default()),
-        })
+        Arc::new(Admission { max_total, max_per_ip, state: Mutex::new(Counts::default()) })
     }
 
     /// Takes a place for a connection from `ip`, or says why there is none.
@@ -48,10 +44,7 @@ impl Admission {
         }
         *n += 1;
         s.total += 1;
-        Ok(Ticket {
-            admission: self.clone(),
-            ip,
-        })
+        Ok(Ticket { admission: self.clone(), ip })
     }
 
     /// Connections open now.
@@ -62,11 +55,7 @@ impl Admission {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut s = self
-            .admission
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut s = self.admission.state.lock().unwrap_or_else(|e| e.into_inner());
         s.total -= 1;
         if let Some(n) = s.per_ip.get_mut(&self.ip) {
             *n -= 1;

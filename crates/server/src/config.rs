@@ -52,6 +52,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("rcpthosts", include_str!("../default-config/rcpthosts")),
     ("plugins", include_str!("../default-config/plugins")),
     ("limits", include_str!("../default-config/limits")),
+    ("sandbox", include_str!("../default-config/sandbox")),
 ];
 
 impl ConfigSource {
@@ -66,25 +67,14 @@ impl ConfigSource {
     /// The raw text of a config file, or `None` if it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<String>, ConfigError> {
         if name.is_empty() || name.contains("..") || name.starts_with('/') {
-            return Err(ConfigError {
-                path: name.to_string(),
-                line: None,
-                what: "not a config file name".into(),
-            });
+            return Err(ConfigError { path: name.to_string(), line: None, what: "not a config file name".into() });
         }
         match self {
-            ConfigSource::Embedded => Ok(EMBEDDED
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, t)| t.to_string())),
+            ConfigSource::Embedded => Ok(EMBEDDED.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string())),
             ConfigSource::Dir(d) => match std::fs::read_to_string(d.join(name)) {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(ConfigError {
-                    path: self.display(name),
-                    line: None,
-                    what: e.to_string(),
-                }),
+                Err(e) => Err(ConfigError { path: self.display(name), line: None, what: e.to_string() }),
             },
         }
     }
@@ -187,11 +177,7 @@ impl Config {
             Some(lines) => match lines.as_slice() {
                 [(_, name)] => name.clone(),
                 [] => {
-                    return Err(ConfigError {
-                        path: source.display("me"),
-                        line: None,
-                        what: "file is empty".into(),
-                    });
+                    return Err(ConfigError { path: source.display("me"), line: None, what: "file is empty".into() });
                 }
                 [_, (n, _), ..] => {
                     return Err(ConfigError {
@@ -203,22 +189,14 @@ impl Config {
             },
             None => system_hostname(),
         };
-        let greeting = source
-            .lines("smtpgreeting")?
-            .and_then(|l| l.into_iter().next())
-            .map(|(_, g)| g);
+        let greeting = source.lines("smtpgreeting")?.and_then(|l| l.into_iter().next()).map(|(_, g)| g);
         let mut limits = Limits::default();
         let mut server = ServerLimits::default();
         if let Some(lines) = source.lines("limits")? {
             for (n, line) in lines {
-                let err = |what: String| ConfigError {
-                    path: source.display("limits"),
-                    line: Some(n),
-                    what,
-                };
+                let err = |what: String| ConfigError { path: source.display("limits"), line: Some(n), what };
                 let mut words = line.split_whitespace();
-                let (Some(key), Some(value), None) = (words.next(), words.next(), words.next())
-                else {
+                let (Some(key), Some(value), None) = (words.next(), words.next(), words.next()) else {
                     return Err(err(format!("expected `name value`, found `{line}`")));
                 };
                 set_limit(&mut limits, &mut server, key, value).map_err(err)?;
@@ -226,23 +204,11 @@ impl Config {
         }
         let mut plugins = load_plugins(&source)?;
         load_sandbox(&source, &mut plugins)?;
-        Ok(Config {
-            source,
-            me,
-            greeting,
-            limits,
-            server,
-            plugins,
-        })
+        Ok(Config { source, me, greeting, limits, server, plugins })
     }
 }
 
-fn set_limit(
-    limits: &mut Limits,
-    server: &mut ServerLimits,
-    key: &str,
-    value: &str,
-) -> Result<(), String> {
+fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &str) -> Result<(), String> {
     match key {
         "max_message_size" => limits.max_message_size = parse_size(value)?,
         "max_recipients" => limits.max_recipients = parse_count(value, 1)?,
@@ -264,9 +230,7 @@ fn set_limit(
 }
 
 fn parse_count(v: &str, min: usize) -> Result<usize, String> {
-    let n: usize = v
-        .parse()
-        .map_err(|_| format!("`{v}` is not a whole number"))?;
+    let n: usize = v.parse().map_err(|_| format!("`{v}` is not a whole number"))?;
     if n < min {
         return Err(format!("`{v}` is below the minimum of {min}"));
     }
@@ -290,9 +254,7 @@ fn parse_size(v: &str) -> Result<u64, String> {
 /// `30` (seconds), `30s`, `500ms`, `5m`.
 fn parse_duration(v: &str) -> Result<Duration, String> {
     let bad = || format!("`{v}` is not a duration (a number followed by ms, s or m)");
-    let (num, unit) = v
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((v, ""), |i| v.split_at(i));
+    let (num, unit) = v.find(|c: char| !c.is_ascii_digit()).map_or((v, ""), |i| v.split_at(i));
     let n: u64 = num.parse().map_err(|_| bad())?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
@@ -349,30 +311,21 @@ fn parse_plugins(
     out: &mut Vec<PluginLine>,
 ) -> Result<(), ConfigError> {
     for (n, line) in meaningful_lines(text) {
-        let err = |what: String| ConfigError {
-            path: path.to_string(),
-            line: Some(n),
-            what,
-        };
+        let err = |what: String| ConfigError { path: path.to_string(), line: Some(n), what };
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or_default();
         if first.eq_ignore_ascii_case("$include") {
-            let target = words
-                .next()
-                .ok_or_else(|| err("$include needs a file or directory".into()))?;
+            let target = words.next().ok_or_else(|| err("$include needs a file or directory".into()))?;
             if depth > 8 {
                 return Err(err("$include nested too deeply (a loop?)".into()));
             }
             let ConfigSource::Dir(dir) = source else {
-                return Err(err(
-                    "$include is not available in the embedded config".into()
-                ));
+                return Err(err("$include is not available in the embedded config".into()));
             };
             let target = dir.join(target);
             let mut files = Vec::new();
             if target.is_dir() {
-                let entries = std::fs::read_dir(&target)
-                    .map_err(|e| err(format!("{}: {e}", target.display())))?;
+                let entries = std::fs::read_dir(&target).map_err(|e| err(format!("{}: {e}", target.display())))?;
                 for entry in entries {
                     let entry = entry.map_err(|e| err(e.to_string()))?;
                     let name = entry.file_name().to_string_lossy().to_string();
@@ -386,23 +339,17 @@ fn parse_plugins(
             } else if target.is_file() {
                 files.push(target);
             } else {
-                return Err(err(format!(
-                    "$include {}: no such file or directory",
-                    target.display()
-                )));
+                return Err(err(format!("$include {}: no such file or directory", target.display())));
             }
             for f in files {
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| err(format!("{}: {e}", f.display())))?;
+                let text = std::fs::read_to_string(&f).map_err(|e| err(format!("{}: {e}", f.display())))?;
                 parse_plugins(source, &f.display().to_string(), &text, depth + 1, out)?;
             }
             continue;
         }
         let name = first.split(':').next().unwrap_or_default();
         if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-/".contains(&b))
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-/".contains(&b))
             || name.starts_with('/')
             || name.contains("..")
         {
@@ -437,16 +384,10 @@ fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(),
         return Ok(());
     };
     for (n, line) in lines {
-        let err = |what: String| ConfigError {
-            path: source.display("sandbox"),
-            line: Some(n),
-            what,
-        };
+        let err = |what: String| ConfigError { path: source.display("sandbox"), line: Some(n), what };
         let words: Vec<&str> = line.split_whitespace().collect();
         let [target, setting, values @ ..] = words.as_slice() else {
-            return Err(err(format!(
-                "expected `plugin setting value`, found `{line}`"
-            )));
+            return Err(err(format!("expected `plugin setting value`, found `{line}`")));
         };
         let matching: Vec<usize> = plugins
             .iter()
@@ -501,11 +442,7 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
             if !guest.starts_with('/') {
                 return Err(format!("the guest path `{guest}` must be absolute"));
             }
-            s.grants.push(DirGrant {
-                host: PathBuf::from(host),
-                guest: guest.to_string(),
-                writable,
-            });
+            s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable });
         }
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
@@ -514,10 +451,7 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
 
 impl wasmtpd_host::ConfigFiles for ConfigSource {
     fn lines(&self, name: &str) -> Option<Vec<String>> {
-        ConfigSource::lines(self, name)
-            .ok()
-            .flatten()
-            .map(|l| l.into_iter().map(|(_, s)| s).collect())
+        ConfigSource::lines(self, name).ok().flatten().map(|l| l.into_iter().map(|(_, s)| s).collect())
     }
 }
 
@@ -571,13 +505,7 @@ mod tests {
     fn embedded_default_loads() {
         let c = Config::load(ConfigSource::Embedded).unwrap();
         assert_eq!(c.me, "localhost");
-        assert_eq!(
-            c.plugins
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>(),
-            ["rcpt_ok", "queue/maildir"]
-        );
+        assert_eq!(c.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["rcpt_ok", "queue/maildir"]);
         assert_eq!(c.limits.max_message_size, 50 << 20);
     }
 
@@ -601,19 +529,10 @@ mod tests {
         let (_d, src) = dir(&[("limits", "max_recipients 10\n\nmax_recipents 5\n")]);
         let e = Config::load(src).unwrap_err();
         assert_eq!(e.line, Some(3));
-        assert!(
-            e.to_string()
-                .ends_with("limits:3: unknown limit `max_recipents`"),
-            "{e}"
-        );
+        assert!(e.to_string().ends_with("limits:3: unknown limit `max_recipents`"), "{e}");
 
         let (_d, src) = dir(&[("limits", "data_timeout soon\n")]);
-        assert!(
-            Config::load(src)
-                .unwrap_err()
-                .to_string()
-                .contains("limits:1: `soon` is not a duration")
-        );
+        assert!(Config::load(src).unwrap_err().to_string().contains("limits:1: `soon` is not a duration"));
 
         let (_d, src) = dir(&[("plugins", "rcpt_ok\n\nrcpt_ok\n")]);
         let e = Config::load(src).unwrap_err();
@@ -621,12 +540,7 @@ mod tests {
         assert!(e.what.contains("already listed"), "{e}");
 
         let (_d, src) = dir(&[("plugins", "$include nowhere\n")]);
-        assert!(
-            Config::load(src)
-                .unwrap_err()
-                .to_string()
-                .contains("plugins:1: $include")
-        );
+        assert!(Config::load(src).unwrap_err().to_string().contains("plugins:1: $include"));
 
         let (_d, src) = dir(&[("plugins", "../evil\n")]);
         assert_eq!(Config::load(src).unwrap_err().line, Some(1));
@@ -645,10 +559,7 @@ mod tests {
         assert_eq!(c.plugins[0].sandbox.memory, 32 << 20);
         assert_eq!(c.plugins[0].sandbox.timeout, Duration::from_secs(2));
         assert_eq!(c.plugins[0].sandbox.on_fault, FaultPolicy::Declined);
-        assert_eq!(
-            c.plugins[1].sandbox.timeout,
-            SandboxSettings::default().timeout
-        );
+        assert_eq!(c.plugins[1].sandbox.timeout, SandboxSettings::default().timeout);
         assert_eq!(c.plugins[1].sandbox.grants[0].guest, "/maildir");
         for (bad, what) in [
             ("nosuch memory 1M", "no plugin `nosuch`"),
@@ -656,10 +567,7 @@ mod tests {
             ("rcpt_ok grant-dir a b rw", "must be absolute"),
             ("rcpt_ok scope forever", "scope is"),
         ] {
-            let (_d, src) = dir(&[
-                ("plugins", "rcpt_ok\n"),
-                ("sandbox", &format!("# c\n{bad}\n")),
-            ]);
+            let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\n{bad}\n"))]);
             let e = Config::load(src).unwrap_err();
             assert_eq!(e.line, Some(2), "{e}");
             assert!(e.what.contains(what), "{e}");

@@ -18,8 +18,8 @@ use wasmtpd_smtp::command::CommandError;
 use wasmtpd_smtp::reply::{self, Reply};
 use wasmtpd_smtp::verdict::{self, Decision, ReplyContext};
 use wasmtpd_smtp::{
-    Address, Command, DataEnd, DataReader, Hook, HookArgs, HookContext, HookResult, HookRunner,
-    LineEvent, LineReader, Message, Session,
+    Address, Command, DataEnd, DataReader, Hook, HookArgs, HookContext, HookResult, HookRunner, LineEvent, LineReader,
+    Message, Session,
 };
 
 use crate::Shared;
@@ -81,10 +81,7 @@ pub(crate) async fn serve<R: HookRunner>(
             let mut out = Vec::new();
             reply.write_to(&mut out);
             let mut stream = stream;
-            if tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out))
-                .await
-                .is_ok()
-            {
+            if tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await.is_ok() {
                 linger(stream).await;
             }
             return;
@@ -146,10 +143,7 @@ impl<R: HookRunner> ClientConnection<R> {
         }
         let result = self.run_hook(Hook::Connect, HookArgs::None).await;
         let decision = self.decide(Hook::Connect, &result, "", "");
-        if self.session.connection.early_talker
-            && self.shared.config.server.reject_early_talkers
-            && !decision.close
-        {
+        if self.session.connection.early_talker && self.shared.config.server.reject_early_talkers && !decision.close {
             warn!("early talker: client sent data before the greeting");
             self.send(reply::early_talker());
             return;
@@ -167,9 +161,7 @@ impl<R: HookRunner> ClientConnection<R> {
             };
             let flow = match input {
                 Input::Line(line) => self.command(&line).await,
-                Input::TooLong => {
-                    self.send(reply::line_too_long(self.session.limits().max_command_line))
-                }
+                Input::TooLong => self.send(reply::line_too_long(self.session.limits().max_command_line)),
                 Input::BareNewline => self.send(reply::bare_newline_in_command()),
             };
             if flow == Flow::Close {
@@ -182,11 +174,7 @@ impl<R: HookRunner> ClientConnection<R> {
     /// greeting. `Some(true)`: the client talked early; `None`: it already closed.
     async fn watch_for_early_talk(&mut self) -> Option<bool> {
         let delay = self.shared.config.server.greeting_delay;
-        if !delay.is_zero()
-            && tokio::time::timeout(delay, self.stream.readable())
-                .await
-                .is_err()
-        {
+        if !delay.is_zero() && tokio::time::timeout(delay, self.stream.readable()).await.is_err() {
             return Some(false);
         }
         self.input.reserve(COMMAND_READ);
@@ -206,19 +194,11 @@ impl<R: HookRunner> ClientConnection<R> {
             Stop::Io(e) => warn!(error = %e, "read error"),
             Stop::Timeout => {
                 warn!(in_data, "timeout");
-                self.send(if in_data {
-                    reply::data_timeout()
-                } else {
-                    reply::command_timeout()
-                });
+                self.send(if in_data { reply::data_timeout() } else { reply::command_timeout() });
             }
             Stop::Deadline => {
                 warn!(in_data, "deadline exceeded");
-                self.send(if in_data {
-                    reply::data_deadline()
-                } else {
-                    reply::command_deadline()
-                });
+                self.send(if in_data { reply::data_deadline() } else { reply::command_deadline() });
             }
             Stop::Shutdown => {
                 info!("shutting down");
@@ -271,12 +251,7 @@ impl<R: HookRunner> ClientConnection<R> {
     }
 
     /// Flushes replies, then reads more input into `input`, waiting at most `wait`.
-    async fn fill(
-        &mut self,
-        chunk: usize,
-        wait: Duration,
-        watch_shutdown: bool,
-    ) -> Result<(), Stop> {
+    async fn fill(&mut self, chunk: usize, wait: Duration, watch_shutdown: bool) -> Result<(), Stop> {
         self.flush().await.map_err(Stop::Io)?;
         if wait.is_zero() {
             return Err(Stop::Timeout);
@@ -327,10 +302,8 @@ impl<R: HookRunner> ClientConnection<R> {
     /// Runs a hook chain; a deny-family verdict also runs the `deny` hook.
     async fn run_hook(&mut self, hook: Hook, args: HookArgs<'_>) -> HookResult {
         let shared = self.shared.clone();
-        let ctx = HookContext {
-            connection: &mut self.session.connection,
-            transaction: self.session.transaction.as_mut(),
-        };
+        let ctx =
+            HookContext { connection: &mut self.session.connection, transaction: self.session.transaction.as_mut() };
         let result = shared.runner.run(&mut self.scope, hook, args, ctx).await;
         if let Some(plugin) = &result.plugin {
             debug!(hook = hook.name(), plugin = %plugin, verdict = result.verdict.name(), "hook decided");
@@ -340,18 +313,7 @@ impl<R: HookRunner> ClientConnection<R> {
                 connection: &mut self.session.connection,
                 transaction: self.session.transaction.as_mut(),
             };
-            shared
-                .runner
-                .run(
-                    &mut self.scope,
-                    Hook::Deny,
-                    HookArgs::Deny {
-                        hook,
-                        result: &result,
-                    },
-                    ctx,
-                )
-                .await;
+            shared.runner.run(&mut self.scope, Hook::Deny, HookArgs::Deny { hook, result: &result }, ctx).await;
         }
         result
     }
@@ -410,12 +372,8 @@ impl<R: HookRunner> ClientConnection<R> {
                 let address = path_display(from.as_ref());
                 self.transactions += 1;
                 let id = format!("{}.{}", self.session.connection.id, self.transactions);
-                self.session
-                    .begin_transaction(id, from.clone(), params.clone());
-                let args = HookArgs::Mail {
-                    from: from.as_ref(),
-                    params: &params,
-                };
+                self.session.begin_transaction(id, from.clone(), params.clone());
+                let args = HookArgs::Mail { from: from.as_ref(), params: &params };
                 let result = self.run_hook(Hook::Mail, args).await;
                 let decision = self.decide(Hook::Mail, &result, "", &address);
                 if !decision.accept {
@@ -428,15 +386,7 @@ impl<R: HookRunner> ClientConnection<R> {
                     return self.send(r);
                 }
                 let address = path_display(Some(&to));
-                let result = self
-                    .run_hook(
-                        Hook::Rcpt,
-                        HookArgs::Rcpt {
-                            to: &to,
-                            params: &params,
-                        },
-                    )
-                    .await;
+                let result = self.run_hook(Hook::Rcpt, HookArgs::Rcpt { to: &to, params: &params }).await;
                 let decision = self.decide(Hook::Rcpt, &result, "", &address);
                 if decision.accept {
                     self.session.accept_rcpt(to, params);
@@ -449,36 +399,13 @@ impl<R: HookRunner> ClientConnection<R> {
                 self.send(reply::reset_ok())
             }
             Command::Noop => self.simple_hook(Hook::Noop, HookArgs::None).await,
-            Command::Vrfy(argument) => {
-                self.simple_hook(
-                    Hook::Vrfy,
-                    HookArgs::Vrfy {
-                        argument: &argument,
-                    },
-                )
-                .await
-            }
-            Command::Help(argument) => {
-                self.simple_hook(
-                    Hook::Help,
-                    HookArgs::Help {
-                        argument: &argument,
-                    },
-                )
-                .await
-            }
+            Command::Vrfy(argument) => self.simple_hook(Hook::Vrfy, HookArgs::Vrfy { argument: &argument }).await,
+            Command::Help(argument) => self.simple_hook(Hook::Help, HookArgs::Help { argument: &argument }).await,
             Command::Quit => self.simple_hook(Hook::Quit, HookArgs::None).await,
             Command::NotImplemented(verb) => self.send(reply::command_not_implemented(&verb)),
             Command::Unrecognized { verb, args } => {
                 debug!(verb = %verb, "unrecognized command");
-                self.simple_hook(
-                    Hook::UnrecognizedCommand,
-                    HookArgs::Unrecognized {
-                        verb: &verb,
-                        args: &args,
-                    },
-                )
-                .await
+                self.simple_hook(Hook::UnrecognizedCommand, HookArgs::Unrecognized { verb: &verb, args: &args }).await
             }
         }
     }
@@ -514,10 +441,7 @@ impl<R: HookRunner> ClientConnection<R> {
         if self.pos < self.input.len() {
             // RFC 2920: DATA ends a pipelined group; content before our 354 is a client that
             // does not wait for replies (or an attack on one that does).
-            warn!(
-                bytes = self.input.len() - self.pos,
-                "message data sent before the 354 reply"
-            );
+            warn!(bytes = self.input.len() - self.pos, "message data sent before the 354 reply");
             self.send(reply::data_before_354());
             return Flow::Close;
         }
@@ -569,11 +493,8 @@ impl<R: HookRunner> ClientConnection<R> {
             match self.fill(DATA_READ, wait, false).await {
                 Ok(()) => {}
                 Err(stop) => {
-                    let stop = if matches!(stop, Stop::Timeout) && left < server.data_timeout {
-                        Stop::Deadline
-                    } else {
-                        stop
-                    };
+                    let stop =
+                        if matches!(stop, Stop::Timeout) && left < server.data_timeout { Stop::Deadline } else { stop };
                     if let Some(f) = file {
                         spool::remove(f.path()).await;
                     }
@@ -612,12 +533,7 @@ impl<R: HookRunner> ClientConnection<R> {
                     }
                     (DataEnd::Complete { .. }, Ok(_)) => unreachable!(),
                 };
-                info!(
-                    size = reader.size(),
-                    code = reply.code(),
-                    "message refused: {}",
-                    reply.lines()[0]
-                );
+                info!(size = reader.size(), code = reply.code(), "message refused: {}", reply.lines()[0]);
                 self.end_transaction().await;
                 return self.send(reply);
             }

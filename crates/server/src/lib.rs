@@ -47,32 +47,17 @@ pub async fn serve<R: HookRunner>(
     shutdown: impl Future<Output = ()>,
 ) {
     let grace = config.server.shutdown_grace;
-    let admission = Admission::new(
-        config.server.max_connections,
-        config.server.max_connections_per_ip,
-    );
+    let admission = Admission::new(config.server.max_connections, config.server.max_connections_per_ip);
     let token = CancellationToken::new();
-    let shared = Arc::new(Shared {
-        config,
-        runner,
-        spool,
-        shutdown: token.clone(),
-    });
+    let shared = Arc::new(Shared { config, runner, spool, shutdown: token.clone() });
     let tracker = TaskTracker::new();
     // Connection ids: start time + counter, unique across restarts.
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let counter = Arc::new(AtomicU64::new(0));
 
     for listener in listeners {
-        let (shared, admission, tracker2, token, counter) = (
-            shared.clone(),
-            admission.clone(),
-            tracker.clone(),
-            token.clone(),
-            counter.clone(),
-        );
+        let (shared, admission, tracker2, token, counter) =
+            (shared.clone(), admission.clone(), tracker.clone(), token.clone(), counter.clone());
         tracker.spawn(async move {
             loop {
                 let (stream, remote) = tokio::select! {
@@ -91,29 +76,18 @@ pub async fn serve<R: HookRunner>(
                 let local = stream.local_addr().unwrap_or(remote);
                 let id = format!("{epoch:x}.{}", counter.fetch_add(1, Ordering::Relaxed));
                 let span = tracing::info_span!("conn", id = %id, remote = %remote);
-                let session = Session::new(
-                    Connection::new(id, remote, local),
-                    shared.config.limits.clone(),
-                );
+                let session = Session::new(Connection::new(id, remote, local), shared.config.limits.clone());
                 let admitted = admission.admit(remote.ip());
-                tracker2.spawn(
-                    connection::serve(stream, shared.clone(), session, admitted).instrument(span),
-                );
+                tracker2.spawn(connection::serve(stream, shared.clone(), session, admitted).instrument(span));
             }
         });
     }
     tracker.close();
     shutdown.await;
-    info!(
-        open = admission.open(),
-        "shutting down: refusing new commands, finishing messages in flight"
-    );
+    info!(open = admission.open(), "shutting down: refusing new commands, finishing messages in flight");
     token.cancel();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        error!(
-            open = admission.open(),
-            "shutdown grace period over; closing the remaining connections"
-        );
+        error!(open = admission.open(), "shutdown grace period over; closing the remaining connections");
     }
 }
 
@@ -121,9 +95,7 @@ pub async fn serve<R: HookRunner>(
 pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for addr in addrs {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let l = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         out.push(l);
     }
     Ok(out)

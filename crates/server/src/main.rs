@@ -23,6 +23,9 @@ struct Args {
     /// Where plugin components are: `<name>.wasm` for each plugin named in config/plugins.
     #[arg(long, value_name = "DIR", default_value = "/usr/lib/wasmtpd/plugins")]
     plugin_dir: PathBuf,
+    /// Where compiled plugins are cached (default: STATE_DIR/plugin-cache).
+    #[arg(long, value_name = "DIR")]
+    plugin_cache: Option<PathBuf>,
     /// Where the server keeps its state: the spool, and paths the config names relative to it.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/wasmtpd")]
     state_dir: PathBuf,
@@ -38,11 +41,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,13 +65,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(source).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| anyhow::anyhow!("state directory {}: {e}", args.state_dir.display()))?;
-    let spool = Spool::open(args.state_dir.join("spool")).map_err(|e| {
-        anyhow::anyhow!(
-            "spool directory {}: {e}",
-            args.state_dir.join("spool").display()
-        )
-    })?;
-    let runner = wasmtpd::plugins::load(&config, &args.plugin_dir, &args.state_dir)?;
+    let spool = Spool::open(args.state_dir.join("spool"))
+        .map_err(|e| anyhow::anyhow!("spool directory {}: {e}", args.state_dir.join("spool").display()))?;
+    let cache_dir = args.plugin_cache.clone().unwrap_or_else(|| args.state_dir.join("plugin-cache"));
+    let dirs = wasmtpd::plugins::Dirs {
+        plugin_dir: &args.plugin_dir,
+        state_dir: &args.state_dir,
+        spool_dir: spool.dir(),
+        cache_dir: &cache_dir,
+    };
+    let runner = wasmtpd::plugins::load(&config, &dirs)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -11,25 +11,15 @@ use wasmtpd_host::plugin::PluginSpec;
 use crate::config::{Config, ConfigError};
 
 /// Resolves every plugin line to its component and sandbox; errors name the config line.
-pub fn specs(
-    config: &Config,
-    plugin_dir: &Path,
-    state_dir: &Path,
-) -> Result<Vec<PluginSpec>, ConfigError> {
+pub fn specs(config: &Config, plugin_dir: &Path, state_dir: &Path) -> Result<Vec<PluginSpec>, ConfigError> {
     let mut out = Vec::new();
     for line in &config.plugins {
         let err = |what: String| {
             let (path, n) = line
                 .origin
                 .rsplit_once(':')
-                .map_or((line.origin.clone(), None), |(p, n)| {
-                    (p.to_string(), n.parse().ok())
-                });
-            ConfigError {
-                path,
-                line: n,
-                what,
-            }
+                .map_or((line.origin.clone(), None), |(p, n)| (p.to_string(), n.parse().ok()));
+            ConfigError { path, line: n, what }
         };
         let path = plugin_dir.join(format!("{}.wasm", line.name));
         if !path.is_file() {
@@ -45,19 +35,26 @@ pub fn specs(
             std::fs::create_dir_all(&grant.host)
                 .map_err(|e| err(format!("grant-dir {}: {e}", grant.host.display())))?;
         }
-        out.push(PluginSpec {
-            name: line.instance.clone(),
-            args: line.args.clone(),
-            path,
-            settings,
-        });
+        out.push(PluginSpec { name: line.instance.clone(), args: line.args.clone(), path, settings });
     }
     Ok(out)
 }
 
+/// Where the chain keeps its files.
+pub struct Dirs<'a> {
+    /// Components: `<plugin_dir>/<name>.wasm`.
+    pub plugin_dir: &'a Path,
+    /// Granted directories are relative to it.
+    pub state_dir: &'a Path,
+    /// Plugins' temporary directories go under `<spool_dir>/plugins`.
+    pub spool_dir: &'a Path,
+    /// Precompiled components.
+    pub cache_dir: &'a Path,
+}
+
 /// Loads the chain: compiles (or loads precompiled) every component. Any failure stops start-up.
-pub fn load(config: &Config, plugin_dir: &Path, state_dir: &Path) -> anyhow::Result<PluginHost> {
-    let specs = specs(config, plugin_dir, state_dir)
-        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    PluginHost::load(&specs, Arc::new(config.source.clone()), state_dir)
+pub fn load(config: &Config, dirs: &Dirs<'_>) -> anyhow::Result<PluginHost> {
+    let specs =
+        specs(config, dirs.plugin_dir, dirs.state_dir).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    PluginHost::load(&specs, Arc::new(config.source.clone()), dirs.spool_dir, dirs.cache_dir)
 }

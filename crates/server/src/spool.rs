@@ -44,16 +44,8 @@ impl Spool {
     /// Creates the spool file for a transaction.
     pub async fn create(&self, txn_id: &str) -> std::io::Result<SpoolFile> {
         let path = self.dir.join(format!("{txn_id}.eml"));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
-        Ok(SpoolFile {
-            path,
-            file: tokio::io::BufWriter::with_capacity(128 * 1024, file),
-            written: 0,
-        })
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        Ok(SpoolFile { path, file: tokio::io::BufWriter::with_capacity(128 * 1024, file), written: 0 })
     }
 }
 
@@ -104,10 +96,7 @@ pub fn received_header(me: &str, conn: &Connection, txn: &Transaction) -> String
         (false, _) => "SMTP",
     };
     let ip = conn.remote.ip();
-    let mut h = format!(
-        "Received: from {helo} ([{ip}])\r\n\tby {me} (wasmtpd) with {with} id {}",
-        txn.id
-    );
+    let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {me} (wasmtpd) with {with} id {}", txn.id);
     // Name the recipient only when there is exactly one (more would disclose the others).
     if let [only] = txn.recipients.as_slice() {
         h.push_str(&format!("\r\n\tfor <{}>", only.address));

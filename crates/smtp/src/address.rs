@@ -77,10 +77,7 @@ impl fmt::Display for Address {
 /// Parses a bracketed path. Returns `Ok(None)` for the null path `<>`.
 /// `allow_postmaster` accepts the bare `<postmaster>` (RCPT only).
 pub fn parse_path(s: &str, allow_postmaster: bool) -> Result<Option<Address>, AddressError> {
-    let inner = s
-        .strip_prefix('<')
-        .and_then(|s| s.strip_suffix('>'))
-        .ok_or(AddressError::NotBracketed)?;
+    let inner = s.strip_prefix('<').and_then(|s| s.strip_suffix('>')).ok_or(AddressError::NotBracketed)?;
     if s.len() > MAX_PATH {
         return Err(AddressError::TooLong);
     }
@@ -89,10 +86,7 @@ pub fn parse_path(s: &str, allow_postmaster: bool) -> Result<Option<Address>, Ad
     }
     let mailbox = strip_source_route(inner)?;
     if allow_postmaster && mailbox.eq_ignore_ascii_case("postmaster") {
-        return Ok(Some(Address {
-            local_part: mailbox.to_string(),
-            domain: None,
-        }));
+        return Ok(Some(Address { local_part: mailbox.to_string(), domain: None }));
     }
     parse_mailbox(mailbox).map(Some)
 }
@@ -126,10 +120,7 @@ pub fn parse_mailbox(s: &str) -> Result<Address, AddressError> {
     if !(is_domain(domain) || is_address_literal(domain)) {
         return Err(AddressError::Domain);
     }
-    Ok(Address {
-        local_part: local.to_string(),
-        domain: Some(domain.to_string()),
-    })
+    Ok(Address { local_part: local.to_string(), domain: Some(domain.to_string()) })
 }
 
 /// Returns the byte index just past a valid local part.
@@ -161,11 +152,7 @@ fn local_part_end(s: &str) -> Result<usize, AddressError> {
     // Dot-string: Atom *("." Atom)
     let end = s.rfind('@').ok_or(AddressError::NoDomain)?;
     let local = &s[..end];
-    if local.is_empty()
-        || local
-            .split('.')
-            .any(|atom| atom.is_empty() || !atom.chars().all(is_atext))
-    {
+    if local.is_empty() || local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(is_atext)) {
         return Err(AddressError::LocalPart);
     }
     Ok(end)
@@ -173,9 +160,7 @@ fn local_part_end(s: &str) -> Result<usize, AddressError> {
 
 /// RFC 5322 atext, plus RFC 6531's UTF8-non-ascii.
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || "!#$%&'*+-/=?^_`{|}~".contains(c)
-        || (!c.is_ascii() && !c.is_control())
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
 }
 
 /// `sub-domain *("." sub-domain)`; sub-domain = Let-dig [Ldh-str], or a U-label (RFC 6531).
@@ -188,9 +173,7 @@ pub fn is_domain(d: &str) -> bool {
         !b.is_empty()
             && label.len() <= 63
             && label.chars().all(|c| {
-                c.is_ascii_alphanumeric()
-                    || c == '-'
-                    || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+                c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
             })
             && b[0] != b'-'
             && b[b.len() - 1] != b'-'
@@ -202,10 +185,7 @@ fn is_address_literal(d: &str) -> bool {
     let Some(inner) = d.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
         return false;
     };
-    if let Some(v6) = inner
-        .strip_prefix("IPv6:")
-        .or_else(|| inner.strip_prefix("ipv6:"))
-    {
+    if let Some(v6) = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")) {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
     }
     if inner.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -228,26 +208,17 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        parse_path(s, true)
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+        parse_path(s, true).unwrap_or_else(|e| panic!("{s}: {e}")).map(|a| a.to_string()).unwrap_or_default()
     }
 
     #[test]
     fn accepts_valid_paths() {
         assert_eq!(ok("<>"), "");
         assert_eq!(ok("<user@example.com>"), "user@example.com");
-        assert_eq!(
-            ok("<first.last+tag@sub.example.org>"),
-            "first.last+tag@sub.example.org"
-        );
+        assert_eq!(ok("<first.last+tag@sub.example.org>"), "first.last+tag@sub.example.org");
         assert_eq!(ok("<\"john doe\"@example.com>"), "\"john doe\"@example.com");
         assert_eq!(ok("<\"a\\\"b\"@example.com>"), "\"a\\\"b\"@example.com");
-        assert_eq!(
-            ok("<@relay.example,@other.example:user@example.com>"),
-            "user@example.com"
-        );
+        assert_eq!(ok("<@relay.example,@other.example:user@example.com>"), "user@example.com");
         assert_eq!(ok("<user@[192.0.2.1]>"), "user@[192.0.2.1]");
         assert_eq!(ok("<user@[IPv6:2001:db8::1]>"), "user@[IPv6:2001:db8::1]");
         assert_eq!(ok("<PostMaster>"), "PostMaster");

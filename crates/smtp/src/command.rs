@@ -115,8 +115,9 @@ impl Command {
             "VRFY" if rest.trim().is_empty() => return Err(CommandError::Syntax("VRFY <string>")),
             "VRFY" => Command::Vrfy(rest.trim().to_string()),
             "HELP" => Command::Help(rest.trim().to_string()),
-            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" | "BDAT" | "STARTTLS"
-            | "AUTH" => Command::NotImplemented(upper),
+            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" | "BDAT" | "STARTTLS" | "AUTH" => {
+                Command::NotImplemented(upper)
+            }
             _ => unrecognized(line),
         };
         Ok(cmd)
@@ -124,23 +125,13 @@ impl Command {
 }
 
 fn unrecognized(line: &str) -> Command {
-    let mut words = line
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string);
+    let mut words = line.split(' ').filter(|w| !w.is_empty()).map(str::to_string);
     let verb = words.next().unwrap_or_default();
-    Command::Unrecognized {
-        verb,
-        args: words.collect(),
-    }
+    Command::Unrecognized { verb, args: words.collect() }
 }
 
 fn no_argument(rest: &str, cmd: Command, expected: &'static str) -> Result<Command, CommandError> {
-    if rest.trim().is_empty() {
-        Ok(cmd)
-    } else {
-        Err(CommandError::Syntax(expected))
-    }
+    if rest.trim().is_empty() { Ok(cmd) } else { Err(CommandError::Syntax(expected)) }
 }
 
 fn hello_argument(rest: &str, verb: &'static str) -> Result<String, CommandError> {
@@ -179,12 +170,8 @@ pub fn parse_mail(rest: &str) -> Result<Command, CommandError> {
 pub fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
     let args = strip_keyword(rest, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
     let (path, params) = split_path(args)?;
-    let to = address::parse_path(path, true)?
-        .ok_or(CommandError::Syntax("a recipient address, not <>"))?;
-    Ok(Command::Rcpt {
-        to,
-        params: parse_params(params)?,
-    })
+    let to = address::parse_path(path, true)?.ok_or(CommandError::Syntax("a recipient address, not <>"))?;
+    Ok(Command::Rcpt { to, params: parse_params(params)? })
 }
 
 fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
@@ -216,9 +203,7 @@ fn split_path(s: &str) -> Result<(&str, &str), CommandError> {
             '>' if !in_quotes => {
                 let (path, rest) = s.split_at(i + 1);
                 if !rest.is_empty() && !rest.starts_with(' ') {
-                    return Err(CommandError::Syntax(
-                        "a space between the address and its parameters",
-                    ));
+                    return Err(CommandError::Syntax("a space between the address and its parameters"));
                 }
                 return Ok((path, rest.trim_start_matches(' ')));
             }
@@ -253,9 +238,7 @@ pub fn parse_params(s: &str) -> Result<Vec<EsmtpParam>, CommandError> {
         }
         if let Some(v) = value
             && (v.is_empty()
-                || !v.chars().all(|c| {
-                    (c.is_ascii_graphic() && c != '=') || (!c.is_ascii() && !c.is_control())
-                }))
+                || !v.chars().all(|c| (c.is_ascii_graphic() && c != '=') || (!c.is_ascii() && !c.is_control())))
         {
             return Err(CommandError::BadParameter);
         }
@@ -263,10 +246,7 @@ pub fn parse_params(s: &str) -> Result<Vec<EsmtpParam>, CommandError> {
         if params.iter().any(|p| p.keyword == keyword) {
             return Err(CommandError::DuplicateParameter(keyword));
         }
-        params.push(EsmtpParam {
-            keyword,
-            value: value.map(str::to_string),
-        });
+        params.push(EsmtpParam { keyword, value: value.map(str::to_string) });
     }
     Ok(params)
 }
@@ -289,10 +269,7 @@ pub fn decode_xtext(v: &str) -> Result<String, CommandError> {
         match b[i] {
             b'+' => {
                 let hex = v.get(i + 1..i + 3).ok_or(CommandError::BadParameter)?;
-                if !hex
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
-                {
+                if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
                     return Err(CommandError::BadParameter);
                 }
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| CommandError::BadParameter)?);
@@ -329,20 +306,11 @@ mod tests {
         assert_eq!(p("NOOP hello"), Ok(Command::Noop));
         assert_eq!(p("HELP mail"), Ok(Command::Help("mail".into())));
         assert_eq!(p("VRFY bob"), Ok(Command::Vrfy("bob".into())));
-        assert_eq!(
-            p("EHLO client.example"),
-            Ok(Command::Ehlo("client.example".into()))
-        );
-        assert_eq!(
-            p("HELO [192.0.2.1]"),
-            Ok(Command::Helo("[192.0.2.1]".into()))
-        );
+        assert_eq!(p("EHLO client.example"), Ok(Command::Ehlo("client.example".into())));
+        assert_eq!(p("HELO [192.0.2.1]"), Ok(Command::Helo("[192.0.2.1]".into())));
         assert_eq!(p("EXPN list"), Ok(Command::NotImplemented("EXPN".into())));
         assert!(matches!(p("DATA x"), Err(CommandError::Syntax(_))));
-        assert!(matches!(
-            p("EHLO"),
-            Err(CommandError::MissingHelloArgument("EHLO"))
-        ));
+        assert!(matches!(p("EHLO"), Err(CommandError::MissingHelloArgument("EHLO"))));
         assert!(matches!(p("VRFY"), Err(CommandError::Syntax(_))));
     }
 
@@ -350,75 +318,37 @@ mod tests {
     fn unrecognized_commands_keep_their_words() {
         assert_eq!(
             p("XFOO a  b"),
-            Ok(Command::Unrecognized {
-                verb: "XFOO".into(),
-                args: vec!["a".into(), "b".into()]
-            })
+            Ok(Command::Unrecognized { verb: "XFOO".into(), args: vec!["a".into(), "b".into()] })
         );
-        assert_eq!(
-            p(""),
-            Ok(Command::Unrecognized {
-                verb: "".into(),
-                args: vec![]
-            })
-        );
-        assert!(matches!(
-            p("ABCDEFGHIJKLM"),
-            Ok(Command::Unrecognized { .. })
-        ));
+        assert_eq!(p(""), Ok(Command::Unrecognized { verb: "".into(), args: vec![] }));
+        assert!(matches!(p("ABCDEFGHIJKLM"), Ok(Command::Unrecognized { .. })));
         assert!(matches!(p("MAIL2 x"), Ok(Command::Unrecognized { .. })));
     }
 
     #[test]
     fn mail_from() {
-        let Ok(Command::Mail { from, params }) =
-            p("MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME SMTPUTF8")
-        else {
+        let Ok(Command::Mail { from, params }) = p("MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME SMTPUTF8") else {
             panic!()
         };
         assert_eq!(from.unwrap().to_string(), "a@b.example");
         assert_eq!(params.size, Some(1000));
         assert!(params.body_8bitmime && params.smtputf8);
-        assert!(matches!(
-            p("mail from:<>"),
-            Ok(Command::Mail { from: None, .. })
-        ));
-        assert!(matches!(
-            p("MAIL FROM: <a@b.example>"),
-            Ok(Command::Mail { .. })
-        ));
+        assert!(matches!(p("mail from:<>"), Ok(Command::Mail { from: None, .. })));
+        assert!(matches!(p("MAIL FROM: <a@b.example>"), Ok(Command::Mail { .. })));
         assert!(p("MAIL FROM:  <a@b.example>").is_err());
         assert!(p("MAIL FROM:a@b.example").is_err());
         assert!(p("MAIL TO:<a@b.example>").is_err());
         assert!(p("MAIL FROM:<postmaster>").is_err());
         assert!(p("MAIL FROM:<a@b.example>SIZE=1").is_err());
-        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.example> ENVID=abc+2B") else {
-            panic!()
-        };
-        assert_eq!(
-            params.other,
-            vec![EsmtpParam {
-                keyword: "ENVID".into(),
-                value: Some("abc+2B".into())
-            }]
-        );
+        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.example> ENVID=abc+2B") else { panic!() };
+        assert_eq!(params.other, vec![EsmtpParam { keyword: "ENVID".into(), value: Some("abc+2B".into()) }]);
     }
 
     #[test]
     fn size_is_strict() {
         assert!(p("MAIL FROM:<a@b.example> SIZE=18446744073709551615").is_ok());
-        for bad in [
-            "SIZE=18446744073709551616",
-            "SIZE=999999999999999999999",
-            "SIZE=-1",
-            "SIZE=1e3",
-            "SIZE=",
-            "SIZE",
-        ] {
-            assert!(
-                p(&format!("MAIL FROM:<a@b.example> {bad}")).is_err(),
-                "{bad}"
-            );
+        for bad in ["SIZE=18446744073709551616", "SIZE=999999999999999999999", "SIZE=-1", "SIZE=1e3", "SIZE=", "SIZE"] {
+            assert!(p(&format!("MAIL FROM:<a@b.example> {bad}")).is_err(), "{bad}");
         }
         assert!(p("MAIL FROM:<a@b.example> BODY=BINARYMIME").is_err());
         assert!(p("MAIL FROM:<a@b.example> SIZE=1 SIZE=2").is_err());
@@ -427,9 +357,7 @@ mod tests {
 
     #[test]
     fn rcpt_to() {
-        let Ok(Command::Rcpt { to, params }) = p("RCPT TO:<postmaster> NOTIFY=NEVER") else {
-            panic!()
-        };
+        let Ok(Command::Rcpt { to, params }) = p("RCPT TO:<postmaster> NOTIFY=NEVER") else { panic!() };
         assert!(to.is_bare_postmaster());
         assert_eq!(params[0].keyword, "NOTIFY");
         assert!(p("RCPT TO:<>").is_err());
@@ -448,18 +376,12 @@ mod tests {
         ] {
             assert_eq!(p(bad), Err(CommandError::BadCharacters), "{bad:?}");
         }
-        assert_eq!(
-            Command::parse(b"EHLO \xff\xfe"),
-            Err(CommandError::BadCharacters)
-        );
+        assert_eq!(Command::parse(b"EHLO \xff\xfe"), Err(CommandError::BadCharacters));
     }
 
     #[test]
     fn xtext_never_decodes_to_controls() {
-        assert_eq!(
-            decode_xtext("rfc822+3Ba+2Bb@example.com").unwrap(),
-            "rfc822;a+b@example.com"
-        );
+        assert_eq!(decode_xtext("rfc822+3Ba+2Bb@example.com").unwrap(), "rfc822;a+b@example.com");
         for bad in ["a+0D+0Ab", "a+00", "a+0", "a+zz", "a=b", "a b"] {
             assert!(decode_xtext(bad).is_err(), "{bad}");
         }

@@ -204,12 +204,7 @@ mod tests {
     use super::*;
 
     /// Feeds `input` split at every position in `splits`, returns (content, end, consumed).
-    fn run(
-        input: &[u8],
-        chunk: usize,
-        max_size: u64,
-        max_line: usize,
-    ) -> (Vec<u8>, Option<DataEnd>, usize) {
+    fn run(input: &[u8], chunk: usize, max_size: u64, max_line: usize) -> (Vec<u8>, Option<DataEnd>, usize) {
         let mut r = DataReader::new(max_size, max_line);
         let mut out = Vec::new();
         let mut pos = 0;
@@ -242,10 +237,7 @@ mod tests {
         assert_eq!(out, b"Subject: x\r\n\r\nhello\r\n");
         assert_eq!(end, Some(DataEnd::Complete { size: 21 }));
         assert_eq!(n, 24, "the pipelined QUIT is left for the command reader");
-        assert_eq!(
-            every_split(b".\r\n"),
-            (vec![], Some(DataEnd::Complete { size: 0 }), 3)
-        );
+        assert_eq!(every_split(b".\r\n"), (vec![], Some(DataEnd::Complete { size: 0 }), 3));
     }
 
     #[test]
@@ -297,15 +289,9 @@ mod tests {
     #[test]
     fn text_line_limit_counts_crlf() {
         let ok = [b"x".repeat(998), b"\r\n.\r\n".to_vec()].concat();
-        assert!(matches!(
-            run(&ok, 64, 0, 1000).1,
-            Some(DataEnd::Complete { .. })
-        ));
+        assert!(matches!(run(&ok, 64, 0, 1000).1, Some(DataEnd::Complete { .. })));
         let long = [b"x".repeat(999), b"\r\n.\r\n".to_vec()].concat();
         assert_eq!(run(&long, 64, 0, 1000).1, Some(DataEnd::LineTooLong));
-        assert!(matches!(
-            run(&long, 64, 0, 0).1,
-            Some(DataEnd::Complete { .. })
-        ));
+        assert!(matches!(run(&long, 64, 0, 0).1, Some(DataEnd::Complete { .. })));
     }
 }

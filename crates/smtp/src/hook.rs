@@ -106,13 +106,7 @@ pub enum Verdict {
 impl Verdict {
     /// DENY, DENYSOFT and their disconnecting forms: these run the `deny` hook.
     pub fn is_deny(self) -> bool {
-        matches!(
-            self,
-            Verdict::Deny
-                | Verdict::DenySoft
-                | Verdict::DenyDisconnect
-                | Verdict::DenySoftDisconnect
-        )
+        matches!(self, Verdict::Deny | Verdict::DenySoft | Verdict::DenyDisconnect | Verdict::DenySoftDisconnect)
     }
 
     pub fn name(self) -> &'static str {
@@ -145,13 +139,7 @@ pub struct HookResult {
 
 impl HookResult {
     pub fn new(verdict: Verdict) -> Self {
-        HookResult {
-            verdict,
-            message: None,
-            enhanced: None,
-            plugin: None,
-            fault: false,
-        }
+        HookResult { verdict, message: None, enhanced: None, plugin: None, fault: false }
     }
 
     pub fn declined() -> Self {
@@ -165,10 +153,7 @@ impl HookResult {
 
     /// A plugin fault: the reply will be a temporary failure.
     pub fn fault(plugin: impl Into<String>) -> Self {
-        HookResult {
-            fault: true,
-            ..Self::new(Verdict::DenySoft).from_plugin(plugin)
-        }
+        HookResult { fault: true, ..Self::new(Verdict::DenySoft).from_plugin(plugin) }
     }
 
     pub fn from_plugin(mut self, plugin: impl Into<String>) -> Self {

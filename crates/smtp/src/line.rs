@@ -34,10 +34,7 @@ pub struct LineReader {
 
 impl LineReader {
     pub fn new(max: usize) -> Self {
-        LineReader {
-            max: max.max(3),
-            skipping: false,
-        }
+        LineReader { max: max.max(3), skipping: false }
     }
 
     /// Looks for the next event in `buf`. Returns the number of bytes consumed and the event,
@@ -98,10 +95,7 @@ mod tests {
         let mut r = LineReader::new(10);
         // 11 octets with CRLF: one over.
         assert_eq!(r.next(b"123456789\r\n"), (11, Some(LineEvent::TooLong)));
-        assert_eq!(
-            r.next(b"12345678\r\n"),
-            (10, Some(LineEvent::Line(b"12345678")))
-        );
+        assert_eq!(r.next(b"12345678\r\n"), (10, Some(LineEvent::Line(b"12345678"))));
         // Arriving in pieces: reported as soon as the limit is passed, then skipped.
         assert_eq!(r.next(b"0123456789ab"), (12, Some(LineEvent::TooLong)));
         assert!(r.is_skipping());

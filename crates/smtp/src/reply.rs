@@ -73,22 +73,14 @@ impl Reply {
         assert!((200..600).contains(&code), "reply code {code} out of range");
         let class = (code / 100) as u8;
         let enhanced = enhanced.map(|e| EnhancedCode(class, e.1, e.2));
-        let mut lines: Vec<String> = lines
-            .into_iter()
-            .take(MAX_REPLY_LINES)
-            .map(|l| clean_text(l.as_ref()))
-            .collect();
+        let mut lines: Vec<String> = lines.into_iter().take(MAX_REPLY_LINES).map(|l| clean_text(l.as_ref())).collect();
         while lines.len() > 1 && lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
         }
         if lines.is_empty() {
             lines.push(String::new());
         }
-        Reply {
-            code,
-            enhanced,
-            lines,
-        }
+        Reply { code, enhanced, lines }
     }
 
     pub fn code(&self) -> u16 {
@@ -174,18 +166,10 @@ pub fn command_not_implemented(verb: &str) -> Reply {
     Reply::new(502, e(5, 5, 1), format!("{verb} is not implemented"))
 }
 pub fn line_too_long(limit: usize) -> Reply {
-    Reply::new(
-        500,
-        e(5, 5, 6),
-        format!("Line too long (limit is {limit} octets with CRLF)"),
-    )
+    Reply::new(500, e(5, 5, 6), format!("Line too long (limit is {limit} octets with CRLF)"))
 }
 pub fn bare_newline_in_command() -> Reply {
-    Reply::new(
-        500,
-        e(5, 5, 2),
-        "Syntax error: command lines must end with CRLF",
-    )
+    Reply::new(500, e(5, 5, 2), "Syntax error: command lines must end with CRLF")
 }
 pub fn bad_sequence(what: &str) -> Reply {
     Reply::new(503, e(5, 5, 1), what)
@@ -194,89 +178,49 @@ pub fn no_valid_recipients() -> Reply {
     Reply::new(554, e(5, 5, 1), "No valid recipients")
 }
 pub fn parameter_not_recognized(keyword: &str) -> Reply {
-    Reply::new(
-        555,
-        e(5, 5, 4),
-        format!("Parameter {keyword} is not recognized"),
-    )
+    Reply::new(555, e(5, 5, 4), format!("Parameter {keyword} is not recognized"))
 }
 pub fn too_many_recipients() -> Reply {
     Reply::new(452, e(4, 5, 3), "Too many recipients")
 }
 pub fn size_exceeds_limit(limit: u64) -> Reply {
-    Reply::new(
-        552,
-        e(5, 3, 4),
-        format!("Message size exceeds fixed limit of {limit} octets"),
-    )
+    Reply::new(552, e(5, 3, 4), format!("Message size exceeds fixed limit of {limit} octets"))
 }
 pub fn message_too_big() -> Reply {
     Reply::new(552, e(5, 3, 4), "Message too big")
 }
 pub fn smtputf8_required() -> Reply {
-    Reply::new(
-        553,
-        e(5, 6, 7),
-        "Non-ASCII address requires the SMTPUTF8 extension",
-    )
+    Reply::new(553, e(5, 6, 7), "Non-ASCII address requires the SMTPUTF8 extension")
 }
 pub fn bare_newline_in_data() -> Reply {
-    Reply::new(
-        550,
-        e(5, 6, 0),
-        "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)",
-    )
+    Reply::new(550, e(5, 6, 0), "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)")
 }
 pub fn data_line_too_long(limit: usize) -> Reply {
-    Reply::new(
-        550,
-        e(5, 6, 0),
-        format!("Message has a line longer than {limit} octets"),
-    )
+    Reply::new(550, e(5, 6, 0), format!("Message has a line longer than {limit} octets"))
 }
 pub fn reset_ok() -> Reply {
     Reply::new(250, e(2, 0, 0), "OK")
 }
 pub fn early_talker() -> Reply {
-    Reply::new(
-        554,
-        e(5, 5, 0),
-        "Protocol violation: talking before the greeting",
-    )
+    Reply::new(554, e(5, 5, 0), "Protocol violation: talking before the greeting")
 }
 pub fn data_before_354() -> Reply {
-    Reply::new(
-        554,
-        e(5, 5, 0),
-        "Improper pipelining: message data sent before the 354 reply",
-    )
+    Reply::new(554, e(5, 5, 0), "Improper pipelining: message data sent before the 354 reply")
 }
 pub fn too_many_errors() -> Reply {
     Reply::new(421, e(4, 7, 0), "Too many errors, closing connection")
 }
 pub fn command_timeout() -> Reply {
-    Reply::new(
-        421,
-        e(4, 4, 2),
-        "Timeout waiting for a command, closing connection",
-    )
+    Reply::new(421, e(4, 4, 2), "Timeout waiting for a command, closing connection")
 }
 pub fn command_deadline() -> Reply {
     Reply::new(421, e(4, 4, 2), "Command took too long, closing connection")
 }
 pub fn data_deadline() -> Reply {
-    Reply::new(
-        421,
-        e(4, 4, 2),
-        "Message took too long to send, closing connection",
-    )
+    Reply::new(421, e(4, 4, 2), "Message took too long to send, closing connection")
 }
 pub fn invalid_characters() -> Reply {
-    Reply::new(
-        500,
-        e(5, 5, 2),
-        "Syntax error: control characters or invalid UTF-8 in command",
-    )
+    Reply::new(500, e(5, 5, 2), "Syntax error: control characters or invalid UTF-8 in command")
 }
 /// Whether a reply tells the client it spoke the protocol wrongly (these count towards
 /// `max_errors`; policy rejections such as 550 do not).
@@ -284,11 +228,7 @@ pub fn is_protocol_error(code: u16) -> bool {
     matches!(code, 500..=504 | 555)
 }
 pub fn data_timeout() -> Reply {
-    Reply::new(
-        421,
-        e(4, 4, 2),
-        "Timeout waiting for message data, closing connection",
-    )
+    Reply::new(421, e(4, 4, 2), "Timeout waiting for message data, closing connection")
 }
 pub fn shutting_down() -> Reply {
     Reply::new(421, e(4, 3, 2), "Service shutting down, try again later")
@@ -297,25 +237,13 @@ pub fn too_many_connections() -> Reply {
     Reply::new(421, e(4, 7, 0), "Too many connections, try again later")
 }
 pub fn too_many_connections_from_ip() -> Reply {
-    Reply::new(
-        421,
-        e(4, 7, 0),
-        "Too many connections from your address, try again later",
-    )
+    Reply::new(421, e(4, 7, 0), "Too many connections from your address, try again later")
 }
 pub fn local_error() -> Reply {
-    Reply::new(
-        451,
-        e(4, 3, 0),
-        "Local error in processing, try again later",
-    )
+    Reply::new(451, e(4, 3, 0), "Local error in processing, try again later")
 }
 pub fn insufficient_storage() -> Reply {
-    Reply::new(
-        452,
-        e(4, 3, 1),
-        "Insufficient system storage, try again later",
-    )
+    Reply::new(452, e(4, 3, 1), "Insufficient system storage, try again later")
 }
 
 #[cfg(test)]
@@ -349,10 +277,7 @@ mod tests {
     #[test]
     fn enhanced_code_parsing() {
         assert_eq!(EnhancedCode::parse("5.7.1"), Some(EnhancedCode(5, 7, 1)));
-        assert_eq!(
-            EnhancedCode::parse("4.10.999"),
-            Some(EnhancedCode(4, 10, 999))
-        );
+        assert_eq!(EnhancedCode::parse("4.10.999"), Some(EnhancedCode(4, 10, 999)));
         for bad in ["3.1.1", "5.7", "5.7.1.1", "5..1", "5.7.1000", "a.b.c", ""] {
             assert_eq!(EnhancedCode::parse(bad), None, "{bad}");
         }

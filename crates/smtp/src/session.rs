@@ -82,15 +82,7 @@ impl Default for Connection {
 
 impl Connection {
     pub fn new(id: String, remote: SocketAddr, local: SocketAddr) -> Self {
-        Connection {
-            id,
-            remote,
-            local,
-            hello: None,
-            early_talker: false,
-            relay_client: false,
-            notes: BTreeMap::new(),
-        }
+        Connection { id, remote, local, hello: None, early_talker: false, relay_client: false, notes: BTreeMap::new() }
     }
 }
 
@@ -104,12 +96,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(connection: Connection, limits: Limits) -> Self {
-        Session {
-            connection,
-            transaction: None,
-            limits,
-            errors: 0,
-        }
+        Session { connection, transaction: None, limits, errors: 0 }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -137,10 +124,7 @@ impl Session {
     /// HELO/EHLO accepted: remember the name, drop any transaction (RFC 5321 4.1.4).
     /// Returns the dropped transaction, for the `reset_transaction` hook.
     pub fn accept_hello(&mut self, esmtp: bool, host: &str) -> Option<Transaction> {
-        self.connection.hello = Some(Hello {
-            esmtp,
-            host: host.to_string(),
-        });
+        self.connection.hello = Some(Hello { esmtp, host: host.to_string() });
         self.transaction.take()
     }
 
@@ -149,14 +133,9 @@ impl Session {
             return Err(reply::bad_sequence("Send HELO or EHLO first"));
         };
         if self.transaction.is_some() {
-            return Err(reply::bad_sequence(
-                "Nested MAIL command: a transaction is already in progress",
-            ));
+            return Err(reply::bad_sequence("Nested MAIL command: a transaction is already in progress"));
         }
-        let has_params = params.size.is_some()
-            || params.body_8bitmime
-            || params.smtputf8
-            || !params.other.is_empty();
+        let has_params = params.size.is_some() || params.body_8bitmime || params.smtputf8 || !params.other.is_empty();
         if has_params && !hello.esmtp {
             return Err(reply::bad_sequence("ESMTP parameters need EHLO, not HELO"));
         }
@@ -201,19 +180,14 @@ impl Session {
     /// RCPT accepted: add the recipient.
     pub fn accept_rcpt(&mut self, to: Address, params: Vec<EsmtpParam>) {
         if let Some(txn) = &mut self.transaction {
-            txn.recipients.push(Recipient {
-                address: to,
-                params,
-            });
+            txn.recipients.push(Recipient { address: to, params });
         }
     }
 
     pub fn check_data(&self) -> Result<(), Reply> {
         match &self.transaction {
             None => Err(reply::bad_sequence("MAIL first")),
-            Some(t) if t.recipients.is_empty() && t.rcpt_attempted => {
-                Err(reply::no_valid_recipients())
-            }
+            Some(t) if t.recipients.is_empty() && t.rcpt_attempted => Err(reply::no_valid_recipients()),
             Some(t) if t.recipients.is_empty() => Err(reply::bad_sequence("RCPT first")),
             Some(_) => Ok(()),
         }
@@ -234,11 +208,7 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         Session::new(
             Connection::new("c1".into(), a, a),
-            Limits {
-                max_recipients: 2,
-                max_message_size: 1000,
-                ..Limits::default()
-            },
+            Limits { max_recipients: 2, max_message_size: 1000, ..Limits::default() },
         )
     }
 
@@ -272,10 +242,7 @@ mod tests {
         s.accept_rcpt(to.clone(), vec![]);
         assert_eq!(code(s.check_rcpt(&to, &[])), 452);
         assert_eq!(code(s.check_data()), 250);
-        assert!(
-            s.accept_hello(true, "again").is_some(),
-            "EHLO resets the transaction"
-        );
+        assert!(s.accept_hello(true, "again").is_some(), "EHLO resets the transaction");
         assert!(s.transaction.is_none());
     }
 
@@ -284,11 +251,7 @@ mod tests {
         let mut s = session();
         s.accept_hello(false, "old.example");
         let (f, p) = mail("MAIL FROM:<a@b.example> SIZE=10");
-        assert_eq!(
-            code(s.check_mail(f.as_ref(), &p)),
-            503,
-            "ESMTP params after HELO"
-        );
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 503, "ESMTP params after HELO");
         s.accept_hello(true, "new.example");
         assert_eq!(code(s.check_mail(f.as_ref(), &p)), 250);
         let (f, p) = mail("MAIL FROM:<a@b.example> SIZE=1001");
@@ -303,10 +266,7 @@ mod tests {
         let utf8 = Address::new("jürgen", "b.example").unwrap();
         assert_eq!(code(s.check_rcpt(&utf8, &[])), 553);
         let to = Address::new("x", "y.example").unwrap();
-        let notify = [EsmtpParam {
-            keyword: "NOTIFY".into(),
-            value: Some("NEVER".into()),
-        }];
+        let notify = [EsmtpParam { keyword: "NOTIFY".into(), value: Some("NEVER".into()) }];
         assert_eq!(code(s.check_rcpt(&to, &notify)), 555);
     }
 

@@ -52,43 +52,14 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
     let v = result.verdict;
     // Builds a reply from the plugin's text and enhanced code, or the defaults given.
     let r = |code: u16, e: Option<EnhancedCode>, default: &str| {
-        let text = result
-            .message
-            .as_deref()
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or(default);
+        let text = result.message.as_deref().filter(|m| !m.trim().is_empty()).unwrap_or(default);
         Reply::new(code, result.enhanced.or(e), text)
     };
-    let accept = |reply: Reply| Decision {
-        reply,
-        accept: true,
-        reset: false,
-        close: false,
-    };
-    let refuse = |reply: Reply| Decision {
-        reply,
-        accept: false,
-        reset: false,
-        close: false,
-    };
-    let reset = |reply: Reply| Decision {
-        reply,
-        accept: false,
-        reset: true,
-        close: false,
-    };
-    let close = |reply: Reply| Decision {
-        reply,
-        accept: false,
-        reset: true,
-        close: true,
-    };
-    let done = |reply: Reply| Decision {
-        reply,
-        accept: false,
-        reset: false,
-        close: false,
-    };
+    let accept = |reply: Reply| Decision { reply, accept: true, reset: false, close: false };
+    let refuse = |reply: Reply| Decision { reply, accept: false, reset: false, close: false };
+    let reset = |reply: Reply| Decision { reply, accept: false, reset: true, close: false };
+    let close = |reply: Reply| Decision { reply, accept: false, reset: true, close: true };
+    let done = |reply: Reply| Decision { reply, accept: false, reset: false, close: false };
     let addr = ctx.address;
 
     if result.fault && !hook.result_is_ignored() {
@@ -99,14 +70,10 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         Hook::Connect => {
             let greeting = greeting(ctx);
             match v {
-                Deny | DenyDisconnect => {
-                    close(r(550, None, "Connection from you denied, bye bye."))
+                Deny | DenyDisconnect => close(r(550, None, "Connection from you denied, bye bye.")),
+                DenySoft | DenySoftDisconnect => {
+                    close(r(450, None, "Connection from you temporarily denied, bye bye."))
                 }
-                DenySoft | DenySoftDisconnect => close(r(
-                    450,
-                    None,
-                    "Connection from you temporarily denied, bye bye.",
-                )),
                 Done => done(r(220, None, &greeting)),
                 _ => accept(Reply::new(220, None, greeting)),
             }
@@ -119,11 +86,7 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
                 DenySoft => refuse(r(450, None, &denied)),
                 DenyDisconnect => close(r(550, None, &denied)),
                 DenySoftDisconnect => close(r(450, None, &denied)),
-                Done => done(r(
-                    250,
-                    None,
-                    &format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip),
-                )),
+                Done => done(r(250, None, &format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip))),
                 _ => accept(hello_reply(hook, ctx)),
             }
             .without_enhanced_reply()
@@ -132,9 +95,7 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
             Deny => refuse(r(550, enh(5, 7, 1), &format!("{addr}, denied"))),
             DenySoft => refuse(r(450, enh(4, 7, 1), &format!("{addr}, temporarily denied"))),
             DenyDisconnect => close(r(550, enh(5, 7, 1), &format!("{addr}, denied"))),
-            DenySoftDisconnect => {
-                close(r(421, enh(4, 7, 1), &format!("{addr}, temporarily denied")))
-            }
+            DenySoftDisconnect => close(r(421, enh(4, 7, 1), &format!("{addr}, temporarily denied"))),
             Done => done(r(250, enh(2, 1, 0), &format!("{addr}, sender OK"))),
             _ => accept(r(250, enh(2, 1, 0), &format!("{addr}, sender OK"))),
         },
@@ -145,11 +106,7 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
             DenyDisconnect => close(r(550, enh(5, 7, 1), "delivery denied")),
             DenySoftDisconnect => close(r(421, enh(4, 7, 1), "relaying denied")),
             Done => done(r(250, enh(2, 1, 5), &format!("{addr}, recipient ok"))),
-            Declined => refuse(r(
-                450,
-                enh(4, 7, 1),
-                "No plugin decided if relaying is allowed",
-            )),
+            Declined => refuse(r(450, enh(4, 7, 1), "No plugin decided if relaying is allowed")),
         },
         Hook::Data => match v {
             Deny => reset(r(554, enh(5, 7, 1), "Message denied")),
@@ -174,20 +131,12 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
             Ok | Done => reset(r(250, enh(2, 0, 0), "Queued")),
             Deny => reset(r(552, enh(5, 7, 1), "Message denied")),
             DenySoft => reset(r(452, enh(4, 7, 1), "Message denied temporarily")),
-            _ => reset(r(
-                451,
-                enh(4, 3, 0),
-                "Queuing declined or disabled; try again later",
-            )),
+            _ => reset(r(451, enh(4, 3, 0), "Queuing declined or disabled; try again later")),
         },
         Hook::Vrfy => match v {
             Ok | Done => done(r(250, enh(2, 1, 5), "User OK")),
             Deny => reset(r(554, enh(5, 7, 1), "Access Denied")),
-            _ => done(Reply::new(
-                252,
-                enh(2, 5, 0),
-                "Just try sending a mail and we'll see how it turns out ...",
-            )),
+            _ => done(Reply::new(252, enh(2, 5, 0), "Just try sending a mail and we'll see how it turns out ...")),
         },
         Hook::Noop => match v {
             Deny => refuse(r(500, enh(5, 5, 1), "Stop wasting my time.")),
@@ -198,9 +147,7 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         Hook::Help => match v {
             Deny => refuse(r(500, enh(5, 5, 1), "Syntax error, command not recognized")),
             _ => done(match &result.message {
-                Some(m) if !m.trim().is_empty() => {
-                    Reply::new(214, result.enhanced.or(enh(2, 0, 0)), m)
-                }
+                Some(m) if !m.trim().is_empty() => Reply::new(214, result.enhanced.or(enh(2, 0, 0)), m),
                 _ => Reply::multiline(
                     214,
                     enh(2, 0, 0),
@@ -214,16 +161,8 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         },
         Hook::Quit => Decision {
             reply: match v {
-                Done => r(
-                    221,
-                    enh(2, 0, 0),
-                    &format!("{} closing connection. Have a wonderful day.", ctx.me),
-                ),
-                _ => Reply::new(
-                    221,
-                    enh(2, 0, 0),
-                    format!("{} closing connection. Have a wonderful day.", ctx.me),
-                ),
+                Done => r(221, enh(2, 0, 0), &format!("{} closing connection. Have a wonderful day.", ctx.me)),
+                _ => Reply::new(221, enh(2, 0, 0), format!("{} closing connection. Have a wonderful day.", ctx.me)),
             },
             accept: true,
             reset: true,
@@ -241,15 +180,7 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         }
     };
     // A 421 always closes the connection (RFC 5321 3.8).
-    if d.reply.code() == 421 {
-        Decision {
-            close: true,
-            reset: true,
-            ..d
-        }
-    } else {
-        d
-    }
+    if d.reply.code() == 421 { Decision { close: true, reset: true, ..d } } else { d }
 }
 
 /// A plugin fault: a temporary failure for this command only. Connection-phase hooks close
@@ -258,35 +189,21 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
 fn fault_decision(hook: Hook, ctx: &ReplyContext<'_>) -> Decision {
     let text = "Temporary failure in plugin processing, try again later";
     match hook {
-        Hook::Connect | Hook::Helo | Hook::Ehlo => Decision {
-            reply: Reply::new(421, enh(4, 3, 0), text),
-            accept: false,
-            reset: true,
-            close: true,
-        },
-        Hook::Data | Hook::DataPost | Hook::Queue => Decision {
-            reply: Reply::new(451, enh(4, 3, 0), text),
-            accept: false,
-            reset: true,
-            close: false,
-        },
+        Hook::Connect | Hook::Helo | Hook::Ehlo => {
+            Decision { reply: Reply::new(421, enh(4, 3, 0), text), accept: false, reset: true, close: true }
+        }
+        Hook::Data | Hook::DataPost | Hook::Queue => {
+            Decision { reply: Reply::new(451, enh(4, 3, 0), text), accept: false, reset: true, close: false }
+        }
         Hook::Quit => decide(hook, &HookResult::declined(), ctx),
-        _ => Decision {
-            reply: Reply::new(451, enh(4, 3, 0), text),
-            accept: false,
-            reset: false,
-            close: false,
-        },
+        _ => Decision { reply: Reply::new(451, enh(4, 3, 0), text), accept: false, reset: false, close: false },
     }
 }
 
 impl Decision {
     /// The greeting and the HELO/EHLO replies carry no enhanced code (RFC 2034 section 3).
     fn without_enhanced_reply(self) -> Self {
-        Decision {
-            reply: self.reply.without_enhanced(),
-            ..self
-        }
+        Decision { reply: self.reply.without_enhanced(), ..self }
     }
 }
 
@@ -303,11 +220,7 @@ fn hello_reply(hook: Hook, ctx: &ReplyContext<'_>) -> Reply {
     if hook == Hook::Helo {
         return Reply::new(250, None, first);
     }
-    Reply::multiline(
-        250,
-        None,
-        std::iter::once(first).chain(ctx.capabilities.iter().cloned()),
-    )
+    Reply::multiline(250, None, std::iter::once(first).chain(ctx.capabilities.iter().cloned()))
 }
 
 #[cfg(test)]
@@ -315,15 +228,7 @@ mod tests {
     use super::*;
     use Verdict::*;
 
-    const ALL: [Verdict; 7] = [
-        Ok,
-        Deny,
-        DenySoft,
-        DenyDisconnect,
-        DenySoftDisconnect,
-        Declined,
-        Done,
-    ];
+    const ALL: [Verdict; 7] = [Ok, Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done];
 
     fn ctx() -> ReplyContext<'static> {
         static CAPS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -348,171 +253,58 @@ mod tests {
             // Ok, Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done
             (
                 Hook::Connect,
-                [
-                    (220, false),
-                    (550, true),
-                    (450, true),
-                    (550, true),
-                    (450, true),
-                    (220, false),
-                    (220, false),
-                ],
+                [(220, false), (550, true), (450, true), (550, true), (450, true), (220, false), (220, false)],
             ),
             (
                 Hook::Helo,
-                [
-                    (250, false),
-                    (550, false),
-                    (450, false),
-                    (550, true),
-                    (450, true),
-                    (250, false),
-                    (250, false),
-                ],
+                [(250, false), (550, false), (450, false), (550, true), (450, true), (250, false), (250, false)],
             ),
             (
                 Hook::Ehlo,
-                [
-                    (250, false),
-                    (550, false),
-                    (450, false),
-                    (550, true),
-                    (450, true),
-                    (250, false),
-                    (250, false),
-                ],
+                [(250, false), (550, false), (450, false), (550, true), (450, true), (250, false), (250, false)],
             ),
             (
                 Hook::Mail,
-                [
-                    (250, false),
-                    (550, false),
-                    (450, false),
-                    (550, true),
-                    (421, true),
-                    (250, false),
-                    (250, false),
-                ],
+                [(250, false), (550, false), (450, false), (550, true), (421, true), (250, false), (250, false)],
             ),
             (
                 Hook::Rcpt,
-                [
-                    (250, false),
-                    (550, false),
-                    (450, false),
-                    (550, true),
-                    (421, true),
-                    (450, false),
-                    (250, false),
-                ],
+                [(250, false), (550, false), (450, false), (550, true), (421, true), (450, false), (250, false)],
             ),
             (
                 Hook::Data,
-                [
-                    (354, false),
-                    (554, false),
-                    (451, false),
-                    (554, true),
-                    (451, true),
-                    (354, false),
-                    (354, false),
-                ],
+                [(354, false), (554, false), (451, false), (554, true), (451, true), (354, false), (354, false)],
             ),
             (
                 Hook::DataPost,
-                [
-                    (250, false),
-                    (552, false),
-                    (452, false),
-                    (552, true),
-                    (452, true),
-                    (250, false),
-                    (250, false),
-                ],
+                [(250, false), (552, false), (452, false), (552, true), (452, true), (250, false), (250, false)],
             ),
             (
                 Hook::Queue,
-                [
-                    (250, false),
-                    (552, false),
-                    (452, false),
-                    (451, false),
-                    (451, false),
-                    (451, false),
-                    (250, false),
-                ],
+                [(250, false), (552, false), (452, false), (451, false), (451, false), (451, false), (250, false)],
             ),
             (
                 Hook::Vrfy,
-                [
-                    (250, false),
-                    (554, false),
-                    (252, false),
-                    (252, false),
-                    (252, false),
-                    (252, false),
-                    (250, false),
-                ],
+                [(250, false), (554, false), (252, false), (252, false), (252, false), (252, false), (250, false)],
             ),
             (
                 Hook::Noop,
-                [
-                    (250, false),
-                    (500, false),
-                    (250, false),
-                    (500, true),
-                    (250, false),
-                    (250, false),
-                    (250, false),
-                ],
+                [(250, false), (500, false), (250, false), (500, true), (250, false), (250, false), (250, false)],
             ),
             (
                 Hook::Help,
-                [
-                    (214, false),
-                    (500, false),
-                    (214, false),
-                    (214, false),
-                    (214, false),
-                    (214, false),
-                    (214, false),
-                ],
+                [(214, false), (500, false), (214, false), (214, false), (214, false), (214, false), (214, false)],
             ),
-            (
-                Hook::Quit,
-                [
-                    (221, true),
-                    (221, true),
-                    (221, true),
-                    (221, true),
-                    (221, true),
-                    (221, true),
-                    (221, true),
-                ],
-            ),
+            (Hook::Quit, [(221, true), (221, true), (221, true), (221, true), (221, true), (221, true), (221, true)]),
             (
                 Hook::UnrecognizedCommand,
-                [
-                    (500, false),
-                    (500, false),
-                    (500, false),
-                    (521, true),
-                    (500, false),
-                    (500, false),
-                    (250, false),
-                ],
+                [(500, false), (500, false), (500, false), (521, true), (500, false), (500, false), (250, false)],
             ),
         ];
         for (hook, row) in expected {
             for (v, (code, close)) in ALL.iter().zip(row) {
                 let got = d(*hook, *v);
-                assert_eq!(
-                    (got.reply.code(), got.close),
-                    (*code, *close),
-                    "{} {}",
-                    hook.name(),
-                    v.name()
-                );
+                assert_eq!((got.reply.code(), got.close), (*code, *close), "{} {}", hook.name(), v.name());
             }
         }
     }
@@ -521,10 +313,7 @@ mod tests {
     fn only_the_success_path_accepts() {
         assert!(d(Hook::Rcpt, Ok).accept);
         assert!(!d(Hook::Rcpt, Declined).accept);
-        assert!(
-            !d(Hook::Rcpt, Done).accept,
-            "DONE: recipient not added by the engine"
-        );
+        assert!(!d(Hook::Rcpt, Done).accept, "DONE: recipient not added by the engine");
         assert!(d(Hook::Mail, Declined).accept);
         assert!(d(Hook::Data, Declined).accept);
         assert!(!d(Hook::Queue, Declined).accept);
@@ -533,66 +322,34 @@ mod tests {
 
     #[test]
     fn default_texts_and_enhanced_codes() {
-        assert_eq!(
-            d(Hook::Rcpt, Declined).reply.to_string(),
-            "450 4.7.1 No plugin decided if relaying is allowed\r\n"
-        );
+        assert_eq!(d(Hook::Rcpt, Declined).reply.to_string(), "450 4.7.1 No plugin decided if relaying is allowed\r\n");
         assert_eq!(
             d(Hook::Queue, Declined).reply.to_string(),
             "451 4.3.0 Queuing declined or disabled; try again later\r\n"
         );
-        assert_eq!(
-            d(Hook::Connect, Ok).reply.to_string(),
-            "220 mx.example ESMTP wasmtpd ready\r\n"
-        );
+        assert_eq!(d(Hook::Connect, Ok).reply.to_string(), "220 mx.example ESMTP wasmtpd ready\r\n");
         assert_eq!(
             d(Hook::Ehlo, Declined).reply.to_string(),
             "250-mx.example Hi client.example [192.0.2.7]\r\n250-PIPELINING\r\n250 SIZE 100\r\n"
         );
-        assert_eq!(
-            d(Hook::Mail, Deny).reply.to_string(),
-            "550 5.7.1 <a@b.example>, denied\r\n"
-        );
+        assert_eq!(d(Hook::Mail, Deny).reply.to_string(), "550 5.7.1 <a@b.example>, denied\r\n");
     }
 
     #[test]
     fn a_plugin_fault_is_a_temporary_failure() {
         let fault = HookResult::fault("broken");
-        for hook in [
-            Hook::Mail,
-            Hook::Rcpt,
-            Hook::Vrfy,
-            Hook::UnrecognizedCommand,
-        ] {
+        for hook in [Hook::Mail, Hook::Rcpt, Hook::Vrfy, Hook::UnrecognizedCommand] {
             let got = decide(hook, &fault, &ctx());
-            assert_eq!(
-                (got.reply.code(), got.close, got.accept),
-                (451, false, false),
-                "{}",
-                hook.name()
-            );
+            assert_eq!((got.reply.code(), got.close, got.accept), (451, false, false), "{}", hook.name());
         }
         for hook in [Hook::Data, Hook::DataPost, Hook::Queue] {
             let got = decide(hook, &fault, &ctx());
-            assert_eq!(
-                (got.reply.code(), got.reset),
-                (451, true),
-                "{}",
-                hook.name()
-            );
+            assert_eq!((got.reply.code(), got.reset), (451, true), "{}", hook.name());
         }
         for hook in [Hook::Connect, Hook::Helo, Hook::Ehlo] {
             let got = decide(hook, &fault, &ctx());
-            assert_eq!(
-                (got.reply.code(), got.close),
-                (421, true),
-                "{}",
-                hook.name()
-            );
-            assert_eq!(
-                got.reply.to_string(),
-                "421 4.3.0 Temporary failure in plugin processing, try again later\r\n"
-            );
+            assert_eq!((got.reply.code(), got.close), (421, true), "{}", hook.name());
+            assert_eq!(got.reply.to_string(), "421 4.3.0 Temporary failure in plugin processing, try again later\r\n");
         }
         assert_eq!(decide(Hook::Quit, &fault, &ctx()).reply.code(), 221);
     }
@@ -602,9 +359,6 @@ mod tests {
         let mut res = HookResult::new(Deny).with_message("no thanks\r\n250 2.0.0 OK");
         res.enhanced = Some(EnhancedCode(2, 1, 5));
         let got = decide(Hook::Rcpt, &res, &ctx());
-        assert_eq!(
-            got.reply.to_string(),
-            "550-5.1.5 no thanks\r\n550 5.1.5 250 2.0.0 OK\r\n"
-        );
+        assert_eq!(got.reply.to_string(), "550-5.1.5 no thanks\r\n550 5.1.5 250 2.0.0 OK\r\n");
     }
 }

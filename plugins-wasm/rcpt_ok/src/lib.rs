@@ -35,9 +35,5 @@ impl Plugin for RcptOk {
 
 /// `example.com` matches itself; `.example.com` matches its subdomains.
 fn matches(entry: &str, domain: &str) -> bool {
-    if entry.starts_with('.') {
-        domain.ends_with(entry)
-    } else {
-        domain == entry
-    }
+    if entry.starts_with('.') { domain.ends_with(entry) } else { domain == entry }
 }

@@ -5,77 +5,37 @@ use std::process::Command;
 use wasmtpd_tests::TestServer;
 
 fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn swaks_delivers_a_message() {
-    assert!(
-        have("swaks"),
-        "swaks is not installed: run `cargo xtask test`, which installs it"
-    );
+    assert!(have("swaks"), "swaks is not installed: run `cargo xtask test`, which installs it");
     let s = TestServer::start_delivering(&[]);
     let out = Command::new("swaks")
-        .args([
-            "--server",
-            &s.addr.to_string(),
-            "--from",
-            "sender@remote.test",
-            "--to",
-            "rcpt@example.com",
-        ])
-        .args([
-            "--header",
-            "Subject: from swaks",
-            "--body",
-            "hello from swaks\n.leading dot",
-        ])
+        .args(["--server", &s.addr.to_string(), "--from", "sender@remote.test", "--to", "rcpt@example.com"])
+        .args(["--header", "Subject: from swaks", "--body", "hello from swaks\n.leading dot"])
         .output()
         .unwrap();
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{transcript}");
-    assert!(
-        transcript.contains("<-  250 2.0.0 Queued as"),
-        "{transcript}"
-    );
+    assert!(transcript.contains("<-  250 2.0.0 Queued as"), "{transcript}");
     let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
     assert!(m.contains("Subject: from swaks\r\n"));
-    assert!(
-        m.contains("\r\n.leading dot"),
-        "swaks stuffs the dot, we unstuff it: {m}"
-    );
+    assert!(m.contains("\r\n.leading dot"), "swaks stuffs the dot, we unstuff it: {m}");
 }
 
 #[test]
 fn swaks_pipelining_and_rejections() {
     let s = TestServer::start_delivering(&[]);
     let out = Command::new("swaks")
-        .args([
-            "--server",
-            &s.addr.to_string(),
-            "--pipeline",
-            "--from",
-            "a@remote.test",
-        ])
-        .args([
-            "--to",
-            "one@example.com,two@elsewhere.test,three@example.com",
-        ])
+        .args(["--server", &s.addr.to_string(), "--pipeline", "--from", "a@remote.test"])
+        .args(["--to", "one@example.com,two@elsewhere.test,three@example.com"])
         .output()
         .unwrap();
     let transcript = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        transcript.contains("<** 550 5.7.1 Relaying denied"),
-        "{transcript}"
-    );
-    assert!(
-        transcript.contains("<-  250 2.0.0 Queued as"),
-        "{transcript}"
-    );
+    assert!(transcript.contains("<** 550 5.7.1 Relaying denied"), "{transcript}");
+    assert!(transcript.contains("<-  250 2.0.0 Queued as"), "{transcript}");
     assert_eq!(s.delivered().len(), 1);
 }
 
@@ -118,12 +78,7 @@ with smtplib.SMTP(host, port, timeout=20) as s:
 fn python_smtplib_sends_three_messages() {
     let s = TestServer::start_delivering(&[]);
     let out = Command::new("python3")
-        .args([
-            "-c",
-            SMTPLIB_SCRIPT,
-            &s.addr.ip().to_string(),
-            &s.addr.port().to_string(),
-        ])
+        .args(["-c", SMTPLIB_SCRIPT, &s.addr.ip().to_string(), &s.addr.port().to_string()])
         .output()
         .unwrap();
     assert!(
@@ -134,12 +89,6 @@ fn python_smtplib_sends_three_messages() {
     );
     let msgs = s.delivered();
     assert_eq!(msgs.len(), 3);
-    assert!(
-        msgs.iter()
-            .any(|m| String::from_utf8_lossy(m).contains("\r\n.line with a dot\r\n"))
-    );
-    assert!(
-        msgs.iter()
-            .any(|m| String::from_utf8_lossy(m).contains("for <kätchen@example.com>"))
-    );
+    assert!(msgs.iter().any(|m| String::from_utf8_lossy(m).contains("\r\n.line with a dot\r\n")));
+    assert!(msgs.iter().any(|m| String::from_utf8_lossy(m).contains("for <kätchen@example.com>")));
 }

@@ -18,8 +18,7 @@ fn idle_client_is_cut_off_by_the_command_timeout() {
 #[test]
 fn slow_drip_client_is_cut_off_by_the_command_deadline() {
     // Idle timeout long, deadline short: a byte every 200 ms never trips the first.
-    let s =
-        TestServer::start_delivering(&[("limits", "command_timeout 10s\ncommand_deadline 2s\n")]);
+    let s = TestServer::start_delivering(&[("limits", "command_timeout 10s\ncommand_deadline 2s\n")]);
     let mut c = s.greeted();
     let start = Instant::now();
     let slow = "EHLO a-very-long-name-sent-one-byte-at-a-time.example\r\n";
@@ -82,10 +81,7 @@ fn too_many_errors_closes_with_421() {
 
 #[test]
 fn connection_limits() {
-    let s = TestServer::start_delivering(&[(
-        "limits",
-        "max_connections 3\nmax_connections_per_ip 2\n",
-    )]);
+    let s = TestServer::start_delivering(&[("limits", "max_connections 3\nmax_connections_per_ip 2\n")]);
     let a = s.greeted();
     let _b = s.greeted();
     let mut c = s.connect();
@@ -101,20 +97,14 @@ fn connection_limits() {
         if r.code == 220 {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "place never freed"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "place never freed");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 #[test]
 fn total_connection_limit_from_another_address() {
-    let s = TestServer::start_delivering(&[(
-        "limits",
-        "max_connections 1\nmax_connections_per_ip 5\n",
-    )]);
+    let s = TestServer::start_delivering(&[("limits", "max_connections 1\nmax_connections_per_ip 5\n")]);
     let _a = s.greeted();
     let mut c = wasmtpd_tests::Client::connect(s.addr);
     let r = c.expect(421);
@@ -140,9 +130,6 @@ fn sigterm_refuses_new_commands_and_finishes_messages_in_flight() {
     busy.expect(250);
     busy.line("NOOP");
     busy.expect(421);
-    assert!(
-        s.wait_exit(Duration::from_secs(5))
-            .is_some_and(|st| st.success())
-    );
+    assert!(s.wait_exit(Duration::from_secs(5)).is_some_and(|st| st.success()));
     assert!(String::from_utf8_lossy(&s.delivered()[0]).contains("first half\r\nsecond half\r\n"));
 }

@@ -38,19 +38,10 @@ impl MessageView {
         let mut file = File::open(path).map_err(|e| format!("cannot open the message: {e}"))?;
         let file_size = file.metadata().map_err(|e| e.to_string())?.len();
         let mut head = Vec::new();
-        (&mut file)
-            .take(MAX_HEADER as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| e.to_string())?;
+        (&mut file).take(MAX_HEADER as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
         let (fields, separator, header_len) = parse_header(&head);
-        let mut view = MessageView {
-            file,
-            fields,
-            separator,
-            body_offset: header_len as u64,
-            file_size,
-            rendered: Vec::new(),
-        };
+        let mut view =
+            MessageView { file, fields, separator, body_offset: header_len as u64, file_size, rendered: Vec::new() };
         view.render();
         Ok(view)
     }
@@ -70,13 +61,7 @@ impl MessageView {
     }
 
     pub fn headers(&self) -> Vec<Header> {
-        self.fields
-            .iter()
-            .map(|f| Header {
-                name: f.name.clone(),
-                value: f.value.clone(),
-            })
-            .collect()
+        self.fields.iter().map(|f| Header { name: f.name.clone(), value: f.value.clone() }).collect()
     }
 
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
@@ -90,14 +75,7 @@ impl MessageView {
         if self.rendered.len() + name.len() + value.len() + 4 > MAX_HEADER {
             return Err(format!("the header would exceed {MAX_HEADER} octets"));
         }
-        self.fields.insert(
-            0,
-            Field {
-                name: name.to_string(),
-                value: value.to_string(),
-                raw: None,
-            },
-        );
+        self.fields.insert(0, Field { name: name.to_string(), value: value.to_string(), raw: None });
         if !self.separator && self.fields.len() == 1 {
             self.separator = self.body_offset == 0 && self.file_size > 0;
         }
@@ -130,9 +108,7 @@ impl MessageView {
         let want = len - out.len() as u64;
         let body_pos = offset.max(head) - head;
         if want > 0 && body_pos < self.file_size - self.body_offset {
-            self.file
-                .seek(SeekFrom::Start(self.body_offset + body_pos))
-                .map_err(|e| e.to_string())?;
+            self.file.seek(SeekFrom::Start(self.body_offset + body_pos)).map_err(|e| e.to_string())?;
             let start = out.len();
             out.resize(start + want as usize, 0);
             let mut filled = start;
@@ -232,7 +208,10 @@ mod tests {
         assert_eq!(h[1].value, " odd  spacing");
         assert_eq!(v.remove_header("x-spam"), 1);
         v.add_header("X-Checked", "ok").unwrap();
-        assert_eq!(all(&mut v), b"X-Checked: ok\r\nReceived: from a\r\n\tby b\r\nSubject:  odd  spacing\r\n\r\nbody line\r\n");
+        assert_eq!(
+            all(&mut v),
+            b"X-Checked: ok\r\nReceived: from a\r\n\tby b\r\nSubject:  odd  spacing\r\n\r\nbody line\r\n"
+        );
         assert!(v.add_header("X-Evil", "a\r\nBcc: victim").is_err());
         assert!(v.add_header("Bad Name", "x").is_err());
         let _ = std::fs::remove_file(p);

@@ -91,10 +91,7 @@ impl host::Host for PluginState {
             recipients: t
                 .recipients
                 .iter()
-                .map(|r| Recipient {
-                    address: wit::Address::from(&r.address),
-                    params: params(&r.params),
-                })
+                .map(|r| Recipient { address: wit::Address::from(&r.address), params: params(&r.params) })
                 .collect(),
             message_size: t.message.as_ref().map(|m| m.size),
         })
@@ -113,11 +110,7 @@ impl host::Host for PluginState {
     }
 
     fn set_transaction_note(&mut self, key: String, value: Option<String>) -> Result<(), String> {
-        let t = self
-            .call
-            .transaction
-            .as_mut()
-            .ok_or("no transaction in progress")?;
+        let t = self.call.transaction.as_mut().ok_or("no transaction in progress")?;
         notes::set(&mut t.notes, key, value)
     }
 

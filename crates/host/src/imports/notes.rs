@@ -8,11 +8,7 @@ pub const MAX_VALUE: usize = 64 * 1024;
 pub const MAX_TOTAL: usize = 1024 * 1024;
 
 /// Sets (or with `None` removes) a note, within the caps.
-pub fn set(
-    notes: &mut BTreeMap<String, String>,
-    key: String,
-    value: Option<String>,
-) -> Result<(), String> {
+pub fn set(notes: &mut BTreeMap<String, String>, key: String, value: Option<String>) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(format!("note keys are 1 to {MAX_KEY} octets"));
     }
@@ -23,11 +19,7 @@ pub fn set(
     if value.len() > MAX_VALUE {
         return Err(format!("note values are at most {MAX_VALUE} octets"));
     }
-    let total: usize = notes
-        .iter()
-        .filter(|(k, _)| **k != key)
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
+    let total: usize = notes.iter().filter(|(k, _)| **k != key).map(|(k, v)| k.len() + v.len()).sum();
     if total + key.len() + value.len() > MAX_TOTAL {
         return Err(format!("notes are full ({MAX_TOTAL} octets in all)"));
     }
@@ -49,14 +41,8 @@ mod tests {
         for i in 0..15 {
             assert!(set(&mut n, format!("k{i}"), Some("x".repeat(MAX_VALUE))).is_ok());
         }
-        assert!(
-            set(&mut n, "k99".into(), Some("x".repeat(MAX_VALUE))).is_err(),
-            "total cap"
-        );
-        assert!(
-            set(&mut n, "k1".into(), Some("small".into())).is_ok(),
-            "replacing frees room"
-        );
+        assert!(set(&mut n, "k99".into(), Some("x".repeat(MAX_VALUE))).is_err(), "total cap");
+        assert!(set(&mut n, "k1".into(), Some("small".into())).is_ok(), "replacing frees room");
         assert!(set(&mut n, "k".into(), None).is_ok());
         assert!(!n.contains_key("k"));
     }

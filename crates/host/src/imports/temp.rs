@@ -19,13 +19,7 @@ pub struct TempArea {
 
 impl TempArea {
     pub fn new(path: PathBuf, quota: u64) -> TempArea {
-        TempArea {
-            path,
-            dir: None,
-            quota,
-            written: 0,
-            counter: 0,
-        }
+        TempArea { path, dir: None, quota, written: 0, counter: 0 }
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -59,18 +53,13 @@ impl TempArea {
         let name = format!("d{}", self.counter);
         let mut b = DirBuilder::new();
         cap_std::fs::DirBuilderExt::mode(&mut b, 0o700);
-        self.open()?
-            .create_dir_with(&name, &b)
-            .map_err(|e| e.to_string())?;
+        self.open()?.create_dir_with(&name, &b).map_err(|e| e.to_string())?;
         Ok(name)
     }
 
     pub fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), String> {
         if self.written + data.len() as u64 > self.quota {
-            return Err(format!(
-                "temporary files are over their quota of {} octets",
-                self.quota
-            ));
+            return Err(format!("temporary files are over their quota of {} octets", self.quota));
         }
         let mut f = self
             .open()?
@@ -83,22 +72,15 @@ impl TempArea {
     }
 
     pub fn read(&mut self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, String> {
-        let mut f = self
-            .open()?
-            .open(name)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let mut f = self.open()?.open(name).map_err(|e| format!("{name}: {e}"))?;
         f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        f.take(len.min(MAX_READ) as u64)
-            .read_to_end(&mut out)
-            .map_err(|e| e.to_string())?;
+        f.take(len.min(MAX_READ) as u64).read_to_end(&mut out).map_err(|e| e.to_string())?;
         Ok(out)
     }
 
     pub fn remove(&mut self, name: &str) -> Result<(), String> {
-        self.open()?
-            .remove_file(name)
-            .map_err(|e| format!("{name}: {e}"))
+        self.open()?.remove_file(name).map_err(|e| format!("{name}: {e}"))
     }
 
     /// Removes the directory and everything in it.
@@ -129,20 +111,10 @@ mod tests {
             assert!(t.read(escape, 0, 10).is_err(), "{escape}");
         }
         std::os::unix::fs::symlink("/etc/passwd", base.join("p0/link")).unwrap();
-        assert!(
-            t.read("link", 0, 10).is_err(),
-            "symlink out of the directory"
-        );
+        assert!(t.read("link", 0, 10).is_err(), "symlink out of the directory");
         let d = t.temp_dir().unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(base.join("p0").join(&d))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(base.join("p0").join(&d)).unwrap().permissions().mode() & 0o777, 0o700);
         t.remove_all();
         assert!(!base.join("p0").exists());
         let _ = std::fs::remove_dir_all(base);

@@ -1,0 +1,45 @@
+//! check_badmailfrom (qpsmtpd badmailfrom): refuses mail from listed senders.
+//!
+//! `config/badmailfrom`: one entry per line, `address` or `@domain`, optionally followed by
+//! the reason to give. As qpsmtpd recommends, the sender is not refused at MAIL (some clients
+//! handle that badly): the match is noted, and every RCPT is refused with 550 instead.
+
+use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, host};
+
+struct BadMailFrom;
+
+const NOTE: &str = "badmailfrom";
+
+#[wasmtpd_plugin::plugin]
+impl Plugin for BadMailFrom {
+    fn mail(sender: Option<Address>, _params: Vec<EsmtpParam>) -> HookResult {
+        let Some(sender) = sender else { return HookResult::declined() };
+        let plain = sender.to_plain().to_ascii_lowercase();
+        let domain = sender.domain.as_deref().unwrap_or("").to_ascii_lowercase();
+        for line in host::config("badmailfrom").unwrap_or_default() {
+            let (entry, reason) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
+            let entry = entry.to_ascii_lowercase();
+            let hit = match entry.strip_prefix('@') {
+                Some(d) => d == domain,
+                None => entry == plain,
+            };
+            if hit {
+                let reason = match reason.trim() {
+                    "" => format!("Mail from {plain} not accepted here"),
+                    r => r.to_string(),
+                };
+                let _ = host::set_transaction_note(NOTE, Some(&reason));
+                wasmtpd_plugin::info(format!("badmailfrom: {plain} matches {entry}"));
+                break;
+            }
+        }
+        HookResult::declined()
+    }
+
+    fn rcpt(_recipient: Address, _params: Vec<EsmtpParam>) -> HookResult {
+        match host::transaction_note(NOTE) {
+            Some(reason) => HookResult::deny(reason).with_enhanced_code("5.7.1"),
+            None => HookResult::declined(),
+        }
+    }
+}

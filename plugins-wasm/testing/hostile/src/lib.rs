@@ -1,0 +1,91 @@
+//! Test fixture: a plugin that misbehaves, in the hook and the way its arguments say:
+//! `HOOK BEHAVIOUR` (HOOK: connect, helo, mail, rcpt, data_post, queue).
+//!
+//! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
+//! `stack` (recurses without bound), `passwd` (reads /etc/passwd), `escape` (writes outside its
+//! temp dir with `..`), `tcp` (opens a TCP connection), `env` (reads the environment), `crlf`
+//! (answers with CR/LF in its message), `fine` (behaves). Every attempt that does not trap
+//! reports what happened in its DENYSOFT message ("passwd: denied: ...") so a test can tell.
+
+use std::io::Write;
+
+use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, host};
+
+struct Hostile;
+
+fn act(hook: &str) -> HookResult {
+    let args = host::args();
+    if args.first().map(String::as_str) != Some(hook) {
+        return HookResult::declined();
+    }
+    match args.get(1).map(String::as_str).unwrap_or("fine") {
+        "trap" => panic!("hostile plugin panics on purpose"),
+        "loop" => {
+            let mut x: u64 = 1;
+            loop {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                if x == 0 {
+                    break HookResult::declined();
+                }
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut block = vec![0u8; 1 << 20];
+                block[0] = hoard.len() as u8;
+                hoard.push(block);
+                if hoard.len() == usize::MAX {
+                    break HookResult::declined();
+                }
+            }
+        }
+        "stack" => HookResult::deny_soft(format!("stack {}", recurse(1))),
+        "passwd" => report("passwd", std::fs::read_to_string("/etc/passwd").map(|s| s.len().to_string())),
+        "escape" => report(
+            "escape",
+            std::fs::File::create("/tmp/../wasmtpd-escaped")
+                .and_then(|mut f| f.write_all(b"x"))
+                .map(|_| "written".into()),
+        ),
+        "tcp" => report("tcp", std::net::TcpStream::connect("127.0.0.1:25").map(|_| "connected".into())),
+        "env" => HookResult::deny_soft(format!("env: {} variables", std::env::vars().count())),
+        "crlf" => HookResult::deny("first line\r\n250 2.0.0 injected\r\nMAIL FROM:<x@y>"),
+        _ => HookResult::declined(),
+    }
+}
+
+fn report(what: &str, r: std::io::Result<String>) -> HookResult {
+    match r {
+        Ok(v) => HookResult::deny_soft(format!("{what}: allowed: {v}")),
+        Err(e) => HookResult::deny_soft(format!("{what}: denied: {e}")),
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    let local = [n; 64];
+    recurse(n + local[(n % 64) as usize]) + 1
+}
+
+#[wasmtpd_plugin::plugin]
+impl Plugin for Hostile {
+    fn connect() -> HookResult {
+        act("connect")
+    }
+    fn helo(_host: String) -> HookResult {
+        act("helo")
+    }
+    fn mail(_sender: Option<Address>, _params: Vec<EsmtpParam>) -> HookResult {
+        act("mail")
+    }
+    fn rcpt(_recipient: Address, _params: Vec<EsmtpParam>) -> HookResult {
+        act("rcpt")
+    }
+    fn data_post() -> HookResult {
+        act("data_post")
+    }
+    fn queue() -> HookResult {
+        act("queue")
+    }
+}

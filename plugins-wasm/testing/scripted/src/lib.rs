@@ -1,0 +1,105 @@
+//! Test fixture: every hook answers what the plugin's arguments say.
+//!
+//! Arguments: `HOOK=VERDICT[:MESSAGE]` (VERDICT: ok, deny, denysoft, denydisconnect,
+//! denysoftdisconnect, declined, done; MESSAGE without spaces, `_` stands for a space).
+//! Hooks not named decline. Every call is counted in the transaction (or connection) note
+//! `<plugin-arg tag>.<hook>`, where the tag is the argument `tag=NAME` (default "scripted"),
+//! so tests can see which plugins ran, in which order, and which hooks reached them.
+
+use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, Verdict, host};
+
+struct Scripted;
+
+fn answer(hook: &str) -> HookResult {
+    let args = host::args();
+    let tag = args.iter().find_map(|a| a.strip_prefix("tag=")).unwrap_or("scripted").to_string();
+    // The order in which plugins ran, visible to later plugins and to tests.
+    let key = format!("{tag}.{hook}");
+    let order_key = "scripted.order";
+    if host::transaction().is_some() {
+        let n = host::transaction_note(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
+        let _ = host::set_transaction_note(&key, Some(&n.to_string()));
+        let order = host::transaction_note(order_key).unwrap_or_default();
+        let _ = host::set_transaction_note(order_key, Some(&format!("{order}{tag}:{hook} ")));
+    } else {
+        let n = host::connection_note(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
+        let _ = host::set_connection_note(&key, Some(&n.to_string()));
+    }
+    for arg in &args {
+        let Some((h, rest)) = arg.split_once('=') else { continue };
+        if h != hook {
+            continue;
+        }
+        let (verdict, message) = rest.split_once(':').map_or((rest, None), |(v, m)| (v, Some(m.replace('_', " "))));
+        let verdict = match verdict {
+            "ok" => Verdict::Ok,
+            "deny" => Verdict::Deny,
+            "denysoft" => Verdict::DenySoft,
+            "denydisconnect" => Verdict::DenyDisconnect,
+            "denysoftdisconnect" => Verdict::DenySoftDisconnect,
+            "done" => Verdict::Done,
+            _ => Verdict::Declined,
+        };
+        return HookResult { verdict, message, enhanced_code: None };
+    }
+    HookResult::declined()
+}
+
+#[wasmtpd_plugin::plugin]
+impl Plugin for Scripted {
+    fn connect() -> HookResult {
+        answer("connect")
+    }
+    fn helo(_host: String) -> HookResult {
+        answer("helo")
+    }
+    fn ehlo(_host: String) -> HookResult {
+        answer("ehlo")
+    }
+    fn mail(_sender: Option<Address>, _params: Vec<EsmtpParam>) -> HookResult {
+        answer("mail")
+    }
+    fn rcpt(_recipient: Address, _params: Vec<EsmtpParam>) -> HookResult {
+        answer("rcpt")
+    }
+    fn data() -> HookResult {
+        answer("data")
+    }
+    fn data_post() -> HookResult {
+        // Leave the record of this transaction's notes in the message for the test to read.
+        if let Some(t) = host::transaction() {
+            let order = host::transaction_note("scripted.order").unwrap_or_default();
+            let _ = host::add_header("X-Scripted-Order", order.trim());
+            let _ = host::add_header("X-Scripted-Recipients", &t.recipients.len().to_string());
+        }
+        answer("data_post")
+    }
+    fn queue() -> HookResult {
+        answer("queue")
+    }
+    fn quit() -> HookResult {
+        answer("quit")
+    }
+    fn disconnect() -> HookResult {
+        answer("disconnect")
+    }
+    fn vrfy(_argument: String) -> HookResult {
+        answer("vrfy")
+    }
+    fn noop() -> HookResult {
+        answer("noop")
+    }
+    fn help(_argument: String) -> HookResult {
+        answer("help")
+    }
+    fn unrecognized_command(_verb: String, _args: Vec<String>) -> HookResult {
+        answer("unrecognized_command")
+    }
+    fn reset_transaction() -> HookResult {
+        answer("reset_transaction")
+    }
+    fn deny(hook: String, plugin: String, verdict: Verdict, _message: Option<String>) -> HookResult {
+        let _ = host::set_connection_note("scripted.last_deny", Some(&format!("{plugin}:{hook}:{verdict:?}")));
+        answer("deny")
+    }
+}
