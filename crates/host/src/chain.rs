@@ -222,10 +222,21 @@ impl PluginHost {
 
 fn describe_fault(e: &wasmtime::Error, store: &Store<PluginState>, plugin: &LoadedPlugin) -> String {
     let mut s = describe_error(e, store, plugin);
-    // A Rust panic message, a Python traceback: the last line of stderr says what happened.
+    // A Rust panic message, a Python traceback: the end of stderr says what happened.
     let stderr = store.data().stderr.take();
-    if let Some(last) = String::from_utf8_lossy(&stderr).lines().rev().find(|l| !l.trim().is_empty()) {
-        s.push_str(&format!(" (stderr: {})", last.trim().escape_debug()));
+    let text = String::from_utf8_lossy(&stderr);
+    let mut tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).rev().take(4).collect();
+    tail.reverse();
+    if !tail.is_empty() {
+        let mut tail = tail.join(" | ");
+        if tail.len() > 1000 {
+            let mut cut = tail.len() - 1000;
+            while !tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail = tail[cut..].to_string();
+        }
+        s.push_str(&format!(" (stderr: {})", tail.escape_debug()));
     }
     s
 }

@@ -215,13 +215,44 @@ impl StdoutStream for StderrLog {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    /// Written synchronously, so that what a plugin printed just before it trapped (a Rust
+    /// panic message, a Python traceback) is there when the fault is logged.
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl StderrLog {
+    fn keep(&self, buf: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = STDERR_LIMIT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..buf.len().min(room)]);
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for StderrLog {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.keep(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        // Always room: what does not fit is dropped, never an error the plugin could trap on.
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for StderrLog {
+    async fn ready(&mut self) {}
 }
 
 impl tokio::io::AsyncWrite for StderrLog {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let room = STDERR_LIMIT.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..buf.len().min(room)]);
+        self.keep(buf);
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -1,5 +1,6 @@
 //! Test fixture: a plugin that misbehaves, in the hook and the way its arguments say:
-//! `HOOK BEHAVIOUR` (HOOK: connect, helo, mail, rcpt, data_post, queue).
+//! `HOOK BEHAVIOUR` (HOOK: connect, helo, mail, rcpt, data_post, queue), against clients that
+//! said HELO/EHLO `attacker.test` (at connect: every client).
 //!
 //! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
 //! `stack` (recurses without bound), `passwd` (reads /etc/passwd), `escape` (writes outside its
@@ -16,6 +17,12 @@ struct Hostile;
 fn act(hook: &str) -> HookResult {
     let args = host::args();
     if args.first().map(String::as_str) != Some(hook) {
+        return HookResult::declined();
+    }
+    // Only clients that say HELO/EHLO attacker.test are attacked (connect: everyone), so a
+    // test can run a well-behaved client through the same server at the same time.
+    let hello = host::connection().hello_host;
+    if hook != "connect" && hello.as_deref() != Some("attacker.test") {
         return HookResult::declined();
     }
     match args.get(1).map(String::as_str).unwrap_or("fine") {
@@ -62,10 +69,12 @@ fn report(what: &str, r: std::io::Result<String>) -> HookResult {
     }
 }
 
+/// Recursion LLVM cannot turn into a loop, with scalar frames only (so it exhausts the wasm
+/// stack the engine limits, not the shadow stack in linear memory).
 #[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
-    let local = [n; 64];
-    recurse(n + local[(n % 64) as usize]) + 1
+    let deeper = recurse(std::hint::black_box(n + 1));
+    std::hint::black_box(deeper) + n
 }
 
 #[wasmtpd_plugin::plugin]

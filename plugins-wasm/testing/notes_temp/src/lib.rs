@@ -5,7 +5,8 @@
 //!   the file the previous transaction left (note `notes_temp.previous` in the connection),
 //!   and records whether that worked (it must not: each transaction has its own directory).
 //! - data_post: reads its temp file again (same transaction, same instance) and another
-//!   plugin's note (`scripted.order`), and puts what it found into header fields.
+//!   plugin's note (the note named by its first argument, e.g. `other.hook_rcpt`), and puts
+//!   what it found into header fields.
 
 use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, host};
 
@@ -43,7 +44,9 @@ impl Plugin for NotesTemp {
         let _ = host::add_header("X-Notes-Temp-File", &again.unwrap_or_else(|e| format!("error: {e}")));
         let _ =
             host::add_header("X-Notes-Temp-Leaked", &host::transaction_note("notes_temp.leaked").unwrap_or_default());
-        let hook_note = host::transaction_note("scripted.hook_rcpt").unwrap_or_else(|| "-".into());
+        // The host's record of another plugin's answer, named by this plugin's argument.
+        let key = host::args().into_iter().next().unwrap_or_default();
+        let hook_note = host::transaction_note(&key).unwrap_or_else(|| "-".into());
         let _ = host::add_header("X-Notes-Temp-Seen", &hook_note);
         HookResult::declined()
     }

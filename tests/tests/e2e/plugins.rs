@@ -1,0 +1,115 @@
+//! The standard plugins, each with its config files, through real SMTP.
+
+use wasmtpd_tests::TestServer;
+
+#[test]
+fn check_badmailfrom_refuses_at_rcpt() {
+    let s = TestServer::start_with_chain(
+        "check_badmailfrom\nrcpt_ok",
+        &[("badmailfrom", "spammer@bad.test\n@worse.test Go away, worse.test\n")],
+    );
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<spammer@bad.test>", 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Mail from spammer@bad.test not accepted here");
+    c.cmd("RSET", 250);
+    c.cmd("MAIL FROM:<anyone@WORSE.test>", 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Go away, worse.test");
+    c.cmd("RSET", 250);
+    c.cmd("MAIL FROM:<friend@good.test>", 250);
+    c.cmd("RCPT TO:<b@example.com>", 250);
+}
+
+#[test]
+fn check_badrcptto() {
+    let s = TestServer::start_with_chain(
+        "check_badrcptto\nrcpt_ok",
+        &[("badrcptto", "nobody@example.com\n@closed.example.com\n")],
+    );
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<nobody@example.com>", 550);
+    c.cmd("RCPT TO:<x@closed.example.com>", 550);
+    c.cmd("RCPT TO:<somebody@example.com>", 250);
+}
+
+#[test]
+fn check_spamhelo() {
+    let s = TestServer::start_with_chain("check_spamhelo\nrcpt_ok", &[("badhelo", "mx.test\nexample.com\n")]);
+    let mut c = s.greeted();
+    assert!(c.cmd("EHLO example.com", 550).text().contains("I don't believe that you are example.com"));
+    c.cmd("HELO MX.test", 550);
+    c.cmd("EHLO honest.test", 250);
+}
+
+#[test]
+fn count_unrecognized_commands_disconnects() {
+    let s = TestServer::start_with_chain("count_unrecognized_commands 3\nrcpt_ok", &[]);
+    let mut c = s.greeted();
+    c.cmd("FOO", 500);
+    c.cmd("BAR", 500);
+    let r = c.cmd("BAZ", 521);
+    assert!(r.text().contains("3 unrecognized commands"), "{r:?}");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn check_earlytalker_with_the_engine_leaving_it_the_decision() {
+    let s = TestServer::start_with_chain(
+        "check_earlytalker defer\nrcpt_ok",
+        &[("limits", "greeting_delay 300ms\nreject_early_talkers no\n")],
+    );
+    let mut c = s.connect();
+    c.line("EHLO eager.test");
+    c.expect(220);
+    c.expect(250);
+    assert!(c.cmd("MAIL FROM:<a@remote.test>", 550).text().contains("before SMTP greeting"));
+    let mut polite = s.greeted();
+    polite.cmd("EHLO polite.test", 250);
+    polite.cmd("MAIL FROM:<a@remote.test>", 250);
+}
+
+#[test]
+fn hosts_allow_by_network() {
+    let s = TestServer::start_with_chain(
+        "hosts_allow\nrcpt_ok",
+        &[("hosts_allow", "10.0.0.0/8 ok\n127.0.0.0/8 deny No mail from loopback today\n")],
+    );
+    let mut c = s.connect();
+    let r = c.expect(550);
+    assert_eq!(r.text(), "No mail from loopback today");
+    assert!(c.is_closed());
+    let s = TestServer::start_with_chain("hosts_allow\nrcpt_ok", &[("hosts_allow", "127.0.0.1 denysoft\n")]);
+    s.connect().expect(450);
+    let s = TestServer::start_with_chain("hosts_allow\nrcpt_ok", &[("hosts_allow", "192.0.2.0/24 deny\n::1 deny\n")]);
+    s.greeted();
+}
+
+#[test]
+fn headers_requires_from_and_a_plausible_date() {
+    let s = TestServer::start_with_chain("rcpt_ok\nheaders", &[]);
+    let mut c = s.greeted();
+    c.envelope("a@remote.test", &["b@example.com"]);
+    let r = c.data(b"Subject: no from\r\nDate: Wed, 25 Nov 2026 17:17:54 +0000\r\n\r\nx");
+    assert_eq!((r.code, r.text().as_str()), (552, "5.6.0 We require a valid From header"));
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<b@example.com>", 250);
+    let r = c.data(b"From: a@remote.test\r\nDate: Mon, 1 Jan 2001 00:00:00 +0000\r\n\r\nx");
+    assert!(r.code == 552 && r.text().contains("too far in the past"), "{r:?}");
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<b@example.com>", 250);
+    let now = std::process::Command::new("date").arg("-R").output().unwrap();
+    let date = String::from_utf8(now.stdout).unwrap();
+    let body = format!("From: a@remote.test\r\nDate: {}\r\n\r\nx", date.trim());
+    assert_eq!(c.data(body.as_bytes()).code, 250);
+}
+
+#[test]
+fn queue_discard_accepts_and_keeps_nothing() {
+    let s = TestServer::start_delivering(&[("plugins", "rcpt_ok\nqueue/discard\n")]);
+    let mut c = s.greeted();
+    c.envelope("a@remote.test", &["b@example.com"]);
+    assert_eq!(c.data(b"Subject: gone\r\n\r\nx").text(), "2.0.0 Queued (discarded)");
+    assert!(s.delivered().is_empty());
+}

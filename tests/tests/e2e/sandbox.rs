@@ -1,0 +1,135 @@
+//! Hostile plugins: each fault becomes a temporary failure for that transaction only, logged
+//! with the plugin's name and the fault, while another connection on the same server completes
+//! a transaction normally.
+
+use std::time::{Duration, Instant};
+
+use wasmtpd_tests::TestServer;
+
+/// Starts a server whose chain has `testing/hostile HOOK BEHAVIOUR` before rcpt_ok.
+fn hostile(hook: &str, behaviour: &str, sandbox: &str) -> TestServer {
+    let chain = format!("testing/hostile {hook} {behaviour}\nrcpt_ok");
+    let sandbox = format!("queue/maildir grant-dir maildir /maildir rw\n{sandbox}");
+    TestServer::start_with_chain(&chain, &[("sandbox", &sandbox)])
+}
+
+/// A well-behaved client's whole transaction on the same server.
+fn bystander_delivers(s: &TestServer) {
+    let mut c = s.greeted();
+    c.envelope("friend@remote.test", &["b@example.com"]);
+    assert_eq!(c.data(b"Subject: unaffected\r\n\r\nx").code, 250);
+}
+
+/// Runs the attack at RCPT; returns the reply the attacker got.
+fn attack_at_rcpt(s: &TestServer) -> wasmtpd_tests::Reply {
+    let mut c = s.greeted();
+    c.cmd("EHLO attacker.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.line("RCPT TO:<b@example.com>");
+    let r = c.read_reply().unwrap();
+    // The session itself carries on.
+    c.cmd("RSET", 250);
+    c.cmd("QUIT", 221);
+    r
+}
+
+fn assert_fault_logged(s: &TestServer, what: &str) {
+    let log = s.log();
+    let line = log.lines().find(|l| l.contains("plugin fault")).unwrap_or_else(|| panic!("no fault logged:\n{log}"));
+    assert!(line.contains("testing/hostile"), "the log names the plugin: {line}");
+    assert!(line.contains(what), "the log says {what:?}: {line}");
+}
+
+#[test]
+fn a_trapping_plugin_gives_451() {
+    let s = hostile("rcpt", "trap", "");
+    let r = attack_at_rcpt(&s);
+    assert_eq!((r.code, r.text().as_str()), (451, "4.3.0 Temporary failure in plugin processing, try again later"));
+    assert_fault_logged(&s, "trapped");
+    assert!(s.log().contains("hostile plugin panics on purpose"), "the panic message reaches the log");
+    bystander_delivers(&s);
+}
+
+#[test]
+fn a_looping_plugin_is_stopped_at_its_time_limit_without_stalling_others() {
+    let s = hostile("rcpt", "loop", "testing/hostile timeout 1500ms\n");
+    let attacker = std::thread::spawn({
+        let addr = s.addr;
+        move || {
+            let started = Instant::now();
+            let mut c = wasmtpd_tests::Client::connect(addr);
+            c.expect(220);
+            c.cmd("EHLO attacker.test", 250);
+            c.cmd("MAIL FROM:<a@remote.test>", 250);
+            let r = c.cmd("RCPT TO:<b@example.com>", 451);
+            (r, started.elapsed())
+        }
+    });
+    // While the loop burns its 1.5 s, a bystander's whole transaction goes through.
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    bystander_delivers(&s);
+    assert!(started.elapsed() < Duration::from_millis(1200), "bystander took {:?}", started.elapsed());
+    let (_, took) = attacker.join().unwrap();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "stopped after {took:?}");
+    assert_fault_logged(&s, "ran past its time limit of 1.5s");
+}
+
+#[test]
+fn a_plugin_that_allocates_without_bound_hits_its_memory_limit() {
+    let s = hostile("rcpt", "alloc", "testing/hostile memory 16M\n");
+    assert_eq!(attack_at_rcpt(&s).code, 451);
+    assert_fault_logged(&s, "out of memory (limit 16 MiB)");
+    bystander_delivers(&s);
+}
+
+#[test]
+fn a_runaway_recursion_is_a_stack_overflow() {
+    let s = hostile("rcpt", "stack", "");
+    assert_eq!(attack_at_rcpt(&s).code, 451);
+    assert_fault_logged(&s, "stack overflow");
+    bystander_delivers(&s);
+}
+
+#[test]
+fn no_host_files_no_escape_no_network_no_environment() {
+    for (behaviour, expected) in [
+        ("passwd", "passwd: denied"),
+        ("escape", "escape: denied"),
+        ("tcp", "tcp: denied"),
+        ("env", "env: 0 variables"),
+    ] {
+        let s = hostile("rcpt", behaviour, "");
+        let r = attack_at_rcpt(&s);
+        assert_eq!(r.code, 450, "{behaviour}: {r:?}");
+        assert!(r.text().contains(expected), "{behaviour}: {r:?}");
+    }
+    assert!(!std::path::Path::new("/wasmtpd-escaped").exists());
+    assert!(!std::env::temp_dir().join("wasmtpd-escaped").exists());
+}
+
+#[test]
+fn reply_injection_is_impossible() {
+    let s = hostile("rcpt", "crlf", "");
+    let r = attack_at_rcpt(&s);
+    assert_eq!(r.code, 550);
+    // One reply (every line 550): the "250" and the "MAIL FROM" are text inside it.
+    assert_eq!(r.lines, ["5.7.1 first line", "5.7.1 250 2.0.0 injected", "5.7.1 MAIL FROM:<x@y>"]);
+}
+
+#[test]
+fn a_fault_in_the_connection_phase_is_421() {
+    let s = hostile("connect", "trap", "");
+    let mut c = s.connect();
+    let r = c.expect(421);
+    assert!(r.text().contains("Temporary failure"), "{r:?}");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn fail_open_policy_treats_a_fault_as_declined() {
+    let s = hostile("rcpt", "trap", "testing/hostile on-fault declined\n");
+    let r = attack_at_rcpt(&s);
+    assert_eq!(r.code, 250, "rcpt_ok decided after the faulty plugin: {r:?}");
+    assert_fault_logged(&s, "trapped");
+}
