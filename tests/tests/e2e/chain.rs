@@ -123,6 +123,21 @@ fn the_first_answer_other_than_declined_wins() {
 }
 
 #[test]
+fn the_deny_hook_hears_of_every_denial() {
+    // Plugin 1 denies VRFY; plugin 2's deny hook is told which plugin, which hook and which
+    // verdict (it keeps them in a connection note, and writes it into the next message). The
+    // reply is plugin 1's.
+    let s = TestServer::start_with_chain("testing/scripted:1 tag=a vrfy=deny\ntesting/scripted:2 tag=b rcpt=ok", &[]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("VRFY x", 554);
+    c.envelope("a@remote.test", &["b@example.com"]);
+    assert_eq!(c.data(b"Subject: after a denial\r\n\r\nx").code, 250);
+    let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
+    assert!(m.contains("X-Scripted-Last-Deny: testing/scripted:1:vrfy:Verdict::Deny\r\n"), "{m}");
+}
+
+#[test]
 fn notes_hook_records_and_temp_files() {
     let s = TestServer::start_with_chain(
         "testing/scripted tag=s\ntesting/notes_temp testing/scripted.hook_rcpt\nrcpt_ok",

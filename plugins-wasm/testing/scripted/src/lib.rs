@@ -71,6 +71,9 @@ impl Plugin for Scripted {
             let order = host::transaction_note("scripted.order").unwrap_or_default();
             let _ = host::add_header("X-Scripted-Order", order.trim());
             let _ = host::add_header("X-Scripted-Recipients", &t.recipients.len().to_string());
+            if let Some(deny) = host::connection_note("scripted.last_deny") {
+                let _ = host::add_header("X-Scripted-Last-Deny", &deny);
+            }
         }
         answer("data_post")
     }
