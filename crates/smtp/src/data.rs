@@ -102,9 +102,18 @@ impl DataReader {
                     // Fast path: copy everything up to the next CR or LF at once.
                     let run = memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
                     if run > 0 {
+                        // Emit exactly up to the octet that breaks the line limit, so that
+                        // what comes out never depends on how the input was segmented.
+                        let allowed = match self.max_line {
+                            0 => run,
+                            max => max.saturating_sub(self.line_len).min(run),
+                        };
+                        self.emit(&input[i..i + allowed], out);
+                        if allowed < run {
+                            self.line_too_long = true;
+                            self.emit(&input[i + allowed..i + run], out);
+                        }
                         self.line_len += run;
-                        self.check_line();
-                        self.emit(&input[i..i + run], out);
                         i += run;
                         continue;
                     }
@@ -188,13 +197,20 @@ impl DataReader {
         }
     }
 
+    /// Appends message content to `out`, unless the message is already rejected; output stops
+    /// at exactly the octet that breaks the size limit.
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let before = self.size;
         self.size += bytes.len() as u64;
+        let mut allowed = bytes.len();
         if self.max_size != 0 && self.size > self.max_size {
-            self.too_big = true;
+            allowed = self.max_size.saturating_sub(before).min(bytes.len() as u64) as usize;
         }
         if !self.is_rejected() {
-            out.extend_from_slice(bytes);
+            out.extend_from_slice(&bytes[..allowed]);
+        }
+        if allowed < bytes.len() {
+            self.too_big = true;
         }
     }
 }
@@ -284,6 +300,19 @@ mod tests {
         assert_eq!(n, msg.len(), "the rest is still read to the real end");
         let (_, end, _) = run(&msg, 7, 102, 1000);
         assert_eq!(end, Some(DataEnd::Complete { size: 102 }));
+    }
+
+    #[test]
+    fn output_never_depends_on_segmentation() {
+        // Found by the fuzzer: a long line without CR/LF, cut into chunks, used to emit the
+        // part before the limit only when it arrived in pieces.
+        let crash = [b"x".repeat(1005)].concat();
+        for limit in [(0, 1000), (100, 0), (100, 1000)] {
+            let whole = run(&crash, crash.len(), limit.0, limit.1);
+            for chunk in [1, 3, 7, 64, 999] {
+                assert_eq!(run(&crash, chunk, limit.0, limit.1), whole, "chunk {chunk}, limits {limit:?}");
+            }
+        }
     }
 
     #[test]
