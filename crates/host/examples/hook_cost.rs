@@ -33,7 +33,8 @@ fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = std::env::args().nth(1).map(Into::into).unwrap_or_else(|| root.join("target/plugins/rcpt_ok.wasm"));
     let dir = std::env::temp_dir().join(format!("wasmtpd-hook-cost-{}", std::process::id()));
-    let spec = PluginSpec { name: "rcpt_ok".into(), args: vec![], path: wasm.clone(), settings: SandboxSettings::default() };
+    let spec =
+        PluginSpec { name: "rcpt_ok".into(), args: vec![], path: wasm.clone(), settings: SandboxSettings::default() };
     let started = Instant::now();
     let host = PluginHost::load(&[spec], Arc::new(Files), &dir.join("spool"), &dir.join("cache"))?;
     println!("load (compile or cache) {:?}: {:?}", wasm.file_name().unwrap(), started.elapsed());
@@ -49,16 +50,35 @@ fn main() -> anyhow::Result<()> {
             let mut txn = Transaction { id: format!("t{i}"), ..Default::default() };
             let args = HookArgs::Rcpt { to: &to, params: &[] };
             let t = Instant::now();
-            let r = host.run(&mut scope, wasmtpd_smtp::Hook::Rcpt, args, HookContext { connection: &mut conn, transaction: Some(&mut txn) }).await;
+            let r = host
+                .run(
+                    &mut scope,
+                    wasmtpd_smtp::Hook::Rcpt,
+                    args,
+                    HookContext { connection: &mut conn, transaction: Some(&mut txn) },
+                )
+                .await;
             fresh.push(t.elapsed());
             assert_eq!(r.verdict, Verdict::Ok);
             let t = Instant::now();
             let args = HookArgs::Rcpt { to: &to, params: &[] };
-            host.run(&mut scope, wasmtpd_smtp::Hook::Rcpt, args, HookContext { connection: &mut conn, transaction: Some(&mut txn) }).await;
+            host.run(
+                &mut scope,
+                wasmtpd_smtp::Hook::Rcpt,
+                args,
+                HookContext { connection: &mut conn, transaction: Some(&mut txn) },
+            )
+            .await;
             warm.push(t.elapsed());
         }
-        for (name, v) in [("new transaction (drop + instantiate + call)", fresh), ("warm call (instance reused)", warm)] {
-            println!("{name}: p50 {:?}  p90 {:?}  p99 {:?}", percentile(v.clone(), 0.5), percentile(v.clone(), 0.9), percentile(v, 0.99));
+        for (name, v) in [("new transaction (drop + instantiate + call)", fresh), ("warm call (instance reused)", warm)]
+        {
+            println!(
+                "{name}: p50 {:?}  p90 {:?}  p99 {:?}",
+                percentile(v.clone(), 0.5),
+                percentile(v.clone(), 0.9),
+                percentile(v, 0.99)
+            );
         }
     });
     let _ = std::fs::remove_dir_all(dir);

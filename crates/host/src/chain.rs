@@ -50,10 +50,10 @@ impl Scope {
             return;
         }
         for (slot, plugin) in self.slots.iter_mut().zip(plugins) {
-            if plugin.settings.scope == InstanceScope::Transaction {
-                if let Some(live) = slot.take() {
-                    end_instance(live, &plugin.meta.name);
-                }
+            if plugin.settings.scope == InstanceScope::Transaction
+                && let Some(live) = slot.take()
+            {
+                end_instance(live, &plugin.meta.name);
             }
         }
         if let Some(dir) = &self.dir {
@@ -278,6 +278,8 @@ async fn call_hook(
         (Hook::Connect, _) => load!(connect).call_connect(&mut *store).await,
         (Hook::Helo, HookArgs::Hello { host }) => load!(helo).call_helo(&mut *store, host).await,
         (Hook::Ehlo, HookArgs::Hello { host }) => load!(ehlo).call_ehlo(&mut *store, host).await,
+        (Hook::MailPre, HookArgs::Pre { path }) => load!(mail_pre).call_mail_pre(&mut *store, path).await,
+        (Hook::RcptPre, HookArgs::Pre { path }) => load!(rcpt_pre).call_rcpt_pre(&mut *store, path).await,
         (Hook::Mail, HookArgs::Mail { from, params }) => {
             let sender = from.map(wit::Address::from);
             load!(mail).call_mail(&mut *store, sender.as_ref(), &bindings::mail_params(params)).await

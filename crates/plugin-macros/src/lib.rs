@@ -10,11 +10,16 @@ use proc_macro::TokenStream;
 use quote::{format_ident, quote};
 use syn::{ImplItem, ItemImpl, parse_macro_input};
 
-/// (method, WIT interface, parameters as `(name, type)`), for every hook.
-const HOOKS: &[(&str, &str, &[(&str, &str)])] = &[
+/// A hook: (method, WIT interface, parameters as `(name, type)`).
+type HookSignature = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// Every hook of `wit/hooks.wit`.
+const HOOKS: &[HookSignature] = &[
     ("connect", "connect", &[]),
     ("helo", "helo", &[("host", "String")]),
     ("ehlo", "ehlo", &[("host", "String")]),
+    ("mail_pre", "mail-pre", &[("address", "String")]),
+    ("rcpt_pre", "rcpt-pre", &[("address", "String")]),
     (
         "mail",
         "mail",

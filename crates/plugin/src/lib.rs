@@ -131,6 +131,16 @@ pub trait Plugin {
     fn ehlo(host: String) -> HookResult {
         HookResult::declined()
     }
+    /// MAIL FROM with an address not in angle brackets: return `ok_with("<address>")` to
+    /// rewrite it.
+    fn mail_pre(address: String) -> HookResult {
+        HookResult::declined()
+    }
+    /// RCPT TO with an address not in angle brackets: return `ok_with("<address>")` to
+    /// rewrite it.
+    fn rcpt_pre(address: String) -> HookResult {
+        HookResult::declined()
+    }
     /// MAIL FROM (`sender` is `None` for `<>`).
     fn mail(sender: Option<Address>, params: Vec<EsmtpParam>) -> HookResult {
         HookResult::declined()

@@ -21,6 +21,7 @@ use wasmtpd_smtp::{
     Address, Command, DataEnd, DataReader, Hook, HookArgs, HookContext, HookResult, HookRunner, LineEvent, LineReader,
     Message, Session,
 };
+use wasmtpd_smtp::{AddressError, UnbracketedPath, Verdict};
 
 use crate::Shared;
 use crate::admission::Ticket;
@@ -357,6 +358,11 @@ impl<R: HookRunner> ClientConnection<R> {
     async fn command(&mut self, line: &[u8]) -> Flow {
         let command = match Command::parse(line) {
             Ok(c) => c,
+            Err(CommandError::Address(AddressError::NotBracketed)) => match self.rewrite_path(line).await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return self.send(parse_error_reply(&e)),
+                None => return self.send(parse_error_reply(&CommandError::Address(AddressError::NotBracketed))),
+            },
             Err(e) => {
                 debug!(error = %e, "unparsable command");
                 return self.send(parse_error_reply(&e));
@@ -407,6 +413,21 @@ impl<R: HookRunner> ClientConnection<R> {
                 debug!(verb = %verb, "unrecognized command");
                 self.simple_hook(Hook::UnrecognizedCommand, HookArgs::Unrecognized { verb: &verb, args: &args }).await
             }
+        }
+    }
+
+    /// MAIL/RCPT with an address not in angle brackets: the `mail_pre`/`rcpt_pre` hooks may
+    /// rewrite it (OK with the new address as the message). `None`: nobody did.
+    async fn rewrite_path(&mut self, line: &[u8]) -> Option<Result<Command, CommandError>> {
+        let unbracketed = UnbracketedPath::find(line)?;
+        let hook = if unbracketed.verb.starts_with("MAIL") { Hook::MailPre } else { Hook::RcptPre };
+        let result = self.run_hook(hook, HookArgs::Pre { path: &unbracketed.path }).await;
+        match (result.verdict, result.message) {
+            (Verdict::Ok, Some(path)) if !result.fault => {
+                debug!(hook = hook.name(), from = %unbracketed.path, to = %path, "address rewritten");
+                Some(Command::parse(&unbracketed.rewrite(&path)))
+            }
+            _ => None,
         }
     }
 

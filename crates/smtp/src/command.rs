@@ -213,6 +213,50 @@ fn split_path(s: &str) -> Result<(&str, &str), CommandError> {
     Err(AddressError::NotBracketed.into())
 }
 
+/// A MAIL or RCPT line whose address is not in angle brackets. The `mail_pre` and `rcpt_pre`
+/// hooks may rewrite it (qpsmtpd's dont_require_anglebrackets); with no rewrite it is a 501.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnbracketedPath {
+    /// `MAIL FROM:` or `RCPT TO:`.
+    pub verb: &'static str,
+    /// The address as written.
+    pub path: String,
+    /// The parameters after it, as written.
+    pub params: String,
+}
+
+impl UnbracketedPath {
+    /// Finds an unbracketed address in a MAIL or RCPT line (which is otherwise well-formed text).
+    pub fn find(line: &[u8]) -> Option<UnbracketedPath> {
+        let line = std::str::from_utf8(line).ok()?;
+        if line.chars().any(char::is_control) {
+            return None;
+        }
+        let (verb, rest) = line.split_once(' ')?;
+        let (verb, keyword) = match verb.to_ascii_uppercase().as_str() {
+            "MAIL" => ("MAIL FROM:", "FROM:"),
+            "RCPT" => ("RCPT TO:", "TO:"),
+            _ => return None,
+        };
+        let args = strip_keyword(rest, keyword)?;
+        let (path, params) = args.split_once(' ').unwrap_or((args, ""));
+        if path.is_empty() || path.starts_with('<') {
+            return None;
+        }
+        Some(UnbracketedPath { verb, path: path.to_string(), params: params.to_string() })
+    }
+
+    /// The command line with `path` (a plugin's rewrite) in place of the address.
+    pub fn rewrite(&self, path: &str) -> Vec<u8> {
+        let mut line = format!("{}{}", self.verb, path);
+        if !self.params.is_empty() {
+            line.push(' ');
+            line.push_str(&self.params);
+        }
+        line.into_bytes()
+    }
+}
+
 /// `esmtp-param *(SP esmtp-param)`: keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"),
 /// value = 1*(%d33-60 / %d62-126 / UTF-8 non-ASCII).
 pub fn parse_params(s: &str) -> Result<Vec<EsmtpParam>, CommandError> {
@@ -377,6 +421,18 @@ mod tests {
             assert_eq!(p(bad), Err(CommandError::BadCharacters), "{bad:?}");
         }
         assert_eq!(Command::parse(b"EHLO \xff\xfe"), Err(CommandError::BadCharacters));
+    }
+
+    #[test]
+    fn unbracketed_paths_for_the_pre_hooks() {
+        let u = UnbracketedPath::find(b"mail from: a@b.example SIZE=10").unwrap();
+        assert_eq!((u.verb, u.path.as_str(), u.params.as_str()), ("MAIL FROM:", "a@b.example", "SIZE=10"));
+        assert_eq!(u.rewrite("<a@b.example>"), b"MAIL FROM:<a@b.example> SIZE=10");
+        let u = UnbracketedPath::find(b"RCPT TO:c@d.example").unwrap();
+        assert_eq!(u.rewrite("<c@d.example>"), b"RCPT TO:<c@d.example>");
+        assert_eq!(UnbracketedPath::find(b"MAIL FROM:<a@b.example>"), None);
+        assert_eq!(UnbracketedPath::find(b"MAIL FROM:a@b\r.example"), None);
+        assert_eq!(UnbracketedPath::find(b"DATA x"), None);
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub enum Hook {
     Connect,
     Helo,
     Ehlo,
+    MailPre,
     Mail,
+    RcptPre,
     Rcpt,
     Data,
     DataPost,
@@ -36,11 +38,13 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 16] = [
+    pub const ALL: [Hook; 18] = [
         Hook::Connect,
         Hook::Helo,
         Hook::Ehlo,
+        Hook::MailPre,
         Hook::Mail,
+        Hook::RcptPre,
         Hook::Rcpt,
         Hook::Data,
         Hook::DataPost,
@@ -61,7 +65,9 @@ impl Hook {
             Hook::Connect => "connect",
             Hook::Helo => "helo",
             Hook::Ehlo => "ehlo",
+            Hook::MailPre => "mail_pre",
             Hook::Mail => "mail",
+            Hook::RcptPre => "rcpt_pre",
             Hook::Rcpt => "rcpt",
             Hook::Data => "data",
             Hook::DataPost => "data_post",
@@ -169,6 +175,10 @@ pub enum HookArgs<'a> {
     /// `helo` / `ehlo`: the name the client gave.
     Hello {
         host: &'a str,
+    },
+    /// `mail_pre` / `rcpt_pre`: the address as the client wrote it, without angle brackets.
+    Pre {
+        path: &'a str,
     },
     /// `mail`: the sender (`None` for `<>`) and its parameters.
     Mail {

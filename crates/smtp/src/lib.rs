@@ -23,7 +23,7 @@ pub mod transaction;
 pub mod verdict;
 
 pub use address::{Address, AddressError};
-pub use command::{Command, CommandError, EsmtpParam, MailParams};
+pub use command::{Command, CommandError, EsmtpParam, MailParams, UnbracketedPath};
 pub use data::{DataEnd, DataReader};
 pub use hook::{Hook, HookArgs, HookContext, HookResult, HookRunner, Verdict};
 pub use line::{LineEvent, LineReader};

@@ -174,8 +174,9 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
             Done => done(r(250, enh(2, 0, 0), "OK")),
             _ => refuse(Reply::new(500, enh(5, 5, 1), "Unrecognized command")),
         },
-        Hook::Disconnect | Hook::ResetTransaction | Hook::Deny => {
-            // Their results are ignored; nothing is sent.
+        Hook::Disconnect | Hook::ResetTransaction | Hook::Deny | Hook::MailPre | Hook::RcptPre => {
+            // Their results are ignored, or (the `*_pre` hooks) used by the engine to rewrite
+            // an address (see `connection.rs`); no reply comes from here.
             accept(Reply::new(250, None, ""))
         }
     };

@@ -113,3 +113,20 @@ fn queue_discard_accepts_and_keeps_nothing() {
     assert_eq!(c.data(b"Subject: gone\r\n\r\nx").text(), "2.0.0 Queued (discarded)");
     assert!(s.delivered().is_empty());
 }
+
+#[test]
+fn dont_require_anglebrackets() {
+    // Without the plugin: 501.
+    let s = TestServer::start_delivering(&[]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM: a@remote.test", 501);
+    // With it: the brackets are added, and the address is still checked strictly.
+    let s = TestServer::start_with_chain("dont_require_anglebrackets\nrcpt_ok", &[]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    assert_eq!(c.cmd("MAIL FROM: a@remote.test SIZE=100", 250).text(), "2.1.0 <a@remote.test>, sender OK");
+    c.cmd("RCPT TO:b@example.com", 250);
+    c.cmd("RCPT TO:not..valid@example.com", 501);
+    assert_eq!(c.data(b"Subject: sloppy client\r\n\r\nx").code, 250);
+}

@@ -86,10 +86,10 @@ impl TempArea {
     /// Removes the directory and everything in it.
     pub fn remove_all(&mut self) {
         self.dir = None;
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a plugin's temporary directory");
-            }
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a plugin's temporary directory");
         }
     }
 }
