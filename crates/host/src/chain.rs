@@ -20,6 +20,9 @@ use crate::plugin::{HookExports, LoadedPlugin};
 use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, StderrLog, wasi_ctx};
 use crate::state::{CallData, PluginState};
 
+/// How long past its time limit a call may stay blocked outside wasm before it is dropped.
+const BLOCKED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A live plugin instance.
 struct Live {
     store: Store<PluginState>,
@@ -165,7 +168,10 @@ impl PluginHost {
             message: scope.message.take(),
         };
         data.limits.deadline = Some(Instant::now() + plugin.settings.timeout);
-        let result = call_hook(&plugin.exports, store, instance, hook, args).await;
+        // Epochs stop wasm that computes; a plugin blocked in a host call (WASI sleep or poll)
+        // is stopped here instead, by dropping the call (the instance is then unusable).
+        let limit = plugin.settings.timeout + BLOCKED_GRACE;
+        let result = tokio::time::timeout(limit, call_hook(&plugin.exports, store, instance, hook, args)).await;
         let data = store.data_mut();
         data.limits.deadline = None;
         let call = std::mem::take(&mut data.call);
@@ -174,12 +180,21 @@ impl PluginHost {
             *slot = t;
         }
         scope.message = call.message;
-        result.map_err(|e| {
-            let live = scope.slots[index].take().expect("still there");
-            let fault = describe_fault(&e, &live.store, plugin);
-            end_instance(live, &plugin.meta.name);
-            fault
-        })
+        let error = match result {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => Some(e),
+            Err(_) => None,
+        };
+        let live = scope.slots[index].take().expect("still there");
+        let fault = match error {
+            Some(e) => describe_fault(&e, &live.store, plugin),
+            None => format!(
+                "ran past its time limit of {:?} while blocked outside wasm (sleeping or waiting)",
+                plugin.settings.timeout
+            ),
+        };
+        end_instance(live, &plugin.meta.name);
+        Err(fault)
     }
 
     async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: PathBuf) -> Result<Live, String> {
@@ -206,7 +221,12 @@ impl PluginHost {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| Ok(ctx.data().limits.epoch_callback()));
         store.data_mut().limits.deadline = Some(Instant::now() + settings.timeout);
-        match plugin.pre.instantiate_async(&mut store).await {
+        let limit = settings.timeout + BLOCKED_GRACE;
+        let instantiated = match tokio::time::timeout(limit, plugin.pre.instantiate_async(&mut store)).await {
+            Ok(r) => r,
+            Err(_) => Err(wasmtime::format_err!("instantiation blocked past the time limit of {:?}", settings.timeout)),
+        };
+        match instantiated {
             Ok(instance) => {
                 store.data_mut().limits.deadline = None;
                 Ok(Live { store, instance })

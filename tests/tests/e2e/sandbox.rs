@@ -76,6 +76,17 @@ fn a_looping_plugin_is_stopped_at_its_time_limit_without_stalling_others() {
 }
 
 #[test]
+fn a_plugin_blocked_in_a_host_call_is_stopped_too() {
+    // Epoch interruption cannot stop a plugin that sleeps inside WASI; the call is dropped.
+    let s = hostile("rcpt", "sleep", "testing/hostile timeout 1s\n");
+    let started = Instant::now();
+    assert_eq!(attack_at_rcpt(&s).code, 451);
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert_fault_logged(&s, "blocked outside wasm");
+    bystander_delivers(&s);
+}
+
+#[test]
 fn a_plugin_that_allocates_without_bound_hits_its_memory_limit() {
     let s = hostile("rcpt", "alloc", "testing/hostile memory 16M\n");
     assert_eq!(attack_at_rcpt(&s).code, 451);

@@ -5,7 +5,8 @@
 //! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
 //! `stack` (recurses without bound), `passwd` (reads /etc/passwd), `escape` (writes outside its
 //! temp dir with `..`), `tcp` (opens a TCP connection), `env` (reads the environment), `crlf`
-//! (answers with CR/LF in its message), `fine` (behaves). Every attempt that does not trap
+//! (answers with CR/LF in its message), `sleep` (blocks in a WASI sleep for an hour), `fine`
+//! (behaves). Every attempt that does not trap
 //! reports what happened in its DENYSOFT message ("passwd: denied: ...") so a test can tell.
 
 use std::io::Write;
@@ -57,6 +58,10 @@ fn act(hook: &str) -> HookResult {
         ),
         "tcp" => report("tcp", std::net::TcpStream::connect("127.0.0.1:25").map(|_| "connected".into())),
         "env" => HookResult::deny_soft(format!("env: {} variables", std::env::vars().count())),
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            HookResult::declined()
+        }
         "crlf" => HookResult::deny("first line\r\n250 2.0.0 injected\r\nMAIL FROM:<x@y>"),
         _ => HookResult::declined(),
     }
