@@ -74,6 +74,36 @@ impl Drop for TempDir {
     }
 }
 
+/// Starts the server on the config and state under `dir`; returns it and its address.
+fn spawn(dir: &Path) -> (Child, SocketAddr) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    let mut child = Command::new(server_binary())
+        .arg("--config")
+        .arg(dir.join("config"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .arg("--plugin-cache")
+        .arg(plugin_cache())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--log", "info,wasmtpd=debug,wasmtpd_host=debug"])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("starting wasmtpd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let Some(addr) = line.trim().strip_prefix("wasmtpd listening on ") else {
+        let _ = child.wait();
+        panic!(
+            "server did not start: {line:?}\n{}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+    };
+    (child, addr.parse().unwrap())
+}
+
 /// A running server process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -92,32 +122,18 @@ impl TestServer {
             std::fs::write(p, text).unwrap();
         }
         std::fs::create_dir_all(&config).unwrap();
-        let mut child = Command::new(server_binary())
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(dir.0.join("state"))
-            .arg("--plugin-dir")
-            .arg(plugin_dir())
-            .arg("--plugin-cache")
-            .arg(plugin_cache())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--log", "info,wasmtpd=debug,wasmtpd_host=debug"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.0.join("server.log")).unwrap())
-            .spawn()
-            .expect("starting wasmtpd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let Some(addr) = line.trim().strip_prefix("wasmtpd listening on ") else {
-            let _ = child.wait();
-            panic!(
-                "server did not start: {line:?}\n{}",
-                std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default()
-            );
-        };
-        let addr = addr.parse().unwrap();
+        let (child, addr) = spawn(&dir.0);
         TestServer { addr, dir, child }
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up), then starts it again on the same
+    /// config and state directory (and a new port).
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = spawn(&self.dir.0);
+        self.child = child;
+        self.addr = addr;
     }
 
     /// The standard chain: accept mail for `example.com` into the maildir `maildir` (under the

@@ -4,8 +4,8 @@
 //! to the client yet. Durability is the queue's job (a queue plugin says OK only once the
 //! message is safe), and the spool file is removed when its transaction ends.
 //!
-//! Files left over by a crash belong to transactions that never got a 250, so start-up
-//! removes them.
+//! Files left over by a crash belong to transactions that never got a 250 (and directories to
+//! plugins of connections that never ended), so start-up removes them.
 
 use std::path::{Path, PathBuf};
 
@@ -26,13 +26,16 @@ impl Spool {
         let mut stale = 0;
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
+            if entry.file_type()?.is_dir() {
+                // Plugins' temporary directories of connections that never ended.
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
                 std::fs::remove_file(entry.path())?;
-                stale += 1;
             }
+            stale += 1;
         }
         if stale > 0 {
-            tracing::info!(dir = %dir.display(), files = stale, "removed unacknowledged spool files from an earlier run");
+            tracing::info!(dir = %dir.display(), entries = stale, "removed what an earlier run left in the spool");
         }
         Ok(Spool { dir })
     }

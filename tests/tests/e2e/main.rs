@@ -3,6 +3,7 @@
 mod chain;
 mod clients;
 mod config;
+mod durability;
 mod limits;
 mod plugins;
 mod sandbox;
