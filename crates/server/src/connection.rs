@@ -174,16 +174,20 @@ impl<R: HookRunner> ClientConnection<R> {
     /// Waits `greeting_delay` (or only looks, when it is zero) for input sent before our
     /// greeting. `Some(true)`: the client talked early; `None`: it already closed.
     async fn watch_for_early_talk(&mut self) -> Option<bool> {
-        let delay = self.shared.config.server.greeting_delay;
-        if !delay.is_zero() && tokio::time::timeout(delay, self.stream.readable()).await.is_err() {
-            return Some(false);
-        }
+        let deadline = Instant::now() + self.shared.config.server.greeting_delay;
         self.input.reserve(COMMAND_READ);
-        match self.stream.try_read_buf(&mut self.input) {
-            Ok(0) => None,
-            Ok(_) => Some(true),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(false),
-            Err(_) => None,
+        loop {
+            match self.stream.try_read_buf(&mut self.input) {
+                Ok(0) => return None,
+                Ok(_) => return Some(true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+            // Readiness can be reported with nothing to read: wait again until the delay is over.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, self.stream.readable()).await.is_err() {
+                return Some(false);
+            }
         }
     }
 
