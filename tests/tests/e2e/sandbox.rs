@@ -144,3 +144,56 @@ fn fail_open_policy_treats_a_fault_as_declined() {
     assert_eq!(r.code, 250, "rcpt_ok decided after the faulty plugin: {r:?}");
     assert_fault_logged(&s, "trapped");
 }
+
+#[test]
+fn floods_are_capped() {
+    // Each plugin is stopped by a cap, says so, and the server carries on.
+    for (behaviour, expected) in [
+        ("noteflood", "notes are full"),
+        ("tempfill", "over their quota of 1048576 octets"),
+        ("wasi-escape", "wasi-escape: denied"),
+    ] {
+        let s = hostile("rcpt", behaviour, "testing/hostile temp-quota 1M\ntesting/hostile wasi-temp yes\n");
+        let r = attack_at_rcpt(&s);
+        assert_eq!(r.code, 450, "{behaviour}: {r:?}");
+        assert!(r.text().contains(expected), "{behaviour}: {r:?}");
+        bystander_delivers(&s);
+    }
+    assert!(!std::env::temp_dir().join("wasmtpd-escaped").exists());
+}
+
+#[test]
+fn a_log_flood_is_muted() {
+    let s = hostile("rcpt", "logflood", "");
+    let r = attack_at_rcpt(&s);
+    assert_eq!((r.code, r.text().as_str()), (450, "4.7.1 logflood: done"));
+    let log = s.log();
+    assert!(log.contains("plugin logged more than 1000 lines; muted"), "the log says so");
+    let lines = log.lines().filter(|l| l.contains("flood line")).count();
+    assert!(lines <= 1000, "{lines} flood lines reached the log");
+}
+
+#[test]
+fn a_header_flood_is_capped() {
+    let chain = "testing/hostile data_post headerflood\nrcpt_ok";
+    let s = TestServer::start_with_chain(chain, &[]);
+    let mut c = s.greeted();
+    c.envelope("a@remote.test", &["b@example.com"]);
+    c.cmd("RSET", 250);
+    c.cmd("EHLO attacker.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<b@example.com>", 250);
+    let r = c.data(b"Subject: x\r\n\r\ny");
+    assert_eq!(r.code, 452, "{r:?}");
+    assert!(r.text().contains("the header would exceed 1048576 octets"), "{r:?}");
+    bystander_delivers(&s);
+}
+
+#[test]
+fn a_huge_reply_is_cut_to_size() {
+    let s = hostile("rcpt", "bigmessage", "");
+    let r = attack_at_rcpt(&s);
+    assert_eq!(r.code, 550);
+    assert_eq!(r.lines.len(), 1);
+    assert!(r.lines[0].len() <= 512, "{} octets", r.lines[0].len());
+}

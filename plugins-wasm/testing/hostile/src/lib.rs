@@ -5,7 +5,8 @@
 //! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
 //! `stack` (recurses without bound), `passwd` (reads /etc/passwd), `escape` (writes outside its
 //! temp dir with `..`), `tcp` (opens a TCP connection), `env` (reads the environment), `crlf`
-//! (answers with CR/LF in its message), `sleep` (blocks in a WASI sleep for an hour), `fine`
+//! (answers with CR/LF in its message), `logflood`, `noteflood`, `headerflood` (data_post),
+//! `tempfill`, `wasi-escape` (with the `wasi-temp` grant), `bigmessage` (a 10 MB reply), `sleep` (blocks in a WASI sleep for an hour), `fine`
 //! (behaves). Every attempt that does not trap
 //! reports what happened in its DENYSOFT message ("passwd: denied: ...") so a test can tell.
 
@@ -58,6 +59,50 @@ fn act(hook: &str) -> HookResult {
         ),
         "tcp" => report("tcp", std::net::TcpStream::connect("127.0.0.1:25").map(|_| "connected".into())),
         "env" => HookResult::deny_soft(format!("env: {} variables", std::env::vars().count())),
+        "logflood" => {
+            for i in 0..100_000 {
+                host::log(wasmtpd_plugin::LogLevel::Info, &format!("flood line {i}"));
+            }
+            HookResult::deny_soft("logflood: done")
+        }
+        "noteflood" => {
+            let value = "n".repeat(64 * 1024);
+            let mut i = 0;
+            let err = loop {
+                if let Err(e) = host::set_transaction_note(&format!("flood{i}"), Some(&value)) {
+                    break e;
+                }
+                i += 1;
+            };
+            HookResult::deny_soft(format!("noteflood: refused after {i} notes: {err}"))
+        }
+        "headerflood" => {
+            let mut i = 0;
+            let err = loop {
+                if let Err(e) = host::add_header("X-Flood", &"h".repeat(900)) {
+                    break e;
+                }
+                i += 1;
+            };
+            HookResult::deny_soft(format!("headerflood: refused after {i} fields: {err}"))
+        }
+        "tempfill" => {
+            let Ok(name) = host::temp_file() else { return HookResult::deny_soft("tempfill: no temp file") };
+            let chunk = vec![b'x'; 60 * 1024];
+            let mut written = 0u64;
+            let err = loop {
+                if let Err(e) = host::write_file(&name, written, &chunk) {
+                    break e;
+                }
+                written += chunk.len() as u64;
+            };
+            HookResult::deny_soft(format!("tempfill: refused after {written} octets: {err}"))
+        }
+        "wasi-escape" => report(
+            "wasi-escape",
+            std::fs::write("/tmp/../../wasmtpd-escaped", b"x").map(|_| "written".into()),
+        ),
+        "bigmessage" => HookResult::deny("big ".repeat(2_500_000)),
         "sleep" => {
             std::thread::sleep(std::time::Duration::from_secs(3600));
             HookResult::declined()
