@@ -109,17 +109,38 @@ impl PluginHost {
             if !plugin.exports.implements(hook) {
                 continue;
             }
+            let name = plugin.meta.name.as_str();
+            let policy = || match plugin.settings.on_fault {
+                FaultPolicy::Declined => HookResult::declined().from_plugin(name),
+                FaultPolicy::TempFail => HookResult::fault(name),
+            };
+            if plugin.breaker.is_open() {
+                // Disabled after repeated faults: its fault policy applies without running it.
+                tracing::debug!(plugin = name, hook = hook.name(), "plugin disabled by its circuit breaker");
+                let result = policy();
+                if result.fault {
+                    return result;
+                }
+                continue;
+            }
             let started = Instant::now();
             let outcome = self.call_plugin(scope, index, hook, args, &mut ctx).await;
-            let name = plugin.meta.name.as_str();
             let result = match outcome {
                 Ok(r) => bindings::hook_result(r, name),
                 Err(fault) => {
                     tracing::error!(plugin = name, hook = hook.name(), conn = %ctx.connection.id, "plugin fault: {fault}");
-                    match plugin.settings.on_fault {
-                        FaultPolicy::Declined => HookResult::declined().from_plugin(name),
-                        FaultPolicy::TempFail => HookResult::fault(name),
+                    if plugin.breaker.record_fault() {
+                        let b = plugin.breaker.settings();
+                        tracing::error!(
+                            plugin = name,
+                            "plugin disabled for {:?} after {} faults within {:?}; its fault policy ({:?}) applies meanwhile",
+                            b.cooldown,
+                            b.faults,
+                            b.window,
+                            plugin.settings.on_fault
+                        );
                     }
+                    policy()
                 }
             };
             tracing::debug!(

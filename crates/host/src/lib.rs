@@ -5,11 +5,13 @@
 //! - [`sandbox`]: the engine, per-plugin limits and capabilities (where the sandbox is set up).
 //! - [`plugin`]: loading a component (compile or precompiled cache) and finding its hooks.
 //! - `chain`: running a hook's chain, per-scope instances, and turning faults into verdicts.
+//! - [`breaker`]: disabling a plugin that keeps faulting, for a cool-down.
 //! - `imports`: the host side of `wit/host.wit`.
 //! - `bindings`: the one `bindgen!` site and the conversions to engine types.
 //! - `state`: the data of one instance's store.
 
 pub mod bindings;
+pub mod breaker;
 mod chain;
 mod imports;
 pub mod plugin;

@@ -32,6 +32,7 @@ pub struct PluginSpec {
 /// A plugin ready to be instantiated.
 pub struct LoadedPlugin {
     pub meta: Arc<PluginMeta>,
+    pub breaker: crate::breaker::Breaker,
     pub settings: SandboxSettings,
     pub pre: InstancePre<PluginState>,
     pub exports: HookExports,
@@ -100,7 +101,8 @@ impl LoadedPlugin {
             );
         }
         let meta = Arc::new(PluginMeta { name: spec.name.clone(), args: spec.args.clone(), config });
-        Ok(LoadedPlugin { meta, settings: spec.settings.clone(), pre, exports })
+        let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
+        Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })
     }
 }
 

@@ -67,6 +67,8 @@ pub struct SandboxSettings {
     pub on_fault: FaultPolicy,
     pub wasi_temp: bool,
     pub grants: Vec<DirGrant>,
+    /// When repeated faults disable the plugin for a while.
+    pub breaker: crate::breaker::BreakerSettings,
 }
 
 impl Default for SandboxSettings {
@@ -80,6 +82,7 @@ impl Default for SandboxSettings {
             on_fault: FaultPolicy::TempFail,
             wasi_temp: false,
             grants: Vec::new(),
+            breaker: crate::breaker::BreakerSettings::default(),
         }
     }
 }

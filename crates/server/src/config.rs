@@ -379,6 +379,7 @@ fn parse_plugins(
 /// | `on-fault` | `tempfail` (451/421) or `declined` (fail open) | `tempfail` |
 /// | `wasi-temp` | `yes`: its temp directory is also WASI's `/tmp` | `no` |
 /// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory) | none |
+/// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `5 1m 30s` |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
         return Ok(());
@@ -430,6 +431,14 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
             }
         }
         "wasi-temp" => s.wasi_temp = parse_bool(one()?)?,
+        "breaker" => {
+            let [faults, window, cooldown] = values else {
+                return Err("breaker takes FAULTS WINDOW COOLDOWN (e.g. `5 1m 30s`; 0 faults = never)".into());
+            };
+            s.breaker.faults = parse_count(faults, 0)? as u32;
+            s.breaker.window = parse_duration(window)?;
+            s.breaker.cooldown = parse_duration(cooldown)?;
+        }
         "grant-dir" => {
             let [host, guest, mode] = values else {
                 return Err("grant-dir takes HOST-DIR GUEST-PATH ro|rw".into());

@@ -197,3 +197,40 @@ fn a_huge_reply_is_cut_to_size() {
     assert_eq!(r.lines.len(), 1);
     assert!(r.lines[0].len() <= 512, "{} octets", r.lines[0].len());
 }
+
+#[test]
+fn a_plugin_that_keeps_faulting_is_disabled_for_a_cooldown() {
+    let s = hostile("rcpt", "trap", "testing/hostile breaker 3 1m 1s\ntesting/hostile on-fault declined\n");
+    let mut c = s.greeted();
+    c.cmd("EHLO attacker.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    // Three faults (fail open: rcpt_ok decides), then the breaker trips.
+    for _ in 0..3 {
+        c.cmd("RCPT TO:<b@example.com>", 250);
+    }
+    let faults = |s: &TestServer| s.log().lines().filter(|l| l.contains("plugin fault")).count();
+    assert_eq!(faults(&s), 3);
+    assert!(s.log().contains("plugin disabled for 1s after 3 faults within 60s"), "{}", s.log());
+    // Disabled: not run at all, so no new fault.
+    c.cmd("RCPT TO:<c@example.com>", 250);
+    assert_eq!(faults(&s), 3);
+    // After the cool-down it is tried again (and faults again).
+    std::thread::sleep(Duration::from_millis(1100));
+    c.cmd("RCPT TO:<d@example.com>", 250);
+    assert_eq!(faults(&s), 4);
+}
+
+#[test]
+fn a_disabled_plugin_with_tempfail_policy_fails_its_hook() {
+    let s = hostile("rcpt", "trap", "testing/hostile breaker 2 1m 30s\n");
+    let mut c = s.greeted();
+    c.cmd("EHLO attacker.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<b@example.com>", 451);
+    c.cmd("RCPT TO:<b@example.com>", 451);
+    // Tripped: the plugin is not run, and every hook it implements meets its tempfail policy
+    // (it implements connect too, so a new client is turned away with 421 for the cool-down).
+    let mut friend = s.connect();
+    assert_eq!(friend.expect(421).text(), "4.3.0 Temporary failure in plugin processing, try again later");
+    assert_eq!(s.log().lines().filter(|l| l.contains("plugin fault")).count(), 2, "not run while disabled");
+}
