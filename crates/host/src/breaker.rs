@@ -18,7 +18,9 @@ pub struct BreakerSettings {
 
 impl Default for BreakerSettings {
     fn default() -> Self {
-        BreakerSettings { faults: 5, window: Duration::from_secs(60), cooldown: Duration::from_secs(30) }
+        // Conservative: a client that can crash a plugin on purpose could otherwise trip the
+        // breaker, and so apply the plugin's fault policy to everyone, with a few messages.
+        BreakerSettings { faults: 20, window: Duration::from_secs(60), cooldown: Duration::from_secs(30) }
     }
 }
 

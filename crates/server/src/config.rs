@@ -379,7 +379,7 @@ fn parse_plugins(
 /// | `on-fault` | `tempfail` (451/421) or `declined` (fail open) | `tempfail` |
 /// | `wasi-temp` | `yes`: its temp directory is also WASI's `/tmp` | `no` |
 /// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory) | none |
-/// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `5 1m 30s` |
+/// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `20 1m 30s` |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
         return Ok(());

@@ -76,6 +76,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let runner = wasmtpd::plugins::load(&config, &dirs)?;
 
+    // One descriptor per client: allow as many as the hard limit lets us.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < config.server.max_connections + 64 => tracing::warn!(
+            limit = n,
+            max_connections = config.server.max_connections,
+            "the open-files limit is below max_connections; accepts will fail before the limit"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listeners = wasmtpd::bind(&args.listen).await?;

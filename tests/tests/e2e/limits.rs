@@ -133,3 +133,27 @@ fn sigterm_refuses_new_commands_and_finishes_messages_in_flight() {
     assert!(s.wait_exit(Duration::from_secs(5)).is_some_and(|st| st.success()));
     assert!(String::from_utf8_lossy(&s.delivered()[0]).contains("first half\r\nsecond half\r\n"));
 }
+
+#[test]
+fn a_thousand_simultaneous_connections() {
+    rlimit::increase_nofile_limit(4096).unwrap();
+    let s = TestServer::start_delivering(&[("limits", "max_connections 1000\nmax_connections_per_ip 2000\n")]);
+    let baseline = s.peak_rss_kib();
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        let mut c = s.connect();
+        c.expect(220);
+        clients.push(c);
+    }
+    // One past the limit: a clear 421, and closed.
+    let mut extra = s.connect();
+    assert_eq!(extra.expect(421).text(), "4.7.0 Too many connections, try again later");
+    assert!(extra.is_closed());
+    // Every open session still works.
+    for c in clients.iter_mut().step_by(97) {
+        c.cmd("NOOP", 250);
+    }
+    let peak = s.peak_rss_kib();
+    assert!(peak < baseline + 64 * 1024, "1000 idle connections took {} KiB", peak - baseline);
+    drop(clients);
+}
