@@ -114,7 +114,12 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server with these config files (name, contents) in its config directory.
     pub fn start(files: &[(&str, &str)]) -> TestServer {
-        let dir = TempDir::new("server");
+        TestServer::start_in(TempDir::new("server"), files)
+    }
+
+    /// As [`TestServer::start`], in a directory the test prepared (its state directory is
+    /// `dir/state`, which may be a small file system the test mounted, say).
+    pub fn start_in(dir: TempDir, files: &[(&str, &str)]) -> TestServer {
         let config = dir.0.join("config");
         for (name, text) in files {
             let p = config.join(name);

@@ -3,6 +3,7 @@
 mod chain;
 mod clients;
 mod config;
+mod disk;
 mod durability;
 mod limits;
 mod plugins;
