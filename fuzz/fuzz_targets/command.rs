@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasmtpd_smtp::{Command, LineEvent, LineReader};
+use wasmtpd_smtp::{Command, LineEvent, LineReader, UnbracketedPath};
 
 fuzz_target!(|data: &[u8]| {
     // Whole input as one line.
@@ -26,6 +26,12 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(line: &[u8]) {
+    // The path a `*_pre` plugin may rewrite: bracketing it must give a line the parser either
+    // accepts or refuses cleanly, never one with controls inside.
+    if let Some(u) = UnbracketedPath::find(line) {
+        assert!(!u.path.chars().any(char::is_control));
+        let _ = Command::parse(&u.rewrite(&format!("<{}>", u.path)));
+    }
     let Ok(cmd) = Command::parse(line) else { return };
     let text = format!("{cmd:?}");
     // Debug escapes controls; the raw strings must hold none.

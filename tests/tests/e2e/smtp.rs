@@ -294,3 +294,61 @@ fn large_message_streams_with_flat_memory() {
     let newest = s.delivered().into_iter().map(|m| m.len()).max().unwrap();
     assert!(newest > 256 << 20, "whole message delivered ({newest} octets)");
 }
+
+#[test]
+fn smtp_smuggling_look_alikes_over_a_socket() {
+    let s = TestServer::start_delivering(&[]);
+    let smuggled =
+        "MAIL FROM:<evil@remote.test>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n";
+    let mut accepted = 0;
+    for (fake_end, code) in [
+        ("\n.\n", 550),
+        ("\n.\r\n", 550),
+        ("\r.\r", 550),
+        ("\r.\r\n", 550),
+        ("\r\n.\r\r\n", 550),
+        ("\r\n.\n\r\n", 550),
+        ("\n..\n", 550),
+        ("\r\n\0.\r\n", 250),
+        ("\r\n.\0\r\n", 250),
+    ] {
+        let mut c = s.greeted();
+        c.envelope("a@remote.test", &["b@example.com"]);
+        c.cmd("DATA", 354);
+        c.send(format!("Subject: real\r\n\r\nbody{fake_end}{smuggled}"));
+        let r = c.expect(code);
+        if code == 250 {
+            accepted += 1;
+        }
+        // Exactly one reply: nothing after the fake end was taken as a command.
+        assert_eq!(c.cmd("NOOP", 250).text(), "2.0.0 OK", "{fake_end:?}");
+        c.cmd("QUIT", 221);
+        let _ = r;
+    }
+    let delivered = s.delivered();
+    assert_eq!(delivered.len(), accepted, "one message per accepted DATA, none smuggled");
+    for m in delivered {
+        let m = String::from_utf8_lossy(&m).to_string();
+        let header_end = m.find("\r\n\r\n").unwrap();
+        assert!(m[..header_end].contains("Subject: real"), "{m:?}");
+        assert!(!m[..header_end].contains("smuggled"));
+    }
+}
+
+#[test]
+fn encoded_cr_lf_in_esmtp_parameters_go_nowhere() {
+    let s = TestServer::start_delivering(&[]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    // xtext-encoded CR LF: a parameter we do not offer (DSN) is refused outright.
+    c.cmd("MAIL FROM:<a@remote.test> ENVID=x+0D+0ABcc:+20victim@example.com", 555);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<b@example.com> ORCPT=rfc822;b+0D+0AX-Evil:+20yes", 555);
+    // Raw control characters anywhere in a command never get that far.
+    c.send("RCPT TO:<b@example.com>\rX-Evil: yes\r\n");
+    c.expect(500);
+    c.cmd("RCPT TO:<b@example.com>", 250);
+    assert_eq!(c.data(b"Subject: clean\r\n\r\nx").code, 250);
+    let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
+    assert!(!m.contains("X-Evil") && !m.contains("victim"), "{m}");
+}
