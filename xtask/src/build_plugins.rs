@@ -3,7 +3,8 @@
 //! `[package.metadata.wasmtpd] plugin` in the plugin's Cargo.toml (so `queue/maildir` becomes
 //! `target/plugins/queue/maildir.wasm`).
 //!
-//! Installs the `wasm32-wasip2` target with rustup if it is missing.
+//! Installs the `wasm32-wasip2` target with rustup if it is missing. Python and JavaScript
+//! plugins are built by `build_components.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +35,7 @@ pub fn build_plugins() -> Result<()> {
         std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         count += 1;
     }
+    count += crate::build_components::build()?;
     eprintln!("xtask: {count} plugins in {}", plugin_dir().display());
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - `cargo xtask test [ARGS]`: install what the tests need, build the plugins, then run every
 //!   test (extra ARGS go to `cargo test`). `.ci/run` calls exactly this.
 
+mod build_components;
 mod build_plugins;
 mod install;
 

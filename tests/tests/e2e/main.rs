@@ -5,6 +5,7 @@ mod clients;
 mod config;
 mod disk;
 mod durability;
+mod languages;
 mod limits;
 mod plugins;
 mod sandbox;

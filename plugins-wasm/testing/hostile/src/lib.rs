@@ -98,10 +98,9 @@ fn act(hook: &str) -> HookResult {
             };
             HookResult::deny_soft(format!("tempfill: refused after {written} octets: {err}"))
         }
-        "wasi-escape" => report(
-            "wasi-escape",
-            std::fs::write("/tmp/../../wasmtpd-escaped", b"x").map(|_| "written".into()),
-        ),
+        "wasi-escape" => {
+            report("wasi-escape", std::fs::write("/tmp/../../wasmtpd-escaped", b"x").map(|_| "written".into()))
+        }
         "bigmessage" => HookResult::deny("big ".repeat(2_500_000)),
         "sleep" => {
             std::thread::sleep(std::time::Duration::from_secs(3600));
