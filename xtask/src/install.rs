@@ -27,7 +27,7 @@ pub fn on_path(cmd: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     if !on_path("apt-get") {
         bail!("cannot install {}: no apt-get on this machine; install them by hand", packages.join(", "));
     }

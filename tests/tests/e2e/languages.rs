@@ -1,4 +1,4 @@
-//! The same plugin in Rust, Python and JavaScript (`plugins-wasm/examples/<lang>/rcpt_blocklist`),
+//! The same plugin in Rust, Python, JavaScript and C (`plugins-wasm/examples/<lang>/rcpt_blocklist`),
 //! in a real chain, behaving identically; and the same limits for every language.
 
 use std::time::{Duration, Instant};
@@ -39,6 +39,11 @@ fn rcpt_blocklist_in_javascript() {
     blocklist_in("js");
 }
 
+#[test]
+fn rcpt_blocklist_in_c() {
+    blocklist_in("c");
+}
+
 fn endless_loop_is_stopped(fixture: &str) {
     let s = TestServer::start_with_chain(
         &format!("testing/{fixture}\nrcpt_ok"),
@@ -65,4 +70,9 @@ fn a_python_plugin_that_loops_forever_is_stopped() {
 #[test]
 fn a_javascript_plugin_that_loops_forever_is_stopped() {
     endless_loop_is_stopped("js_loop");
+}
+
+#[test]
+fn a_c_plugin_that_loops_forever_is_stopped() {
+    endless_loop_is_stopped("c_loop");
 }
