@@ -74,18 +74,25 @@ impl Drop for TempDir {
     }
 }
 
-/// Starts the server on the config and state under `dir`; returns it and its address.
-fn spawn(dir: &Path) -> (Child, SocketAddr) {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
-    let mut child = Command::new(server_binary())
-        .arg("--config")
-        .arg(dir.join("config"))
-        .arg("--state-dir")
+/// The server command for the state under `dir` (`dir/state`), with the built plugins and
+/// the shared plugin cache; the caller adds `--config` and `--listen`.
+pub fn server_command(dir: &Path) -> Command {
+    let mut c = Command::new(server_binary());
+    c.arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--plugin-dir")
         .arg(plugin_dir())
         .arg("--plugin-cache")
-        .arg(plugin_cache())
+        .arg(plugin_cache());
+    c
+}
+
+/// Starts the server on the config and state under `dir`; returns it and its address.
+fn spawn(dir: &Path) -> (Child, SocketAddr) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    let mut child = server_command(dir)
+        .arg("--config")
+        .arg(dir.join("config"))
         .args(["--listen", "127.0.0.1:0"])
         .args(["--log", "info,wasmtpd=debug,wasmtpd_host=debug"])
         .stdout(Stdio::piped())

@@ -1,8 +1,6 @@
 //! Start-up with a bad configuration stops with the file, the line and what is wrong.
 
-use std::process::Command;
-
-use wasmtpd_tests::{TempDir, plugin_cache, plugin_dir, server_binary};
+use wasmtpd_tests::{TempDir, server_command};
 
 fn start_with(files: &[(&str, &str)]) -> (bool, String) {
     let dir = TempDir::new("badconfig");
@@ -11,15 +9,9 @@ fn start_with(files: &[(&str, &str)]) -> (bool, String) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
-    let mut out = Command::new(server_binary())
+    let mut out = server_command(&dir.0)
         .arg("--config")
         .arg(dir.0.join("config"))
-        .arg("--state-dir")
-        .arg(dir.0.join("state"))
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .arg("--plugin-cache")
-        .arg(plugin_cache())
         .args(["--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -63,16 +55,7 @@ fn listen_address_in_use_stops_startup() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let dir = TempDir::new("inuse");
-    let out = Command::new(server_binary())
-        .arg("--state-dir")
-        .arg(dir.0.join("state"))
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .arg("--plugin-cache")
-        .arg(plugin_cache())
-        .args(["--listen", &addr])
-        .output()
-        .unwrap();
+    let out = server_command(&dir.0).args(["--listen", &addr]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 }
