@@ -4,7 +4,10 @@
 //! - [`TestServer::start`] writes the config files, starts the server, reads the port it
 //!   printed, and kills it on drop (its log is kept in the test's directory for assertions).
 //! - [`Client`] is a blocking SMTP client with reply-code expectations; bytes are sent exactly
-//!   as given, so tests can send what a real client never would.
+//!   as given, so tests can send what a real client never would. It can switch to TLS.
+//! - [`tls`]: a certificate authority per test, and the client side of TLS.
+
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -87,34 +90,48 @@ pub fn server_command(dir: &Path) -> Command {
     c
 }
 
-/// Starts the server on the config and state under `dir`; returns it and its address.
-fn spawn(dir: &Path) -> (Child, SocketAddr) {
+/// Starts the server on the config and state under `dir`, with `args` added; returns it, its
+/// plain address and (with `--listen-tls` in `args`) its implicit-TLS address.
+fn spawn(dir: &Path, args: &[String]) -> (Child, SocketAddr, Option<SocketAddr>) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
     let mut child = server_command(dir)
         .arg("--config")
         .arg(dir.join("config"))
         .args(["--listen", "127.0.0.1:0"])
         .args(["--log", "info,wasmtpd=debug,wasmtpd_host=debug"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .expect("starting wasmtpd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let Some(addr) = line.trim().strip_prefix("wasmtpd listening on ") else {
-        let _ = child.wait();
-        panic!(
-            "server did not start: {line:?}\n{}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
-    };
-    (child, addr.parse().unwrap())
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let listeners = 1 + args.iter().filter(|a| *a == "--listen-tls").count();
+    let (mut plain, mut tls) = (None, None);
+    for _ in 0..listeners {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix("wasmtpd listening on ") else {
+            let _ = child.wait();
+            panic!(
+                "server did not start: {line:?}\n{}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            );
+        };
+        match addr.strip_suffix(" (TLS)") {
+            Some(a) => tls = Some(a.parse().unwrap()),
+            None => plain = Some(addr.parse().unwrap()),
+        }
+    }
+    (child, plain.expect("a plain listener"), tls)
 }
 
 /// A running server process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The implicit-TLS listener, when started with `--listen-tls`.
+    pub tls_addr: Option<SocketAddr>,
     pub dir: TempDir,
+    args: Vec<String>,
     child: Child,
 }
 
@@ -127,6 +144,11 @@ impl TestServer {
     /// As [`TestServer::start`], in a directory the test prepared (its state directory is
     /// `dir/state`, which may be a small file system the test mounted, say).
     pub fn start_in(dir: TempDir, files: &[(&str, &str)]) -> TestServer {
+        TestServer::start_with_args(dir, files, &[])
+    }
+
+    /// As [`TestServer::start_in`], with extra command-line arguments (`--listen-tls ...`).
+    pub fn start_with_args(dir: TempDir, files: &[(&str, &str)], args: &[&str]) -> TestServer {
         let config = dir.0.join("config");
         for (name, text) in files {
             let p = config.join(name);
@@ -134,8 +156,14 @@ impl TestServer {
             std::fs::write(p, text).unwrap();
         }
         std::fs::create_dir_all(&config).unwrap();
-        let (child, addr) = spawn(&dir.0);
-        TestServer { addr, dir, child }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, addr, tls_addr) = spawn(&dir.0, &args);
+        TestServer { addr, tls_addr, dir, args, child }
+    }
+
+    /// The config directory (tests may change files in it while the server runs).
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.0.join("config")
     }
 
     /// Kills the server with SIGKILL (no chance to clean up), then starts it again on the same
@@ -143,9 +171,10 @@ impl TestServer {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addr) = spawn(&self.dir.0);
+        let (child, addr, tls_addr) = spawn(&self.dir.0, &self.args);
         self.child = child;
         self.addr = addr;
+        self.tls_addr = tls_addr;
     }
 
     /// The standard chain: accept mail for `example.com` into the maildir `maildir` (under the
@@ -215,7 +244,12 @@ impl TestServer {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        self.signal("TERM");
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap();
     }
 
     /// Waits for the process to exit, up to `limit`.
@@ -264,7 +298,7 @@ impl Reply {
 
 /// A blocking SMTP client that sends exactly the bytes it is given.
 pub struct Client {
-    stream: TcpStream,
+    stream: Option<tls::ClientStream>,
     buf: Vec<u8>,
 }
 
@@ -273,16 +307,41 @@ impl Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client { stream: Some(tls::ClientStream::Plain(stream)), buf: Vec::new() }
+    }
+
+    /// Connects to an implicit-TLS listener: the handshake (SNI `server_name`) comes first.
+    pub fn connect_tls(addr: SocketAddr, ca: &tls::TestCa, server_name: &str) -> Client {
+        let mut c = Client::connect(addr);
+        c.start_tls(ca, server_name).expect("TLS handshake");
+        c
+    }
+
+    /// Runs a TLS handshake on the connection as it is (after `220 Ready to start TLS`, or at
+    /// once on an implicit-TLS port); returns the server's certificate (DER).
+    pub fn start_tls(&mut self, ca: &tls::TestCa, server_name: &str) -> std::io::Result<Vec<u8>> {
+        assert!(self.buf.is_empty(), "unread bytes before the handshake: {:?}", String::from_utf8_lossy(&self.buf));
+        let (stream, peer) = self.stream.take().unwrap().upgrade(ca.client_config(), server_name)?;
+        self.stream = Some(stream);
+        Ok(peer)
+    }
+
+    /// `TLSv1_3`, `TLSv1_2`, or `None` on a plain connection.
+    pub fn tls_version(&self) -> Option<String> {
+        self.stream.as_ref().unwrap().tls_version()
+    }
+
+    fn stream(&mut self) -> &mut tls::ClientStream {
+        self.stream.as_mut().expect("connection lost in a failed handshake")
     }
 
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream.write_all(bytes.as_ref()).unwrap();
+        self.stream().write_all(bytes.as_ref()).unwrap();
     }
 
     /// Sends bytes; false if the server has closed the connection.
     pub fn try_send(&mut self, bytes: impl AsRef<[u8]>) -> bool {
-        self.stream.write_all(bytes.as_ref()).is_ok()
+        self.stream().write_all(bytes.as_ref()).is_ok()
     }
 
     /// Sends one command line with CRLF.
@@ -313,10 +372,15 @@ impl Client {
                 return Some(line);
             }
             let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
+            match self.stream().read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // A TLS peer that closes without close_notify reads as UnexpectedEof.
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
+                {
+                    return None;
+                }
                 Err(e) => panic!("reading reply: {e}"),
             }
         }
@@ -340,7 +404,7 @@ impl Client {
     /// True once the server has closed the connection (reads EOF, nothing else pending).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+        matches!(self.stream().read(&mut b), Ok(0) | Err(_))
     }
 
     /// EHLO, MAIL, RCPT; ready for DATA.

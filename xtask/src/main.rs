@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask build-plugins`: build `plugins-wasm/` into `target/plugins/`.
 //! - `cargo xtask serve [ARGS]`: build the plugins, run wasmtpd on 127.0.0.1:2525 with the
-//!   embedded default config, state under `var/` (extra ARGS go to wasmtpd).
+//!   embedded default config, state under `var/` (with a self-signed certificate made on first
+//!   start, so STARTTLS works); extra ARGS go to wasmtpd.
 //! - `cargo xtask test [ARGS]`: install what the tests need, build the plugins, then run every
 //!   test (extra ARGS go to `cargo test`). `.ci/run` calls exactly this.
 
@@ -64,6 +65,7 @@ fn serve(extra: &[String]) -> Result<()> {
     build_plugins::build_plugins()?;
     let var = project_root().join("var");
     std::fs::create_dir_all(&var)?;
+    self_signed_certificate(&var.join("tls"))?;
     eprintln!(
         "wasmtpd: state in {}, mail for @localhost is delivered to {}",
         var.display(),
@@ -76,6 +78,28 @@ fn serve(extra: &[String]) -> Result<()> {
         .arg("--plugin-dir")
         .arg(build_plugins::plugin_dir())
         .args(extra))
+}
+
+/// The embedded default config's certificate (`tls/cert.pem`, `tls/key.pem` in the state
+/// directory): a self-signed one for `localhost`, made on first start so STARTTLS works out of
+/// the box. Clients will not trust it; put a real certificate in its place (see README).
+fn self_signed_certificate(dir: &Path) -> Result<()> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.is_file() && key.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .context("generating a self-signed certificate")?;
+    std::fs::write(&cert, generated.cert.pem())?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key)?;
+        f.write_all(generated.signing_key.serialize_pem().as_bytes())?;
+    }
+    eprintln!("xtask: made a self-signed certificate for localhost in {}", dir.display());
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<()> {

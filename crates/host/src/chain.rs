@@ -346,6 +346,15 @@ async fn call_hook(
                 .call_deny(&mut *store, denied.name(), plugin, result.verdict.into(), result.message.as_deref())
                 .await
         }
+        (Hook::AuthPlain, HookArgs::Auth { user, password, .. }) => {
+            load!(auth_plain).call_auth_plain(&mut *store, user, password.expose()).await
+        }
+        (Hook::AuthLogin, HookArgs::Auth { user, password, .. }) => {
+            load!(auth_login).call_auth_login(&mut *store, user, password.expose()).await
+        }
+        (Hook::Auth, HookArgs::Auth { mechanism, user, password }) => {
+            load!(auth).call_auth(&mut *store, mechanism.name(), user, password.expose()).await
+        }
         _ => Err(missing()),
     }
 }

@@ -79,6 +79,10 @@ impl HookRunner for PluginHost {
         Scope::new(self.plugins.len())
     }
 
+    fn implements(&self, hook: Hook) -> bool {
+        self.plugins.iter().any(|p| p.exports.implements(hook))
+    }
+
     async fn run(&self, scope: &mut Scope, hook: Hook, args: HookArgs<'_>, ctx: HookContext<'_>) -> HookResult {
         self.run_chain(scope, hook, args, ctx).await
     }

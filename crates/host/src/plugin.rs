@@ -151,4 +151,7 @@ hook_exports! {
     unrecognized_command => UnrecognizedCommand,
     reset_transaction => ResetTransaction,
     deny => Deny,
+    auth_plain => AuthPlain,
+    auth_login => AuthLogin,
+    auth => Auth,
 }

@@ -46,6 +46,9 @@ const HOOKS: &[HookSignature] = &[
             ("message", "Option<String>"),
         ],
     ),
+    ("auth_plain", "auth-plain", &[("user", "String"), ("password", "String")]),
+    ("auth_login", "auth-login", &[("user", "String"), ("password", "String")]),
+    ("auth", "auth", &[("mechanism", "String"), ("user", "String"), ("password", "String")]),
 ];
 
 #[proc_macro_attribute]

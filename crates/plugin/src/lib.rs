@@ -45,7 +45,7 @@ pub use bindings::wasmtpd::plugin::host;
 /// The WIT `types` interface (used by the generated export glue).
 pub use bindings::wasmtpd::plugin::types;
 
-pub use host::{ConnectionInfo, Header, Recipient, TransactionInfo};
+pub use host::{AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
 pub use types::{Address, EsmtpParam, HookResult, LogLevel, Verdict};
 
 impl HookResult {
@@ -191,6 +191,18 @@ pub trait Plugin {
     }
     /// Another plugin denied something (the reply cannot be changed).
     fn deny(hook: String, plugin: String, verdict: Verdict, message: Option<String>) -> HookResult {
+        HookResult::declined()
+    }
+    /// AUTH PLAIN credentials: ok authenticates the client. Runs before [`Plugin::auth`].
+    fn auth_plain(user: String, password: String) -> HookResult {
+        HookResult::declined()
+    }
+    /// AUTH LOGIN credentials: ok authenticates the client. Runs before [`Plugin::auth`].
+    fn auth_login(user: String, password: String) -> HookResult {
+        HookResult::declined()
+    }
+    /// Credentials of any mechanism ("PLAIN", "LOGIN"), when the mechanism's own hook declined.
+    fn auth(mechanism: String, user: String, password: String) -> HookResult {
         HookResult::declined()
     }
 }

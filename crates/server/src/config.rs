@@ -7,6 +7,8 @@
 //! | `plugins`     | the plugin chain: one plugin per line with its arguments; `$include DIR` |
 //! | `limits`      | protocol limits and timeouts, `name value` per line |
 //! | `sandbox`     | per-plugin limits and grants, `plugin setting value...` per line |
+//! | `tls`         | certificates for STARTTLS and implicit TLS: `certificate CHAIN.pem KEY.pem` per line |
+//! | `auth`        | the server's AUTH rules (plaintext policy, failure limit), `name value` per line |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -22,6 +24,9 @@ use std::time::Duration;
 
 use wasmtpd_host::sandbox::{DirGrant, FaultPolicy, InstanceScope, SandboxSettings};
 use wasmtpd_smtp::Limits;
+
+use crate::auth::{AuthSettings, PlaintextAuth};
+use crate::tls::CertificateFiles;
 
 /// A configuration error: which file, which line, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +58,8 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("plugins", include_str!("../default-config/plugins")),
     ("limits", include_str!("../default-config/limits")),
     ("sandbox", include_str!("../default-config/sandbox")),
+    ("tls", include_str!("../default-config/tls")),
+    ("auth", include_str!("../default-config/auth")),
 ];
 
 impl ConfigSource {
@@ -169,6 +176,9 @@ pub struct Config {
     pub limits: Limits,
     pub server: ServerLimits,
     pub plugins: Vec<PluginLine>,
+    /// Certificates, in order (the first is the default); paths as written in `config/tls`.
+    pub tls: Vec<CertificateFiles>,
+    pub auth: AuthSettings,
 }
 
 impl Config {
@@ -204,8 +214,75 @@ impl Config {
         }
         let mut plugins = load_plugins(&source)?;
         load_sandbox(&source, &mut plugins)?;
-        Ok(Config { source, me, greeting, limits, server, plugins })
+        let tls = load_tls(&source)?;
+        let auth = load_auth(&source)?;
+        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth })
     }
+
+    /// The directory relative paths in the config (certificates) are taken from: the config
+    /// directory, or for the embedded configuration, which has none, the state directory.
+    pub fn base_dir<'a>(&'a self, state_dir: &'a Path) -> &'a Path {
+        match &self.source {
+            ConfigSource::Dir(d) => d,
+            ConfigSource::Embedded => state_dir,
+        }
+    }
+}
+
+/// Reads `tls`: `certificate CHAIN.pem KEY.pem` per line. The files are read by
+/// [`crate::tls::Tls::load`], whose errors name the line too.
+pub fn load_tls(source: &ConfigSource) -> Result<Vec<CertificateFiles>, ConfigError> {
+    let mut out = Vec::new();
+    for (n, line) in source.lines("tls")?.unwrap_or_default() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ["certificate", chain, key] = words.as_slice() else {
+            return Err(ConfigError {
+                path: source.display("tls"),
+                line: Some(n),
+                what: format!("expected `certificate CHAIN.pem KEY.pem`, found `{line}`"),
+            });
+        };
+        out.push(CertificateFiles {
+            chain: PathBuf::from(chain),
+            key: PathBuf::from(key),
+            origin: format!("{}:{n}", source.display("tls")),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads `auth`: `name value` per line.
+///
+/// | name | value | default |
+/// |---|---|---|
+/// | `plaintext` | where AUTH works without TLS: `never`, `loopback` or `always` | `loopback` |
+/// | `max_failures` | failed attempts per client address within `failure_window` before AUTH is refused with 454; `0` = no limit | `5` |
+/// | `failure_window` | | `1m` |
+/// | `failure_delay` | how late a failed attempt is answered | `1s` |
+fn load_auth(source: &ConfigSource) -> Result<AuthSettings, ConfigError> {
+    let mut auth = AuthSettings::default();
+    for (n, line) in source.lines("auth")?.unwrap_or_default() {
+        let err = |what: String| ConfigError { path: source.display("auth"), line: Some(n), what };
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(value), None) = (words.next(), words.next(), words.next()) else {
+            return Err(err(format!("expected `name value`, found `{line}`")));
+        };
+        match key {
+            "plaintext" => {
+                auth.plaintext = match value {
+                    "never" => PlaintextAuth::Never,
+                    "loopback" => PlaintextAuth::Loopback,
+                    "always" => PlaintextAuth::Always,
+                    v => return Err(err(format!("plaintext is `never`, `loopback` or `always`, not `{v}`"))),
+                }
+            }
+            "max_failures" => auth.max_failures = parse_count(value, 0).map_err(err)? as u32,
+            "failure_window" => auth.failure_window = parse_duration(value).map_err(err)?,
+            "failure_delay" => auth.failure_delay = parse_duration(value).map_err(err)?,
+            _ => return Err(err(format!("unknown auth setting `{key}`"))),
+        }
+    }
+    Ok(auth)
 }
 
 fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &str) -> Result<(), String> {
@@ -580,6 +657,30 @@ mod tests {
             let e = Config::load(src).unwrap_err();
             assert_eq!(e.line, Some(2), "{e}");
             assert!(e.what.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_and_auth_files() {
+        let (_d, src) = dir(&[
+            ("tls", "# default first\ncertificate tls/a.pem tls/a.key\ncertificate /etc/b.pem /etc/b.key\n"),
+            ("auth", "plaintext never\nmax_failures 3\nfailure_window 30s\nfailure_delay 0\n"),
+        ]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.tls.len(), 2);
+        assert_eq!(c.tls[0].chain, PathBuf::from("tls/a.pem"));
+        assert!(c.tls[1].origin.ends_with("tls:3"), "{}", c.tls[1].origin);
+        assert_eq!(c.auth.plaintext, PlaintextAuth::Never);
+        assert_eq!((c.auth.max_failures, c.auth.failure_delay), (3, Duration::ZERO));
+        for (file, text, what) in [
+            ("tls", "certificate only-one.pem\n", "expected `certificate CHAIN.pem KEY.pem`"),
+            ("auth", "plaintext sometimes\n", "plaintext is"),
+            ("auth", "max_failure 3\n", "unknown auth setting `max_failure`"),
+        ] {
+            let (_d, src) = dir(&[(file, text)]);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!(e.line, Some(1), "{e}");
+            assert!(e.to_string().contains(what), "{e}");
         }
     }
 

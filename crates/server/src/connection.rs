@@ -7,25 +7,33 @@
 //!   an idle timeout and a deadline for the whole DATA transfer.
 //! - Input before the greeting, or between DATA and our 354, is early talking: 554 and close.
 //! - On shutdown a client gets 421 at its next command; a DATA transfer in flight finishes.
+//! - STARTTLS: after `220`, whatever the client already sent in plaintext is thrown away (never
+//!   executed), the handshake runs within `command_deadline`, and the session starts over.
+//! - AUTH: the SASL exchange (334 challenges) is read here; the credentials go to the auth
+//!   hooks; failures are counted per address and answered late.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 use wasmtpd_smtp::command::CommandError;
 use wasmtpd_smtp::reply::{self, Reply};
+use wasmtpd_smtp::sasl::{self, Credentials, Step};
 use wasmtpd_smtp::verdict::{self, Decision, ReplyContext};
 use wasmtpd_smtp::{
     Address, Command, DataEnd, DataReader, Hook, HookArgs, HookContext, HookResult, HookRunner, LineEvent, LineReader,
-    Message, Session,
+    Message, Session, TlsInfo,
 };
 use wasmtpd_smtp::{AddressError, UnbracketedPath, Verdict};
 
 use crate::Shared;
 use crate::admission::Ticket;
 use crate::spool;
+use crate::stream::ClientStream;
+use crate::tls;
 
 /// Read sizes: small while exchanging commands (many idle clients stay cheap), large in DATA.
 const COMMAND_READ: usize = 4 * 1024;
@@ -56,7 +64,7 @@ enum Input {
 }
 
 pub(crate) struct ClientConnection<R: HookRunner> {
-    stream: TcpStream,
+    stream: ClientStream,
     shared: Arc<Shared<R>>,
     session: Session,
     scope: R::Scope,
@@ -69,19 +77,30 @@ pub(crate) struct ClientConnection<R: HookRunner> {
 }
 
 /// Serves one client from accept to close. `admitted` is `Err` when a connection limit was hit.
+/// On an implicit-TLS listener the handshake comes first, even for a client that is refused.
 pub(crate) async fn serve<R: HookRunner>(
-    stream: TcpStream,
+    tcp: TcpStream,
+    implicit_tls: bool,
     shared: Arc<Shared<R>>,
-    session: Session,
+    mut session: Session,
     admitted: Result<Ticket, Reply>,
 ) {
+    let mut stream = ClientStream::Plain(tcp);
+    if implicit_tls {
+        match handshake(&mut stream, &shared).await {
+            Ok(info) => session.connection.tls = Some(info),
+            Err(e) => {
+                warn!(error = %e, "TLS handshake failed");
+                return;
+            }
+        }
+    }
     let _ticket = match admitted {
         Ok(t) => t,
         Err(reply) => {
             info!(remote = %session.connection.remote, reply = reply.code(), "connection refused: {}", reply.lines()[0]);
             let mut out = Vec::new();
             reply.write_to(&mut out);
-            let mut stream = stream;
             if tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await.is_ok() {
                 linger(stream).await;
             }
@@ -112,10 +131,26 @@ pub(crate) async fn serve<R: HookRunner>(
     info!("disconnected");
 }
 
+/// Runs the server side of a TLS handshake on the plain stream, within `command_deadline`;
+/// on success the stream is TLS from then on.
+async fn handshake<R: HookRunner>(stream: &mut ClientStream, shared: &Shared<R>) -> Result<TlsInfo, String> {
+    let tcp = stream.take_plain().ok_or("the connection is not plain TCP")?;
+    let limit = shared.config.server.command_deadline;
+    let accepted: TlsStream<TcpStream> = match tokio::time::timeout(limit, shared.tls.acceptor().accept(tcp)).await {
+        Err(_) => return Err(format!("the handshake took longer than {limit:?}")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(s)) => s,
+    };
+    let info = tls::session_info(&accepted);
+    info!(version = %info.version, cipher = %info.cipher, sni = info.server_name.as_deref().unwrap_or("-"), "TLS established");
+    *stream = ClientStream::Tls(Box::new(accepted));
+    Ok(info)
+}
+
 /// Closes our side, then reads and drops whatever the client still sends, briefly. Closing a
 /// socket with unread input makes the kernel send a RST, which can destroy our last reply
 /// (a 421 or 554) before the client reads it.
-async fn linger(mut stream: TcpStream) {
+async fn linger(mut stream: ClientStream) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -174,20 +209,14 @@ impl<R: HookRunner> ClientConnection<R> {
     /// Waits `greeting_delay` (or only looks, when it is zero) for input sent before our
     /// greeting. `Some(true)`: the client talked early; `None`: it already closed.
     async fn watch_for_early_talk(&mut self) -> Option<bool> {
-        let deadline = Instant::now() + self.shared.config.server.greeting_delay;
+        let delay = self.shared.config.server.greeting_delay;
         self.input.reserve(COMMAND_READ);
-        loop {
-            match self.stream.try_read_buf(&mut self.input) {
-                Ok(0) => return None,
-                Ok(_) => return Some(true),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return None,
-            }
-            // Readiness can be reported with nothing to read: wait again until the delay is over.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, self.stream.readable()).await.is_err() {
-                return Some(false);
-            }
+        // A timeout polls the read once before it looks at the clock, so a zero delay still
+        // sees input that is already there.
+        match tokio::time::timeout(delay, self.stream.read_buf(&mut self.input)).await {
+            Err(_) => Some(false),
+            Ok(Ok(0)) | Ok(Err(_)) => None,
+            Ok(Ok(_)) => Some(true),
         }
     }
 
@@ -412,6 +441,8 @@ impl<R: HookRunner> ClientConnection<R> {
             Command::Vrfy(argument) => self.simple_hook(Hook::Vrfy, HookArgs::Vrfy { argument: &argument }).await,
             Command::Help(argument) => self.simple_hook(Hook::Help, HookArgs::Help { argument: &argument }).await,
             Command::Quit => self.simple_hook(Hook::Quit, HookArgs::None).await,
+            Command::StartTls => self.start_tls().await,
+            Command::Auth { mechanism, initial_response } => self.auth(&mechanism, initial_response.as_deref()).await,
             Command::NotImplemented(verb) => self.send(reply::command_not_implemented(&verb)),
             Command::Unrecognized { verb, args } => {
                 debug!(verb = %verb, "unrecognized command");
@@ -440,6 +471,109 @@ impl<R: HookRunner> ClientConnection<R> {
         let result = self.run_hook(hook, args).await;
         let decision = self.decide(hook, &result, "", "");
         self.apply(decision).await
+    }
+
+    /// STARTTLS (RFC 3207): `220`, then the handshake, then a session that starts over.
+    async fn start_tls(&mut self) -> Flow {
+        if let Err(r) = self.session.check_starttls() {
+            return self.send(r);
+        }
+        self.send(reply::starttls_ready());
+        // Whatever the client sent after STARTTLS came in plaintext, outside the TLS session
+        // it asked for: a man in the middle could have put it there (CVE-2011-0411). It is
+        // thrown away, never executed.
+        let injected = self.input.len() - self.pos;
+        if injected > 0 {
+            warn!(bytes = injected, "discarded plaintext sent after STARTTLS, before the TLS handshake");
+        }
+        self.input.clear();
+        self.pos = 0;
+        self.lines = LineReader::new(self.session.limits().max_command_line);
+        if let Err(e) = self.flush().await {
+            debug!(error = %e, "could not send the STARTTLS reply");
+            return Flow::Close;
+        }
+        match handshake(&mut self.stream, &self.shared).await {
+            Ok(info) => {
+                self.end_transaction().await;
+                self.session.accept_starttls(info);
+                // Plugin instances start over too: nothing they learnt in plaintext carries over.
+                self.scope = self.shared.runner.open_scope();
+                Flow::Continue
+            }
+            Err(e) => {
+                warn!(error = %e, "TLS handshake failed");
+                Flow::Close
+            }
+        }
+    }
+
+    /// AUTH (RFC 4954): the SASL exchange, then the auth hooks decide.
+    async fn auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Flow {
+        let mechanism = match self.session.check_auth(mechanism) {
+            Ok(m) => m,
+            Err(r) => return self.send(r),
+        };
+        let ip = self.session.connection.remote.ip();
+        if !self.shared.auth_failures.allowed(ip) {
+            warn!(mechanism = %mechanism, "AUTH refused: too many failed attempts from this address");
+            return self.send(reply::auth_too_many_failures());
+        }
+        let (mut exchange, mut step) = sasl::Exchange::start(mechanism, initial_response);
+        let credentials = loop {
+            match step {
+                Step::Done(Ok(c)) => break c,
+                Step::Done(Err(e)) => {
+                    debug!(mechanism = %mechanism, error = %e, "AUTH exchange ended without credentials");
+                    return self.send(e.reply());
+                }
+                Step::Challenge(challenge) => {
+                    self.send(reply::sasl_challenge(challenge));
+                    match self.next_sasl_response().await {
+                        Ok(Input::Line(line)) => step = exchange.respond(&line),
+                        Ok(Input::TooLong) => return self.send(reply::auth_response_too_long()),
+                        Ok(Input::BareNewline) => return self.send(reply::auth_bad_response()),
+                        Err(stop) => {
+                            self.stopped(stop, false);
+                            return Flow::Close;
+                        }
+                    }
+                }
+            }
+        };
+        let result = self.check_credentials(&credentials).await;
+        let decision = self.decide(Hook::Auth, &result, "", "");
+        if decision.accept {
+            // The user name is logged on success only: a failed one may be a mistyped password.
+            info!(user = %credentials.user, mechanism = %mechanism, plugin = result.plugin.as_deref().unwrap_or("-"), "authenticated");
+            self.session.accept_auth(credentials.user, mechanism);
+        } else {
+            warn!(mechanism = %mechanism, code = decision.reply.code(), plugin = result.plugin.as_deref().unwrap_or("-"), "authentication failed");
+            if decision.reply.code() == 535 {
+                self.shared.auth_failures.record(ip);
+                tokio::time::sleep(self.shared.config.auth.failure_delay).await;
+            }
+        }
+        self.apply(decision).await
+    }
+
+    /// The mechanism's own hook (`auth_plain`, `auth_login`), then, if every plugin declined,
+    /// the generic `auth` hook (qpsmtpd's order).
+    async fn check_credentials(&mut self, c: &Credentials) -> HookResult {
+        let args = HookArgs::Auth { mechanism: c.mechanism, user: &c.user, password: &c.password };
+        let result = self.run_hook(Hook::for_mechanism(c.mechanism), args).await;
+        if result.fault || result.verdict != Verdict::Declined {
+            return result;
+        }
+        self.run_hook(Hook::Auth, args).await
+    }
+
+    /// One SASL response line: longer lines are allowed than for commands (RFC 4954 section 4).
+    async fn next_sasl_response(&mut self) -> Result<Input, Stop> {
+        self.lines.set_max(sasl::MAX_RESPONSE_LINE);
+        let input = self.next_command().await;
+        self.lines.set_max(self.session.limits().max_command_line);
+        input
     }
 
     async fn hello(&mut self, esmtp: bool, host: String) -> Flow {

@@ -1,25 +1,33 @@
 //! `wasmtpd`: the command line. Parses options, loads the config (errors name file and line),
-//! binds, and serves until SIGTERM or SIGINT.
+//! binds, and serves until SIGTERM or SIGINT; SIGHUP reloads the TLS certificates.
+//! `wasmtpd add-user` adds a user for the `auth_flat_file` plugin.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wasmtpd::config::{Config, ConfigSource};
 use wasmtpd::spool::Spool;
+use wasmtpd::tls::Tls;
 
 /// An SMTP server whose plugins are sandboxed WebAssembly components.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Configuration directory (qpsmtpd layout). Without it, the embedded default config is used.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     config: Option<PathBuf>,
-    /// Address to listen on; may be given several times.
+    /// Address to listen on (STARTTLS offered if a certificate is configured); may be repeated.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:2525")]
     listen: Vec<SocketAddr>,
+    /// Address to listen on with implicit TLS (RFC 8314, like port 465); may be repeated.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen_tls: Vec<SocketAddr>,
     /// Where plugin components are: `<name>.wasm` for each plugin named in config/plugins.
     #[arg(long, value_name = "DIR", default_value = "/usr/lib/wasmtpd/plugins")]
     plugin_dir: PathBuf,
@@ -37,6 +45,16 @@ struct Args {
     log: String,
 }
 
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Adds USER to CONFIG/auth_users (the auth_flat_file plugin's users), or changes its
+    /// password. The password is asked for on the terminal, or read as the first line of stdin.
+    AddUser {
+        /// The user name clients give in AUTH (e.g. alice@example.com).
+        user: String,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
@@ -52,6 +70,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Cmd::AddUser { user }) = &args.command {
+        let Some(dir) = &args.config else {
+            anyhow::bail!("add-user needs --config DIR: the users file is DIR/{}", wasmtpd::users::USERS_FILE);
+        };
+        return add_user(dir, user);
+    }
     if let Some(dir) = &args.init_config {
         ConfigSource::write_embedded(dir)?;
         println!("wrote the default configuration to {}", dir.display());
@@ -75,6 +99,30 @@ fn run(args: Args) -> anyhow::Result<()> {
         cache_dir: &cache_dir,
     };
     let runner = wasmtpd::plugins::load(&config, &dirs)?;
+    let base = config.base_dir(&args.state_dir).to_path_buf();
+    let mut certificates = config.tls.clone();
+    if matches!(config.source, ConfigSource::Embedded) {
+        // The embedded config is for trying wasmtpd out: its certificate (which `cargo xtask
+        // serve` makes) may be missing, and then STARTTLS is simply not offered. In a config
+        // directory a missing certificate is an error.
+        certificates.retain(|c| {
+            let present = base.join(&c.chain).is_file() && base.join(&c.key).is_file();
+            if !present {
+                tracing::warn!(
+                    certificate = %base.join(&c.chain).display(),
+                    "no certificate: STARTTLS is not offered (`cargo xtask serve` makes a self-signed one)"
+                );
+            }
+            present
+        });
+    }
+    let tls = Arc::new(Tls::load(&certificates, &base).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?);
+    if !args.listen_tls.is_empty() && !tls.has_certificates() {
+        anyhow::bail!(
+            "configuration error: {}: --listen-tls needs a certificate (`certificate CHAIN.pem KEY.pem`)",
+            config.source.display("tls")
+        );
+    }
 
     // One descriptor per client: allow as many as the hard limit lets us.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -88,17 +136,69 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listeners = wasmtpd::bind(&args.listen).await?;
+        let mut listeners = wasmtpd::bind(&args.listen, false).await?;
+        listeners.extend(wasmtpd::bind(&args.listen_tls, true).await?);
         for l in &listeners {
-            // Tests and scripts read this line to learn the port of `--listen 127.0.0.1:0`.
-            println!("wasmtpd listening on {}", l.local_addr()?);
+            // Tests and scripts read these lines to learn the port of `--listen 127.0.0.1:0`.
+            let tls = if l.implicit_tls { " (TLS)" } else { "" };
+            println!("wasmtpd listening on {}{tls}", l.tcp.local_addr()?);
         }
-        tracing::info!(config = %config.source.display(""), me = %config.me, plugins = config.plugins.len(), "ready");
-        wasmtpd::serve(listeners, config, runner, spool, shutdown_signal()).await;
+        tracing::info!(
+            config = %config.source.display(""),
+            me = %config.me,
+            plugins = config.plugins.len(),
+            certificates = config.tls.len(),
+            "ready"
+        );
+        tokio::spawn(reload_on_sighup(tls.clone(), config.source.clone(), base));
+        wasmtpd::serve(listeners, config, runner, spool, tls, shutdown_signal()).await;
         Ok::<_, anyhow::Error>(())
     })?;
     // Connections still open after the grace period are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+/// SIGHUP: reads `config/tls` and the certificates again; new handshakes use them, sessions
+/// already encrypted keep theirs. A broken file is logged and the old certificates stay.
+async fn reload_on_sighup(tls: Arc<Tls>, source: ConfigSource, base: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: certificates cannot be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let files = match wasmtpd::config::load_tls(&source) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("SIGHUP: certificates not reloaded: {e}");
+                continue;
+            }
+        };
+        match tls.reload(&files, &base) {
+            Ok(n) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
+            Err(e) => tracing::error!("SIGHUP: certificates not reloaded, the old ones stay: {e}"),
+        }
+    }
+}
+
+fn add_user(config_dir: &Path, user: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {user}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            anyhow::bail!("the passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    let replaced = wasmtpd::users::add_user(config_dir, user, &password)?;
+    let file = config_dir.join(wasmtpd::users::USERS_FILE);
+    println!("{} {user} in {}", if replaced { "changed the password of" } else { "added" }, file.display());
     Ok(())
 }
 

@@ -87,19 +87,34 @@ pub async fn remove(path: &Path) {
     }
 }
 
-/// Our trace header (RFC 5321 4.4), with RFC 3848 / RFC 6531 protocol names.
+/// Our trace header (RFC 5321 4.4), with the protocol names of RFC 3848 and RFC 6531: ESMTP,
+/// then `S` for TLS and `A` for an authenticated client (ESMTPS, ESMTPA, ESMTPSA; UTF8SMTP
+/// likewise). The TLS version and cipher go in a comment; the user name does not (it is
+/// nobody else's business who sent it).
 pub fn received_header(me: &str, conn: &Connection, txn: &Transaction) -> String {
     let (esmtp, helo) = match &conn.hello {
         Some(h) => (h.esmtp, h.host.as_str()),
         None => (false, "unknown"),
     };
-    let with = match (esmtp, txn.mail_params.smtputf8) {
-        (true, true) => "UTF8SMTP",
-        (true, false) => "ESMTP",
-        (false, _) => "SMTP",
+    let mut with = match (esmtp, txn.mail_params.smtputf8) {
+        (true, true) => "UTF8SMTP".to_string(),
+        (true, false) => "ESMTP".to_string(),
+        (false, _) => "SMTP".to_string(),
     };
+    if esmtp {
+        with.push_str(match (conn.tls.is_some(), conn.auth.is_some()) {
+            (true, true) => "SA",
+            (true, false) => "S",
+            (false, true) => "A",
+            (false, false) => "",
+        });
+    }
     let ip = conn.remote.ip();
-    let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {me} (wasmtpd) with {with} id {}", txn.id);
+    let tls = match &conn.tls {
+        Some(t) => format!("\r\n\t(using {} with cipher {})", t.version, t.cipher),
+        None => String::new(),
+    };
+    let mut h = format!("Received: from {helo} ([{ip}]){tls}\r\n\tby {me} (wasmtpd) with {with} id {}", txn.id);
     // Name the recipient only when there is exactly one (more would disclose the others).
     if let [only] = txn.recipients.as_slice() {
         h.push_str(&format!("\r\n\tfor <{}>", only.address));

@@ -34,6 +34,14 @@ pub enum Command {
     Vrfy(String),
     Help(String),
     Quit,
+    /// `STARTTLS` (RFC 3207).
+    StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954). The mechanism is upper-cased; the
+    /// initial response is still base64 (`=` for an empty one).
+    Auth {
+        mechanism: String,
+        initial_response: Option<String>,
+    },
     /// A known SMTP verb this server does not implement (EXPN, TURN, ...): 502.
     NotImplemented(String),
     /// Anything else: handed to the `unrecognized_command` hook.
@@ -115,9 +123,9 @@ impl Command {
             "VRFY" if rest.trim().is_empty() => return Err(CommandError::Syntax("VRFY <string>")),
             "VRFY" => Command::Vrfy(rest.trim().to_string()),
             "HELP" => Command::Help(rest.trim().to_string()),
-            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" | "BDAT" | "STARTTLS" | "AUTH" => {
-                Command::NotImplemented(upper)
-            }
+            "STARTTLS" => no_argument(rest, Command::StartTls, "STARTTLS with no argument")?,
+            "AUTH" => parse_auth(rest)?,
+            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" | "BDAT" => Command::NotImplemented(upper),
             _ => unrecognized(line),
         };
         Ok(cmd)
@@ -143,6 +151,23 @@ fn hello_argument(rest: &str, verb: &'static str) -> Result<String, CommandError
         Some(_) => Err(CommandError::Syntax("a domain of at most 255 octets")),
         None => Err(CommandError::MissingHelloArgument(verb)),
     }
+}
+
+/// `AUTH SP mechanism [SP initial-response]` (RFC 4954 section 4). A mechanism name is 1 to 20
+/// of `A-Z 0-9 - _` (RFC 4422 section 3.1).
+fn parse_auth(rest: &str) -> Result<Command, CommandError> {
+    let mut words = rest.split(' ');
+    let (Some(mechanism), initial, None) = (words.next(), words.next(), words.next()) else {
+        return Err(CommandError::Syntax("AUTH <mechanism> [<initial response>]"));
+    };
+    let valid = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    if mechanism.is_empty() || mechanism.len() > 20 || !mechanism.bytes().all(valid) {
+        return Err(CommandError::Syntax("AUTH <mechanism> [<initial response>]"));
+    }
+    if initial.is_some_and(str::is_empty) {
+        return Err(CommandError::Syntax("AUTH <mechanism> [<initial response>]"));
+    }
+    Ok(Command::Auth { mechanism: mechanism.to_ascii_uppercase(), initial_response: initial.map(str::to_string) })
 }
 
 /// `MAIL FROM:<reverse-path> [SP mail-parameters]`
@@ -356,6 +381,29 @@ mod tests {
         assert!(matches!(p("DATA x"), Err(CommandError::Syntax(_))));
         assert!(matches!(p("EHLO"), Err(CommandError::MissingHelloArgument("EHLO"))));
         assert!(matches!(p("VRFY"), Err(CommandError::Syntax(_))));
+    }
+
+    #[test]
+    fn starttls_and_auth() {
+        assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
+        assert_eq!(p("starttls"), Ok(Command::StartTls));
+        assert!(matches!(p("STARTTLS now"), Err(CommandError::Syntax(_))));
+        assert_eq!(p("AUTH plain"), Ok(Command::Auth { mechanism: "PLAIN".into(), initial_response: None }));
+        assert_eq!(
+            p("AUTH PLAIN AGFsaWNlAHB3"),
+            Ok(Command::Auth { mechanism: "PLAIN".into(), initial_response: Some("AGFsaWNlAHB3".into()) })
+        );
+        assert_eq!(
+            p("AUTH LOGIN ="),
+            Ok(Command::Auth { mechanism: "LOGIN".into(), initial_response: Some("=".into()) })
+        );
+        assert_eq!(
+            p("AUTH SCRAM-SHA-256"),
+            Ok(Command::Auth { mechanism: "SCRAM-SHA-256".into(), initial_response: None })
+        );
+        for bad in ["AUTH", "AUTH ", "AUTH PLAIN a b", "AUTH PLAIN  a", "AUTH PL@IN", "AUTH ABCDEFGHIJKLMNOPQRSTU"] {
+            assert!(matches!(p(bad), Err(CommandError::Syntax(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::future::Future;
 use crate::address::Address;
 use crate::command::{EsmtpParam, MailParams};
 use crate::reply::EnhancedCode;
+use crate::sasl::{Mechanism, Secret};
 use crate::session::Connection;
 use crate::transaction::Transaction;
 
@@ -35,10 +36,16 @@ pub enum Hook {
     UnrecognizedCommand,
     ResetTransaction,
     Deny,
+    /// AUTH PLAIN credentials (qpsmtpd's `auth-plain`); runs before `auth`.
+    AuthPlain,
+    /// AUTH LOGIN credentials (qpsmtpd's `auth-login`); runs before `auth`.
+    AuthLogin,
+    /// Credentials of any mechanism, when the mechanism's own hook declined (qpsmtpd's `auth`).
+    Auth,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 18] = [
+    pub const ALL: [Hook; 21] = [
         Hook::Connect,
         Hook::Helo,
         Hook::Ehlo,
@@ -57,6 +64,9 @@ impl Hook {
         Hook::UnrecognizedCommand,
         Hook::ResetTransaction,
         Hook::Deny,
+        Hook::AuthPlain,
+        Hook::AuthLogin,
+        Hook::Auth,
     ];
 
     /// qpsmtpd's name for the hook (`data_post`, `unrecognized_command`, ...).
@@ -80,6 +90,17 @@ impl Hook {
             Hook::UnrecognizedCommand => "unrecognized_command",
             Hook::ResetTransaction => "reset_transaction",
             Hook::Deny => "deny",
+            Hook::AuthPlain => "auth_plain",
+            Hook::AuthLogin => "auth_login",
+            Hook::Auth => "auth",
+        }
+    }
+
+    /// The hook of a SASL mechanism, which runs before the generic `auth`.
+    pub fn for_mechanism(mechanism: Mechanism) -> Hook {
+        match mechanism {
+            Mechanism::Plain => Hook::AuthPlain,
+            Mechanism::Login => Hook::AuthLogin,
         }
     }
 
@@ -208,6 +229,12 @@ pub enum HookArgs<'a> {
         hook: Hook,
         result: &'a HookResult,
     },
+    /// `auth_plain`, `auth_login`, `auth`: the credentials to check.
+    Auth {
+        mechanism: Mechanism,
+        user: &'a str,
+        password: &'a Secret,
+    },
 }
 
 /// What a hook may look at and change: the connection, and the transaction if one is open.
@@ -222,8 +249,13 @@ pub struct HookContext<'a> {
 pub trait HookRunner: Send + Sync + 'static {
     type Scope: Send;
 
-    /// Called once when a client connects, before the `connect` hook.
+    /// Called once when a client connects, before the `connect` hook, and again when the
+    /// session starts over after STARTTLS (the old scope is dropped).
     fn open_scope(&self) -> Self::Scope;
+
+    /// Whether running `hook` can do anything but decline (some plugin implements it). The
+    /// engine offers AUTH only when some plugin can check credentials.
+    fn implements(&self, hook: Hook) -> bool;
 
     /// Runs `hook`'s chain. A fault inside the runner must come back as a verdict (DENYSOFT,
     /// or DECLINED where the operator says so), never as a panic.
@@ -244,6 +276,10 @@ impl HookRunner for NoPlugins {
     type Scope = ();
 
     fn open_scope(&self) {}
+
+    fn implements(&self, _: Hook) -> bool {
+        false
+    }
 
     async fn run(&self, _: &mut (), _: Hook, _: HookArgs<'_>, _: HookContext<'_>) -> HookResult {
         HookResult::declined()

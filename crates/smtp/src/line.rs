@@ -68,6 +68,12 @@ impl LineReader {
         }
     }
 
+    /// Changes the limit (AUTH's responses may be longer than commands); a line being skipped
+    /// is still skipped to its end.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(3);
+    }
+
     /// True while the reader is skipping the tail of an overlong line.
     pub fn is_skipping(&self) -> bool {
         self.skipping

@@ -246,6 +246,43 @@ pub fn insufficient_storage() -> Reply {
     Reply::new(452, e(4, 3, 1), "Insufficient system storage, try again later")
 }
 
+// ---- STARTTLS (RFC 3207) ----
+
+pub fn starttls_ready() -> Reply {
+    Reply::new(220, e(2, 0, 0), "Ready to start TLS")
+}
+pub fn tls_already_active() -> Reply {
+    Reply::new(503, e(5, 5, 1), "TLS already active")
+}
+
+// ---- AUTH (RFC 4954); the outcome of the credential check is in `verdict.rs` ----
+
+/// A SASL challenge: `334 <base64>` (no enhanced code: it is not a final reply).
+pub fn sasl_challenge(challenge: &str) -> Reply {
+    Reply::new(334, None, challenge)
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, e(5, 7, 0), "Authentication cancelled")
+}
+pub fn auth_bad_response() -> Reply {
+    Reply::new(501, e(5, 5, 2), "Cannot decode the authentication response")
+}
+pub fn auth_response_too_long() -> Reply {
+    Reply::new(500, e(5, 5, 6), "Authentication exchange line is too long")
+}
+pub fn auth_failed() -> Reply {
+    Reply::new(535, e(5, 7, 8), "Authentication credentials invalid")
+}
+pub fn auth_mechanism_unknown() -> Reply {
+    Reply::new(504, e(5, 5, 4), "Unrecognized authentication mechanism")
+}
+pub fn auth_encryption_required() -> Reply {
+    Reply::new(538, e(5, 7, 11), "Encryption required for requested authentication mechanism")
+}
+pub fn auth_too_many_failures() -> Reply {
+    Reply::new(454, e(4, 7, 0), "Too many failed authentication attempts, try again later")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

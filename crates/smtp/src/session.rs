@@ -11,6 +11,12 @@
 //! - RCPT needs MAIL; DATA needs MAIL and at least one accepted RCPT.
 //! - ESMTP parameters need EHLO; only SIZE, BODY and SMTPUTF8 are understood on MAIL and none
 //!   on RCPT (555 otherwise); a non-ASCII address needs SMTPUTF8 (553 5.6.7).
+//! - STARTTLS (RFC 3207) needs EHLO, a certificate, no TLS yet, no transaction and no AUTH yet;
+//!   after the handshake the session starts over: the EHLO name is forgotten and a new EHLO is
+//!   required.
+//! - AUTH (RFC 4954) needs EHLO, an auth plugin, no transaction and no earlier success; over a
+//!   connection without TLS it is refused (538) unless the operator allows plaintext AUTH for
+//!   this client.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +26,7 @@ use crate::command::{EsmtpParam, MailParams};
 use crate::data::DEFAULT_MAX_TEXT_LINE;
 use crate::line::DEFAULT_MAX_COMMAND_LINE;
 use crate::reply::{self, Reply};
+use crate::sasl::Mechanism;
 use crate::transaction::{Recipient, Transaction};
 
 /// Protocol limits enforced by the engine.
@@ -60,10 +67,45 @@ pub struct Connection {
     pub hello: Option<Hello>,
     /// The client sent data before our greeting.
     pub early_talker: bool,
-    /// The client may relay (set by plugins).
+    /// The client may relay (set by plugins, and by a successful AUTH).
     pub relay_client: bool,
+    /// The TLS session, once the connection is encrypted (STARTTLS or implicit TLS).
+    pub tls: Option<TlsInfo>,
+    /// Who the client authenticated as, after a successful AUTH.
+    pub auth: Option<AuthInfo>,
     /// Notes for the whole connection (plugins share state here).
     pub notes: BTreeMap<String, String>,
+}
+
+/// Facts about an established TLS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// The IANA name of the cipher suite (`TLS13_AES_256_GCM_SHA384`).
+    pub cipher: String,
+    /// The server name the client asked for (SNI), if it sent one.
+    pub server_name: Option<String>,
+}
+
+/// A successful AUTH: the user and the SASL mechanism.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthInfo {
+    pub user: String,
+    pub mechanism: Mechanism,
+}
+
+/// What the server offers this client beyond the base protocol (decided per connection by the
+/// server: whether a certificate is configured, which auth hooks plugins implement, where
+/// plaintext AUTH is allowed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// STARTTLS can be offered (a certificate is configured, and the connection is not TLS).
+    pub starttls: bool,
+    /// The SASL mechanisms some plugin can check; empty: no AUTH.
+    pub auth_mechanisms: Vec<Mechanism>,
+    /// AUTH may be used without TLS on this connection (operator's choice, e.g. loopback).
+    pub auth_without_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +124,17 @@ impl Default for Connection {
 
 impl Connection {
     pub fn new(id: String, remote: SocketAddr, local: SocketAddr) -> Self {
-        Connection { id, remote, local, hello: None, early_talker: false, relay_client: false, notes: BTreeMap::new() }
+        Connection {
+            id,
+            remote,
+            local,
+            hello: None,
+            early_talker: false,
+            relay_client: false,
+            tls: None,
+            auth: None,
+            notes: BTreeMap::new(),
+        }
     }
 }
 
@@ -91,12 +143,19 @@ pub struct Session {
     pub connection: Connection,
     pub transaction: Option<Transaction>,
     limits: Limits,
+    offer: Offer,
     errors: u32,
 }
 
 impl Session {
     pub fn new(connection: Connection, limits: Limits) -> Self {
-        Session { connection, transaction: None, limits, errors: 0 }
+        Session { connection, transaction: None, limits, offer: Offer::default(), errors: 0 }
+    }
+
+    /// The same session, offering STARTTLS and AUTH as `offer` says.
+    pub fn with_offer(mut self, offer: Offer) -> Self {
+        self.offer = offer;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -111,7 +170,19 @@ impl Session {
             n => format!("SIZE {n}"),
         });
         caps.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"].map(String::from));
+        if self.offer.starttls && self.connection.tls.is_none() {
+            caps.push("STARTTLS".to_string());
+        }
+        if self.auth_usable() {
+            let names: Vec<&str> = self.offer.auth_mechanisms.iter().map(|m| m.name()).collect();
+            caps.push(format!("AUTH {}", names.join(" ")));
+        }
         caps
+    }
+
+    /// AUTH is offered, and allowed on this connection now (TLS, or plaintext allowed).
+    fn auth_usable(&self) -> bool {
+        !self.offer.auth_mechanisms.is_empty() && (self.connection.tls.is_some() || self.offer.auth_without_tls)
     }
 
     /// Counts an error reply; returns true when the client has used up its allowance and the
@@ -193,6 +264,64 @@ impl Session {
         }
     }
 
+    pub fn check_starttls(&self) -> Result<(), Reply> {
+        if self.connection.tls.is_some() {
+            return Err(reply::tls_already_active());
+        }
+        if !self.offer.starttls {
+            return Err(reply::command_not_implemented("STARTTLS"));
+        }
+        if !self.connection.hello.as_ref().is_some_and(|h| h.esmtp) {
+            return Err(reply::bad_sequence("Send EHLO first"));
+        }
+        if self.transaction.is_some() {
+            return Err(reply::bad_sequence("STARTTLS is not allowed during a mail transaction"));
+        }
+        if self.connection.auth.is_some() {
+            return Err(reply::bad_sequence("Already authenticated"));
+        }
+        Ok(())
+    }
+
+    /// The TLS handshake succeeded: the session starts over (RFC 3207 section 4.2). Everything
+    /// learnt from the client in plaintext is forgotten: its EHLO name (so a new EHLO is
+    /// required) and any transaction. Returns the dropped transaction.
+    pub fn accept_starttls(&mut self, tls: TlsInfo) -> Option<Transaction> {
+        self.connection.tls = Some(tls);
+        self.connection.hello = None;
+        self.transaction.take()
+    }
+
+    /// Checks `AUTH <mechanism>`; `Ok` gives the mechanism to run.
+    pub fn check_auth(&self, mechanism: &str) -> Result<Mechanism, Reply> {
+        if self.offer.auth_mechanisms.is_empty() {
+            return Err(reply::command_not_implemented("AUTH"));
+        }
+        if !self.connection.hello.as_ref().is_some_and(|h| h.esmtp) {
+            return Err(reply::bad_sequence("Send EHLO first"));
+        }
+        if self.connection.auth.is_some() {
+            return Err(reply::bad_sequence("Already authenticated"));
+        }
+        if self.transaction.is_some() {
+            return Err(reply::bad_sequence("AUTH is not allowed during a mail transaction"));
+        }
+        if !self.auth_usable() {
+            return Err(reply::auth_encryption_required());
+        }
+        match Mechanism::parse(mechanism) {
+            Some(m) if self.offer.auth_mechanisms.contains(&m) => Ok(m),
+            _ => Err(reply::auth_mechanism_unknown()),
+        }
+    }
+
+    /// A plugin accepted the credentials: the client is authenticated for the rest of the
+    /// connection, and may relay.
+    pub fn accept_auth(&mut self, user: String, mechanism: Mechanism) {
+        self.connection.auth = Some(AuthInfo { user, mechanism });
+        self.connection.relay_client = true;
+    }
+
     /// Ends the transaction (RSET, queued, rejected, disconnect). Returns it if there was one.
     pub fn reset(&mut self) -> Option<Transaction> {
         self.transaction.take()
@@ -268,6 +397,62 @@ mod tests {
         let to = Address::new("x", "y.example").unwrap();
         let notify = [EsmtpParam { keyword: "NOTIFY".into(), value: Some("NEVER".into()) }];
         assert_eq!(code(s.check_rcpt(&to, &notify)), 555);
+    }
+
+    fn tls() -> TlsInfo {
+        TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into(), server_name: None }
+    }
+
+    #[test]
+    fn starttls_sequence() {
+        let s = session();
+        assert_eq!(code(s.check_starttls()), 502, "no certificate: not offered");
+        let offer = Offer { starttls: true, ..Offer::default() };
+        let mut s = session().with_offer(offer);
+        assert_eq!(code(s.check_starttls()), 503, "EHLO first");
+        s.accept_hello(false, "old.example");
+        assert_eq!(code(s.check_starttls()), 503, "HELO is not enough");
+        s.accept_hello(true, "client.example");
+        assert!(s.capabilities().contains(&"STARTTLS".to_string()));
+        s.begin_transaction("t".into(), None, MailParams::default());
+        assert_eq!(code(s.check_starttls()), 503, "not in a transaction");
+        s.reset();
+        assert_eq!(code(s.check_starttls()), 250);
+        s.accept_starttls(tls());
+        assert!(s.connection.hello.is_none(), "the EHLO name is forgotten");
+        let (f, p) = mail("MAIL FROM:<a@b.example>");
+        assert_eq!(code(s.check_mail(f.as_ref(), &p)), 503, "a new EHLO is required");
+        s.accept_hello(true, "client.example");
+        assert!(!s.capabilities().contains(&"STARTTLS".to_string()));
+        assert_eq!(code(s.check_starttls()), 503, "TLS already active");
+    }
+
+    #[test]
+    fn auth_sequence() {
+        let s = session();
+        assert_eq!(code(s.check_auth("PLAIN").map(|_| ())), 502, "no auth plugin: not offered");
+        let offer = Offer { starttls: true, auth_mechanisms: vec![Mechanism::Plain], auth_without_tls: false };
+        let mut s = session().with_offer(offer);
+        s.accept_hello(true, "client.example");
+        assert!(!s.capabilities().iter().any(|c| c.starts_with("AUTH")), "not offered before TLS");
+        assert_eq!(code(s.check_auth("PLAIN").map(|_| ())), 538);
+        s.accept_starttls(tls());
+        assert_eq!(code(s.check_auth("PLAIN").map(|_| ())), 503, "EHLO again after STARTTLS");
+        s.accept_hello(true, "client.example");
+        assert!(s.capabilities().contains(&"AUTH PLAIN".to_string()));
+        assert_eq!(code(s.check_auth("LOGIN").map(|_| ())), 504, "not offered");
+        assert_eq!(code(s.check_auth("CRAM-MD5").map(|_| ())), 504);
+        assert_eq!(s.check_auth("plain"), Ok(Mechanism::Plain));
+        s.accept_auth("alice".into(), Mechanism::Plain);
+        assert!(s.connection.relay_client);
+        assert_eq!(code(s.check_auth("PLAIN").map(|_| ())), 503, "already authenticated");
+
+        let offer = Offer { starttls: false, auth_mechanisms: Mechanism::ALL.to_vec(), auth_without_tls: true };
+        let mut s = session().with_offer(offer);
+        s.accept_hello(true, "client.example");
+        assert!(s.capabilities().contains(&"AUTH PLAIN LOGIN".to_string()), "plaintext allowed here");
+        s.begin_transaction("t".into(), None, MailParams::default());
+        assert_eq!(code(s.check_auth("LOGIN").map(|_| ())), 503, "not in a transaction");
     }
 
     #[test]

@@ -174,6 +174,16 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
             Done => done(r(250, enh(2, 0, 0), "OK")),
             _ => refuse(Reply::new(500, enh(5, 5, 1), "Unrecognized command")),
         },
+        // RFC 4954 section 6: 235 on success, 535 5.7.8 for bad credentials, 454 4.7.0 for a
+        // temporary failure. Nobody deciding is a failure (qpsmtpd), and so is DONE.
+        Hook::Auth | Hook::AuthPlain | Hook::AuthLogin => match v {
+            Ok => accept(r(235, enh(2, 7, 0), "Authentication successful")),
+            Deny => refuse(r(535, enh(5, 7, 8), "Authentication credentials invalid")),
+            DenySoft => refuse(r(454, enh(4, 7, 0), "Temporary authentication failure")),
+            DenyDisconnect => close(r(535, enh(5, 7, 8), "Authentication credentials invalid")),
+            DenySoftDisconnect => close(r(421, enh(4, 7, 0), "Temporary authentication failure")),
+            Declined | Done => refuse(Reply::new(535, enh(5, 7, 8), "Authentication credentials invalid")),
+        },
         Hook::Disconnect | Hook::ResetTransaction | Hook::Deny | Hook::MailPre | Hook::RcptPre => {
             // Their results are ignored, or (the `*_pre` hooks) used by the engine to rewrite
             // an address (see `connection.rs`); no reply comes from here.
@@ -197,6 +207,12 @@ fn fault_decision(hook: Hook, ctx: &ReplyContext<'_>) -> Decision {
             Decision { reply: Reply::new(451, enh(4, 3, 0), text), accept: false, reset: true, close: false }
         }
         Hook::Quit => decide(hook, &HookResult::declined(), ctx),
+        Hook::Auth | Hook::AuthPlain | Hook::AuthLogin => Decision {
+            reply: Reply::new(454, enh(4, 7, 0), "Temporary authentication failure"),
+            accept: false,
+            reset: false,
+            close: false,
+        },
         _ => Decision { reply: Reply::new(451, enh(4, 3, 0), text), accept: false, reset: false, close: false },
     }
 }
@@ -301,6 +317,14 @@ mod tests {
                 Hook::UnrecognizedCommand,
                 [(500, false), (500, false), (500, false), (521, true), (500, false), (500, false), (250, false)],
             ),
+            (
+                Hook::Auth,
+                [(235, false), (535, false), (454, false), (535, true), (421, true), (535, false), (535, false)],
+            ),
+            (
+                Hook::AuthPlain,
+                [(235, false), (535, false), (454, false), (535, true), (421, true), (535, false), (535, false)],
+            ),
         ];
         for (hook, row) in expected {
             for (v, (code, close)) in ALL.iter().zip(row) {
@@ -353,6 +377,18 @@ mod tests {
             assert_eq!(got.reply.to_string(), "421 4.3.0 Temporary failure in plugin processing, try again later\r\n");
         }
         assert_eq!(decide(Hook::Quit, &fault, &ctx()).reply.code(), 221);
+        for hook in [Hook::Auth, Hook::AuthPlain, Hook::AuthLogin] {
+            let got = decide(hook, &fault, &ctx());
+            assert_eq!((got.reply.code(), got.accept, got.close), (454, false, false), "{}", hook.name());
+        }
+    }
+
+    #[test]
+    fn auth_replies() {
+        assert_eq!(d(Hook::Auth, Ok).reply.to_string(), "235 2.7.0 Authentication successful\r\n");
+        assert!(d(Hook::AuthLogin, Ok).accept);
+        assert!(!d(Hook::Auth, Done).accept, "DONE cannot authenticate anyone");
+        assert_eq!(d(Hook::Auth, Declined).reply.to_string(), "535 5.7.8 Authentication credentials invalid\r\n");
     }
 
     #[test]

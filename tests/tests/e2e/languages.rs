@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use wasmtpd_tests::TestServer;
 
 fn blocklist_in(lang: &str) {
-    let chain = format!("examples/{lang}/rcpt_blocklist alice bob\ntesting/notes_temp rcpt_blocklist.checked\nrcpt_ok");
+    let chain =
+        format!("examples/{lang}/rcpt_blocklist alice bob jürgen\ntesting/notes_temp rcpt_blocklist.checked\nrcpt_ok");
     let s = TestServer::start_with_chain(&chain, &[]);
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
@@ -22,6 +23,24 @@ fn blocklist_in(lang: &str) {
     let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
     // The note the plugin left (after its temp-file round trip) was read by a later plugin.
     assert!(m.contains("X-Notes-Temp-Seen: carol@example.com\r\n"), "{lang}: {m}");
+    // SMTPUTF8 (RFC 6531): a UTF-8 address needs the client to ask for it, and then reaches the
+    // plugin as a UTF-8 string, whatever its language.
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<jürgen@example.com>", 553).text(),
+        "5.6.7 Non-ASCII address requires the SMTPUTF8 extension"
+    );
+    c.cmd("RSET", 250);
+    c.cmd("MAIL FROM:<andré@remote.test> SMTPUTF8", 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<jürgen@example.com>", 550).text(),
+        format!("5.7.1 jürgen is blocked by the {lang} plugin")
+    );
+    c.cmd("RCPT TO:<zoë@example.com>", 250);
+    assert_eq!(c.data("Subject: grüße\r\n\r\nx".as_bytes()).code, 250);
+    let m = String::from_utf8(s.delivered()[1].clone()).unwrap();
+    assert!(m.contains("X-Notes-Temp-Seen: zoë@example.com\r\n"), "{lang}: {m}");
+    assert!(m.contains("with UTF8SMTP id") && m.contains("for <zoë@example.com>"), "{lang}: {m}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server binary, real sockets, real clients. One test binary.
 
+mod auth;
 mod chain;
 mod clients;
 mod config;
@@ -10,3 +11,4 @@ mod limits;
 mod plugins;
 mod sandbox;
 mod smtp;
+mod tls;

@@ -8,7 +8,7 @@ pub mod message;
 pub mod notes;
 pub mod temp;
 
-use crate::bindings::host::{self, ConnectionInfo, Header, Recipient, TransactionInfo};
+use crate::bindings::host::{self, AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
 use crate::bindings::wit::{self, LogLevel};
 use crate::bindings::{mail_params, params};
 use crate::state::PluginState;
@@ -73,7 +73,12 @@ impl host::Host for PluginState {
             hello_host: c.hello.as_ref().map(|h| h.host.clone()),
             esmtp: c.hello.as_ref().is_some_and(|h| h.esmtp),
             relay_client: c.relay_client,
-            tls: false,
+            tls: c.tls.as_ref().map(|t| TlsInfo {
+                version: t.version.clone(),
+                cipher: t.cipher.clone(),
+                server_name: t.server_name.clone(),
+            }),
+            auth: c.auth.as_ref().map(|a| AuthInfo { user: a.user.clone(), mechanism: a.mechanism.name().to_string() }),
             early_talker: c.early_talker,
         }
     }

@@ -1,5 +1,5 @@
 //! Test fixture: a plugin that misbehaves, in the hook and the way its arguments say:
-//! `HOOK BEHAVIOUR` (HOOK: connect, helo, mail, rcpt, data_post, queue), against clients that
+//! `HOOK BEHAVIOUR` (HOOK: connect, helo, mail, rcpt, data_post, queue, auth), against clients that
 //! said HELO/EHLO `attacker.test` (at connect: every client).
 //!
 //! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
@@ -145,5 +145,8 @@ impl Plugin for Hostile {
     }
     fn queue() -> HookResult {
         act("queue")
+    }
+    fn auth(_mechanism: String, _user: String, _password: String) -> HookResult {
+        act("auth")
     }
 }

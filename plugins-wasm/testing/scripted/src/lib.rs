@@ -5,6 +5,9 @@
 //! Hooks not named decline. Every call is counted in the transaction (or connection) note
 //! `<plugin-arg tag>.<hook>`, where the tag is the argument `tag=NAME` (default "scripted"),
 //! so tests can see which plugins ran, in which order, and which hooks reached them.
+//! `auth=password:SECRET` makes the `auth` hook accept exactly that password and deny others.
+//! In data_post it adds `X-Scripted-Tls` and `X-Scripted-Auth` headers with the connection's
+//! TLS and AUTH facts, as a plugin sees them.
 
 use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, Verdict, host};
 
@@ -74,6 +77,15 @@ impl Plugin for Scripted {
             if let Some(deny) = host::connection_note("scripted.last_deny") {
                 let _ = host::add_header("X-Scripted-Last-Deny", &deny);
             }
+            // What a plugin knows of TLS and AUTH.
+            let c = host::connection();
+            if let Some(tls) = c.tls {
+                let sni = tls.server_name.unwrap_or_else(|| "-".into());
+                let _ = host::add_header("X-Scripted-Tls", &format!("{} {} {sni}", tls.version, tls.cipher));
+            }
+            if let Some(auth) = c.auth {
+                let _ = host::add_header("X-Scripted-Auth", &format!("{} {}", auth.user, auth.mechanism));
+            }
         }
         answer("data_post")
     }
@@ -100,6 +112,22 @@ impl Plugin for Scripted {
     }
     fn reset_transaction() -> HookResult {
         answer("reset_transaction")
+    }
+    fn auth_plain(user: String, _password: String) -> HookResult {
+        let _ = host::set_connection_note("scripted.auth_user", Some(&user));
+        answer("auth_plain")
+    }
+    fn auth_login(user: String, _password: String) -> HookResult {
+        let _ = host::set_connection_note("scripted.auth_user", Some(&user));
+        answer("auth_login")
+    }
+    fn auth(mechanism: String, user: String, password: String) -> HookResult {
+        // `auth=password:SECRET` accepts exactly that password (for the real-client tests).
+        if let Some(secret) = host::args().iter().find_map(|a| a.strip_prefix("auth=password:")) {
+            return if password == secret { HookResult::ok() } else { HookResult::deny("wrong password") };
+        }
+        let _ = host::set_connection_note("scripted.auth", Some(&format!("{mechanism} {user}")));
+        answer("auth")
     }
     fn deny(hook: String, plugin: String, verdict: Verdict, _message: Option<String>) -> HookResult {
         let _ = host::set_connection_note("scripted.last_deny", Some(&format!("{plugin}:{hook}:{verdict:?}")));
