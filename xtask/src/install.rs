@@ -1,8 +1,10 @@
 //! Installs what the tests need on a fresh machine, from the system's package registry:
-//! - `swaks` (Debian package `swaks`): a real SMTP client for interoperability tests;
-//! - `python3` (Debian package `python3`), whose standard `smtplib` is the second real client.
+//! - `swaks` (Debian package `swaks`): a real SMTP client for interoperability tests, with
+//!   `libio-socket-ssl-perl` and `libnet-ssleay-perl` for its `--tls`;
+//! - `python3` (Debian package `python3`), whose standard `smtplib` is the second real client;
+//! - `openssl` (Debian package `openssl`), whose `s_client -starttls smtp` checks the handshake.
 //!
-//! A tool that is already on the PATH is left alone. Installing needs root (or sudo).
+//! A tool that is already there is left alone. Installing needs root (or sudo).
 
 use std::process::Command;
 
@@ -10,13 +12,20 @@ use anyhow::{Result, bail};
 
 use crate::run;
 
-/// (command that must exist, Debian package that provides it)
-const TEST_TOOLS: &[(&str, &str)] = &[("swaks", "swaks"), ("python3", "python3")];
+/// (shell check that succeeds when it is there, Debian package that provides it)
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("command -v swaks", "swaks"),
+    ("perl -MIO::Socket::SSL -e1", "libio-socket-ssl-perl"),
+    ("perl -MNet::SSLeay -e1", "libnet-ssleay-perl"),
+    ("command -v python3", "python3"),
+    ("command -v openssl", "openssl"),
+];
 
 pub fn test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(check, _)| !succeeds(check)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
-        eprintln!("xtask: test tools present: {}", TEST_TOOLS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", "));
+        let names: Vec<&str> = TEST_TOOLS.iter().map(|(_, pkg)| *pkg).collect();
+        eprintln!("xtask: test tools present: {}", names.join(", "));
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages for the tests: {}", missing.join(", "));
@@ -24,7 +33,12 @@ pub fn test_tools() -> Result<()> {
 }
 
 pub fn on_path(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
+    succeeds(&format!("command -v {cmd}"))
+}
+
+/// Whether a shell command succeeds (its output is thrown away).
+fn succeeds(check: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("{check} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
 pub fn apt_install(packages: &[&str]) -> Result<()> {
