@@ -39,6 +39,9 @@ use crate::tls;
 const COMMAND_READ: usize = 4 * 1024;
 const DATA_READ: usize = 64 * 1024;
 
+/// How long a client refused by a connection limit may take for its TLS handshake.
+const REFUSED_HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
 /// Whether the session goes on after a command.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -87,7 +90,13 @@ pub(crate) async fn serve<R: HookRunner>(
 ) {
     let mut stream = ClientStream::Plain(tcp);
     if implicit_tls {
-        match handshake(&mut stream, &shared).await {
+        // A refused client still gets its 421 over TLS, but only a short while to shake hands:
+        // refusals must stay cheap under a flood.
+        let limit = match admitted {
+            Ok(_) => shared.config.server.command_deadline,
+            Err(_) => REFUSED_HANDSHAKE_LIMIT.min(shared.config.server.command_deadline),
+        };
+        match handshake(&mut stream, &shared, limit).await {
             Ok(info) => session.connection.tls = Some(info),
             Err(e) => {
                 warn!(error = %e, "TLS handshake failed");
@@ -131,11 +140,14 @@ pub(crate) async fn serve<R: HookRunner>(
     info!("disconnected");
 }
 
-/// Runs the server side of a TLS handshake on the plain stream, within `command_deadline`;
-/// on success the stream is TLS from then on.
-async fn handshake<R: HookRunner>(stream: &mut ClientStream, shared: &Shared<R>) -> Result<TlsInfo, String> {
+/// Runs the server side of a TLS handshake on the plain stream, within `limit`; on success the
+/// stream is TLS from then on.
+async fn handshake<R: HookRunner>(
+    stream: &mut ClientStream,
+    shared: &Shared<R>,
+    limit: Duration,
+) -> Result<TlsInfo, String> {
     let tcp = stream.take_plain().ok_or("the connection is not plain TCP")?;
-    let limit = shared.config.server.command_deadline;
     let accepted: TlsStream<TcpStream> = match tokio::time::timeout(limit, shared.tls.acceptor().accept(tcp)).await {
         Err(_) => return Err(format!("the handshake took longer than {limit:?}")),
         Ok(Err(e)) => return Err(e.to_string()),
@@ -493,7 +505,7 @@ impl<R: HookRunner> ClientConnection<R> {
             debug!(error = %e, "could not send the STARTTLS reply");
             return Flow::Close;
         }
-        match handshake(&mut self.stream, &self.shared).await {
+        match handshake(&mut self.stream, &self.shared, self.shared.config.server.command_deadline).await {
             Ok(info) => {
                 self.end_transaction().await;
                 self.session.accept_starttls(info);
