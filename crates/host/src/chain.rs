@@ -40,11 +40,21 @@ pub struct Scope {
     generation: u32,
     slots: Vec<Option<Live>>,
     message: Option<MessageView>,
+    /// Some instance created its temporary directory under `dir` (else there is nothing to
+    /// remove, and no file system call is made).
+    temp_used: bool,
 }
 
 impl Scope {
     pub fn new(plugins: usize) -> Scope {
-        Scope { dir: None, key: None, generation: 0, slots: (0..plugins).map(|_| None).collect(), message: None }
+        Scope {
+            dir: None,
+            key: None,
+            generation: 0,
+            slots: (0..plugins).map(|_| None).collect(),
+            message: None,
+            temp_used: false,
+        }
     }
 
     /// Moves to the scope of `key`, ending every transaction-scoped instance of the old one.
@@ -59,7 +69,9 @@ impl Scope {
                 end_instance(live, &plugin.meta.name);
             }
         }
-        if let Some(dir) = &self.dir {
+        if let Some(dir) = &self.dir
+            && self.temp_used
+        {
             let old = dir.join(format!("s{}", self.generation));
             let _ = std::fs::remove_dir_all(old);
         }
@@ -77,7 +89,9 @@ impl Drop for Scope {
                 end_instance(live, &name);
             }
         }
-        if let Some(dir) = &self.dir {
+        if let Some(dir) = &self.dir
+            && self.temp_used
+        {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -182,6 +196,7 @@ impl PluginHost {
             scope.slots[index] = Some(live);
         }
         let Live { store, instance } = scope.slots[index].as_mut().expect("just created");
+        scope.temp_used |= store.data().temp.is_open();
         let data = store.data_mut();
         data.call = CallData {
             connection: std::mem::take(ctx.connection),
@@ -195,6 +210,7 @@ impl PluginHost {
         let result = tokio::time::timeout(limit, call_hook(&plugin.exports, store, instance, hook, args)).await;
         let data = store.data_mut();
         data.limits.deadline = None;
+        scope.temp_used |= data.temp.is_open();
         let call = std::mem::take(&mut data.call);
         *ctx.connection = call.connection;
         if let (Some(slot), Some(t)) = (ctx.transaction.as_deref_mut(), call.transaction) {

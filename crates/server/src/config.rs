@@ -292,6 +292,7 @@ fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &
         "max_command_line" => limits.max_command_line = parse_count(value, 512)?,
         "max_text_line" => limits.max_text_line = parse_count(value, 0)?,
         "max_errors" => limits.max_errors = parse_count(value, 0)? as u32,
+        "spool_threshold" => limits.spool_threshold = parse_size(value)?,
         "max_connections" => server.max_connections = parse_count(value, 1)?,
         "max_connections_per_ip" => server.max_connections_per_ip = parse_count(value, 1)?,
         "command_timeout" => server.command_timeout = parse_duration(value)?,
@@ -533,12 +534,6 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
     Ok(())
-}
-
-impl wasmtpd_host::ConfigFiles for ConfigSource {
-    fn lines(&self, name: &str) -> Option<Vec<String>> {
-        ConfigSource::lines(self, name).ok().flatten().map(|l| l.into_iter().map(|(_, s)| s).collect())
-    }
 }
 
 /// The machine's host name, for `me` when the file is absent.

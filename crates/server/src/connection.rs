@@ -25,7 +25,7 @@ use wasmtpd_smtp::sasl::{self, Credentials, Step};
 use wasmtpd_smtp::verdict::{self, Decision, ReplyContext};
 use wasmtpd_smtp::{
     Address, Command, DataEnd, DataReader, Hook, HookArgs, HookContext, HookResult, HookRunner, LineEvent, LineReader,
-    Message, Session, TlsInfo,
+    Session, TlsInfo,
 };
 use wasmtpd_smtp::{AddressError, UnbracketedPath, Verdict};
 
@@ -396,7 +396,7 @@ impl<R: HookRunner> ClientConnection<R> {
         if let Some(txn) = self.session.reset()
             && let Some(message) = txn.message
         {
-            spool::remove(&message.path).await;
+            spool::discard(message).await;
         }
     }
 
@@ -629,19 +629,8 @@ impl<R: HookRunner> ClientConnection<R> {
             return Flow::Close;
         };
         let header = spool::received_header(&shared.config.me, &self.session.connection, txn);
-        let mut file = match shared.spool.create(&txn.id).await {
-            Ok(f) => Some(f),
-            Err(e) => {
-                warn!(error = %e, "cannot create spool file; the message will be refused");
-                None
-            }
-        };
-        let mut write_error: Option<std::io::Error> = None;
-        if let Some(f) = &mut file
-            && let Err(e) = f.write(header.as_bytes()).await
-        {
-            write_error = Some(e);
-        }
+        let mut incoming = shared.spool.incoming(&txn.id, limits.spool_threshold);
+        let mut write_error: Option<std::io::Error> = incoming.write(header.as_bytes()).await.err();
         let mut reader = DataReader::new(limits.max_message_size, limits.max_text_line);
         let mut out = Vec::with_capacity(DATA_READ);
         let started = Instant::now();
@@ -649,8 +638,8 @@ impl<R: HookRunner> ClientConnection<R> {
             let (n, end) = reader.feed(&self.input[self.pos..], &mut out);
             self.pos += n;
             if !out.is_empty() {
-                if let (Some(f), None) = (&mut file, &write_error)
-                    && let Err(e) = f.write(&out).await
+                if write_error.is_none()
+                    && let Err(e) = incoming.write(&out).await
                 {
                     write_error = Some(e);
                 }
@@ -666,9 +655,7 @@ impl<R: HookRunner> ClientConnection<R> {
                 Err(stop) => {
                     let stop =
                         if matches!(stop, Stop::Timeout) && left < server.data_timeout { Stop::Deadline } else { stop };
-                    if let Some(f) = file {
-                        spool::remove(f.path()).await;
-                    }
+                    incoming.discard().await;
                     self.stopped(stop, true);
                     return Flow::Close;
                 }
@@ -679,20 +666,23 @@ impl<R: HookRunner> ClientConnection<R> {
         self.pos = 0;
         self.input.shrink_to(COMMAND_READ);
 
-        let spooled = match (file, write_error) {
-            (Some(f), None) => f.finish().await,
-            (Some(f), Some(e)) => {
-                spool::remove(f.path()).await;
+        let spooled = match write_error {
+            None => incoming.finish().await,
+            Some(e) => {
+                incoming.discard().await;
                 Err(e)
             }
-            (None, _) => Err(std::io::Error::other("no spool file")),
         };
-        let (path, size) = match (end, spooled) {
-            (DataEnd::Complete { .. }, Ok(spooled)) => spooled,
+        let message = match (end, spooled) {
+            (DataEnd::Complete { .. }, Ok(message)) => message,
             (end, spooled) => {
-                if let Ok((path, _)) = &spooled {
-                    spool::remove(path).await;
-                }
+                let spooled = match spooled {
+                    Ok(message) => {
+                        spool::discard(message).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
                 let reply = match (end, spooled) {
                     (DataEnd::TooBig, _) => reply::message_too_big(),
                     (DataEnd::BareNewline, _) => reply::bare_newline_in_data(),
@@ -710,7 +700,7 @@ impl<R: HookRunner> ClientConnection<R> {
             }
         };
         if let Some(txn) = &mut self.session.transaction {
-            txn.message = Some(Message { path, size });
+            txn.message = Some(message);
         }
 
         let result = self.run_hook(Hook::DataPost, HookArgs::None).await;

@@ -2,6 +2,7 @@
 //!
 //! Code map:
 //! - [`config`]: the configuration directory (qpsmtpd's layout) and its errors.
+//! - [`config_files`]: the config files plugins read (`host.config`), cached.
 //! - [`admission`]: connection limits, total and per IP.
 //! - `connection`: one task per client; the only code that touches a client socket.
 //! - [`spool`]: where a message is written while DATA streams in; the Received header.
@@ -14,6 +15,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod config_files;
 mod connection;
 pub mod plugins;
 pub mod spool;

@@ -56,5 +56,6 @@ pub struct Dirs<'a> {
 pub fn load(config: &Config, dirs: &Dirs<'_>) -> anyhow::Result<PluginHost> {
     let specs =
         specs(config, dirs.plugin_dir, dirs.state_dir).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    PluginHost::load(&specs, Arc::new(config.source.clone()), dirs.spool_dir, dirs.cache_dir)
+    let files = crate::config_files::CachedConfigFiles::new(config.source.clone());
+    PluginHost::load(&specs, Arc::new(files), dirs.spool_dir, dirs.cache_dir)
 }

@@ -1,18 +1,22 @@
 //! The incoming spool: where a message is written while DATA streams in, before any plugin
-//! has seen it. A spool file holds our `Received:` header followed by the message exactly as
-//! received (dot-unstuffed). It is not durable and needs no fsync: nothing has been promised
-//! to the client yet. Durability is the queue's job (a queue plugin says OK only once the
-//! message is safe), and the spool file is removed when its transaction ends.
+//! has seen it: our `Received:` header followed by the message exactly as received
+//! (dot-unstuffed). A message stays in memory up to `spool_threshold` octets (most mail is a
+//! few KiB, and a file would cost four system calls and as many thread hops); past that it goes
+//! to a spool file, so memory stays flat whatever the size. Neither is durable, nor needs to be:
+//! nothing has been promised to the client yet. Durability is the queue's job (a queue plugin
+//! says OK only once the message is safe), and the spool file is removed when its transaction
+//! ends.
 //!
 //! Files left over by a crash belong to transactions that never got a 250 (and directories to
 //! plugins of connections that never ended), so start-up removes them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::io::AsyncWriteExt;
-use wasmtpd_smtp::Transaction;
 use wasmtpd_smtp::session::Connection;
+use wasmtpd_smtp::{Content, Message, Transaction};
 
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -44,42 +48,74 @@ impl Spool {
         &self.dir
     }
 
-    /// Creates the spool file for a transaction.
-    pub async fn create(&self, txn_id: &str) -> std::io::Result<SpoolFile> {
-        let path = self.dir.join(format!("{txn_id}.eml"));
-        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
-        Ok(SpoolFile { path, file: tokio::io::BufWriter::with_capacity(128 * 1024, file), written: 0 })
+    /// Starts receiving the message of a transaction: in memory up to `threshold` octets.
+    pub fn incoming(&self, txn_id: &str, threshold: u64) -> Incoming {
+        Incoming {
+            path: self.dir.join(format!("{txn_id}.eml")),
+            threshold,
+            memory: Vec::new(),
+            file: None,
+            written: 0,
+        }
     }
 }
 
-/// A spool file being written.
+/// A message being received.
 #[derive(Debug)]
-pub struct SpoolFile {
+pub struct Incoming {
     path: PathBuf,
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    threshold: u64,
+    memory: Vec<u8>,
+    /// The spool file, once the message outgrew `threshold`.
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     written: u64,
 }
 
-impl SpoolFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
+impl Incoming {
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes).await?;
         self.written += bytes.len() as u64;
-        Ok(())
+        if self.file.is_none() {
+            if self.written <= self.threshold {
+                self.memory.extend_from_slice(bytes);
+                return Ok(());
+            }
+            let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&self.path).await?;
+            let mut file = tokio::io::BufWriter::with_capacity(128 * 1024, file);
+            file.write_all(&std::mem::take(&mut self.memory)).await?;
+            self.file = Some(file);
+        }
+        self.file.as_mut().expect("just created").write_all(bytes).await
     }
 
-    /// Flushes and closes the file, returning its size.
-    pub async fn finish(mut self) -> std::io::Result<(PathBuf, u64)> {
-        self.file.flush().await?;
-        Ok((self.path, self.written))
+    /// The message, complete.
+    pub async fn finish(self) -> std::io::Result<Message> {
+        let content = match self.file {
+            None => Content::Memory(Arc::from(self.memory)),
+            Some(mut f) => {
+                f.flush().await?;
+                Content::File(self.path)
+            }
+        };
+        Ok(Message { content, size: self.written })
+    }
+
+    /// Throws the message away (a refused or broken transfer).
+    pub async fn discard(self) {
+        if self.file.is_some() {
+            remove(&self.path).await;
+        }
+    }
+}
+
+/// Throws a received message away at the end of its transaction.
+pub async fn discard(message: Message) {
+    if let Content::File(path) = message.content {
+        remove(&path).await;
     }
 }
 
 /// Removes a spool file; a file that is already gone is fine.
-pub async fn remove(path: &Path) {
+async fn remove(path: &Path) {
     if let Err(e) = tokio::fs::remove_file(path).await
         && e.kind() != std::io::ErrorKind::NotFound
     {

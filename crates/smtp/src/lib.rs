@@ -32,5 +32,5 @@ pub use line::{LineEvent, LineReader};
 pub use reply::{EnhancedCode, Reply};
 pub use sasl::{Credentials, Mechanism, Secret};
 pub use session::{AuthInfo, Connection, Limits, Offer, Session, TlsInfo};
-pub use transaction::{Message, Recipient, Transaction};
+pub use transaction::{Content, Message, Recipient, Transaction};
 pub use verdict::Decision;

@@ -42,6 +42,8 @@ pub struct Limits {
     pub max_text_line: usize,
     /// Error replies (4xx/5xx to commands) before the engine answers 421 and closes.
     pub max_errors: u32,
+    /// Messages up to this size stay in memory; larger ones are written to a spool file.
+    pub spool_threshold: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +54,7 @@ impl Default for Limits {
             max_command_line: DEFAULT_MAX_COMMAND_LINE,
             max_text_line: DEFAULT_MAX_TEXT_LINE,
             max_errors: 20,
+            spool_threshold: 64 * 1024,
         }
     }
 }

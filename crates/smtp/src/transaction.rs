@@ -3,7 +3,9 @@
 //! rejected message, RSET, a new EHLO, or the end of the connection.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::address::Address;
 use crate::command::{EsmtpParam, MailParams};
@@ -30,13 +32,30 @@ pub struct Recipient {
     pub params: Vec<EsmtpParam>,
 }
 
-/// A message received with DATA, as spooled by the server.
+/// A message received with DATA, as spooled by the server: our Received header, then the
+/// message exactly as received (dot-unstuffed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// The spool file: our Received header, then the message exactly as received (unstuffed).
-    pub path: PathBuf,
-    /// Size of the spool file in octets.
+    pub content: Content,
+    /// Size in octets.
     pub size: u64,
+}
+
+/// Where a received message is: small ones stay in memory, larger ones go to a spool file
+/// (the `spool_threshold` limit decides).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Content {
+    Memory(Arc<[u8]>),
+    File(PathBuf),
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::Memory(m) => write!(f, "Memory({} octets)", m.len()),
+            Content::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
 }
 
 impl Transaction {

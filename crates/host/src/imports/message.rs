@@ -1,12 +1,15 @@
-//! The message as plugins see it: the spooled file, with header edits applied on the fly.
+//! The message as plugins see it: the received message (in memory, or in its spool file), with
+//! header edits applied on the fly.
 //!
 //! The header block (at most [`MAX_HEADER`] octets) is parsed once into fields; edits change
-//! that list; reads serve the rendered header from memory and the body straight from the
-//! spool file in bounded chunks. Unedited fields keep their exact original bytes.
+//! that list; reads serve the rendered header from memory and the body straight from where the
+//! message is, in bounded chunks. Unedited fields keep their exact original bytes.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::sync::Arc;
+
+use wasmtpd_smtp::{Content, Message};
 
 use crate::bindings::host::Header;
 
@@ -22,8 +25,39 @@ struct Field {
     raw: Option<Vec<u8>>,
 }
 
+/// Where the received bytes are read from.
+enum Source {
+    Memory(Arc<[u8]>),
+    File(File),
+}
+
+impl Source {
+    /// Reads at most `buf.len()` octets at `pos`; fewer only at the end.
+    fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Memory(m) => {
+                let start = (pos as usize).min(m.len());
+                let n = buf.len().min(m.len() - start);
+                buf[..n].copy_from_slice(&m[start..start + n]);
+                Ok(n)
+            }
+            Source::File(f) => {
+                f.seek(SeekFrom::Start(pos))?;
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match f.read(&mut buf[filled..])? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                Ok(filled)
+            }
+        }
+    }
+}
+
 pub struct MessageView {
-    file: File,
+    source: Source,
     fields: Vec<Field>,
     /// Whether a blank line separated the header from the body.
     separator: bool,
@@ -34,14 +68,18 @@ pub struct MessageView {
 }
 
 impl MessageView {
-    pub fn open(path: &Path) -> Result<MessageView, String> {
-        let mut file = File::open(path).map_err(|e| format!("cannot open the message: {e}"))?;
-        let file_size = file.metadata().map_err(|e| e.to_string())?.len();
-        let mut head = Vec::new();
-        (&mut file).take(MAX_HEADER as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
+    pub fn open(message: &Message) -> Result<MessageView, String> {
+        let mut source = match &message.content {
+            Content::Memory(m) => Source::Memory(m.clone()),
+            Content::File(path) => Source::File(File::open(path).map_err(|e| format!("cannot open the message: {e}"))?),
+        };
+        let file_size = message.size;
+        let mut head = vec![0; file_size.min(MAX_HEADER as u64) as usize];
+        let n = source.read_at(0, &mut head).map_err(|e| e.to_string())?;
+        head.truncate(n);
         let (fields, separator, header_len) = parse_header(&head);
         let mut view =
-            MessageView { file, fields, separator, body_offset: header_len as u64, file_size, rendered: Vec::new() };
+            MessageView { source, fields, separator, body_offset: header_len as u64, file_size, rendered: Vec::new() };
         view.render();
         Ok(view)
     }
@@ -108,18 +146,10 @@ impl MessageView {
         let want = len - out.len() as u64;
         let body_pos = offset.max(head) - head;
         if want > 0 && body_pos < self.file_size - self.body_offset {
-            self.file.seek(SeekFrom::Start(self.body_offset + body_pos)).map_err(|e| e.to_string())?;
             let start = out.len();
             out.resize(start + want as usize, 0);
-            let mut filled = start;
-            while filled < out.len() {
-                match self.file.read(&mut out[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            out.truncate(filled);
+            let n = self.source.read_at(self.body_offset + body_pos, &mut out[start..]).map_err(|e| e.to_string())?;
+            out.truncate(start + n);
         }
         Ok(out)
     }
@@ -174,7 +204,8 @@ fn parse_header(head: &[u8]) -> (Vec<Field>, bool, usize) {
 mod tests {
     use super::*;
 
-    fn view(content: &[u8]) -> (MessageView, std::path::PathBuf) {
+    /// The same message in a file and in memory: both views must read alike.
+    fn views(content: &[u8]) -> (MessageView, MessageView, std::path::PathBuf) {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
             "wasmtpd-msg-{}-{}",
@@ -182,7 +213,10 @@ mod tests {
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&p, content).unwrap();
-        (MessageView::open(&p).unwrap(), p)
+        let size = content.len() as u64;
+        let file = MessageView::open(&Message { content: Content::File(p.clone()), size }).unwrap();
+        let memory = MessageView::open(&Message { content: Content::Memory(Arc::from(content)), size }).unwrap();
+        (file, memory, p)
     }
 
     fn all(v: &mut MessageView) -> Vec<u8> {
@@ -199,7 +233,14 @@ mod tests {
     #[test]
     fn reads_back_exactly_and_applies_edits() {
         let msg = b"Received: from a\r\n\tby b\r\nSubject:  odd  spacing\r\nX-Spam: yes\r\n\r\nbody line\r\n";
-        let (mut v, p) = view(msg);
+        let (file, memory, p) = views(msg);
+        for v in [file, memory] {
+            check_edits(v, msg);
+        }
+        let _ = std::fs::remove_file(p);
+    }
+
+    fn check_edits(mut v: MessageView, msg: &[u8]) {
         assert_eq!(all(&mut v), msg);
         assert_eq!(v.size(), msg.len() as u64);
         let h = v.headers();
@@ -214,14 +255,15 @@ mod tests {
         );
         assert!(v.add_header("X-Evil", "a\r\nBcc: victim").is_err());
         assert!(v.add_header("Bad Name", "x").is_err());
-        let _ = std::fs::remove_file(p);
     }
 
     #[test]
     fn a_message_without_header_is_all_body() {
-        let (mut v, p) = view(b"no header here\r\njust text\r\n");
-        assert!(v.headers().is_empty());
-        assert_eq!(all(&mut v), b"no header here\r\njust text\r\n");
+        let (file, memory, p) = views(b"no header here\r\njust text\r\n");
+        for mut v in [file, memory] {
+            assert!(v.headers().is_empty());
+            assert_eq!(all(&mut v), b"no header here\r\njust text\r\n");
+        }
         let _ = std::fs::remove_file(p);
     }
 }

@@ -168,14 +168,13 @@ impl PluginState {
     /// The message of the current transaction, opened on first use.
     fn message(&mut self) -> Result<&mut message::MessageView, String> {
         if self.call.message.is_none() {
-            let path = self
+            let received = self
                 .call
                 .transaction
                 .as_ref()
                 .and_then(|t| t.message.as_ref())
-                .map(|m| m.path.clone())
                 .ok_or("no message yet: the message is readable from data_post on")?;
-            self.call.message = Some(message::MessageView::open(&path)?);
+            self.call.message = Some(message::MessageView::open(received)?);
         }
         Ok(self.call.message.as_mut().expect("just set"))
     }

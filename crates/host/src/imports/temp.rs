@@ -84,8 +84,15 @@ impl TempArea {
     }
 
     /// Removes the directory and everything in it.
+    /// Whether the directory has been created (by a temp-file call, or the `wasi-temp` grant).
+    pub fn is_open(&self) -> bool {
+        self.dir.is_some()
+    }
+
     pub fn remove_all(&mut self) {
-        self.dir = None;
+        if self.dir.take().is_none() {
+            return; // never created
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
