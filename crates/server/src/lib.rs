@@ -53,17 +53,96 @@ pub(crate) struct Shared<R> {
     pub shutdown: CancellationToken,
 }
 
-/// A bound listening socket.
+/// A bound listening socket, not yet tied to a runtime.
 pub struct Listener {
-    pub tcp: TcpListener,
+    pub tcp: std::net::TcpListener,
     /// Implicit TLS (RFC 8314, port 465 style): the TLS handshake comes before the greeting.
     pub implicit_tls: bool,
 }
 
-/// Serves SMTP on `listeners` until `shutdown` completes, then drains: clients get 421 at
-/// their next command, messages in flight may finish within `shutdown_grace`.
+/// What an accept loop needs.
+struct Acceptor<R> {
+    shared: Arc<Shared<R>>,
+    admission: Arc<Admission>,
+    tracker: TaskTracker,
+    token: CancellationToken,
+    counter: Arc<AtomicU64>,
+    /// Start time, the first half of every connection id (unique across restarts).
+    epoch: u64,
+}
+
+impl<R> Clone for Acceptor<R> {
+    fn clone(&self) -> Self {
+        Acceptor {
+            shared: self.shared.clone(),
+            admission: self.admission.clone(),
+            tracker: self.tracker.clone(),
+            token: self.token.clone(),
+            counter: self.counter.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
+impl<R: HookRunner> Acceptor<R> {
+    /// Starts an accept loop per listener on the current runtime; each connection is a task
+    /// there too, so it never moves between threads.
+    fn start(&self, listeners: Vec<Listener>) {
+        for Listener { tcp, implicit_tls } in listeners {
+            let listener = match TcpListener::from_std(tcp) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!(error = %e, "cannot register a listener");
+                    continue;
+                }
+            };
+            let this = self.clone();
+            self.tracker.spawn(async move { this.accept_loop(listener, implicit_tls).await });
+        }
+    }
+
+    async fn accept_loop(self, listener: TcpListener, implicit_tls: bool) {
+        let Acceptor { shared, admission, tracker, token, counter, epoch } = self;
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = token.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off rather than spin.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(remote);
+            let id = format!("{epoch:x}.{}", counter.fetch_add(1, Ordering::Relaxed));
+            let span = tracing::info_span!("conn", id = %id, remote = %remote);
+            let offer = Offer {
+                starttls: !implicit_tls && shared.tls.has_certificates(),
+                auth_mechanisms: shared.auth_mechanisms.clone(),
+                auth_without_tls: shared.config.auth.plaintext.allows(remote.ip()),
+            };
+            let session =
+                Session::new(Connection::new(id, remote, local), shared.config.limits.clone()).with_offer(offer);
+            let admitted = admission.admit(remote.ip());
+            let serve = connection::serve(stream, implicit_tls, shared.clone(), session, admitted);
+            tracker.spawn(serve.instrument(span));
+        }
+    }
+}
+
+/// Serves SMTP until `shutdown` completes, then drains: clients get 421 at their next command,
+/// messages in flight may finish within `shutdown_grace`.
+///
+/// `workers` holds one set of listeners per worker thread (see [`bind`]). The first set is
+/// served on the calling runtime; each other set gets a thread with a single-threaded runtime
+/// of its own. The kernel spreads new connections over the workers (SO_REUSEPORT), and a
+/// connection stays on its worker: no work stealing, no wake-ups across threads.
 pub async fn serve<R: HookRunner>(
-    listeners: Vec<Listener>,
+    workers: Vec<Vec<Listener>>,
     config: Config,
     runner: R,
     spool: Spool,
@@ -81,61 +160,77 @@ pub async fn serve<R: HookRunner>(
     let auth_failures = AuthFailures::new(&config.auth);
     let shared =
         Arc::new(Shared { config, runner, spool, tls, auth_mechanisms, auth_failures, shutdown: token.clone() });
-    let tracker = TaskTracker::new();
-    // Connection ids: start time + counter, unique across restarts.
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let counter = Arc::new(AtomicU64::new(0));
-
-    for Listener { tcp: listener, implicit_tls } in listeners {
-        let (shared, admission, tracker2, token, counter) =
-            (shared.clone(), admission.clone(), tracker.clone(), token.clone(), counter.clone());
-        tracker.spawn(async move {
-            loop {
-                let (stream, remote) = tokio::select! {
-                    _ = token.cancelled() => return,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off rather than spin.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().unwrap_or(remote);
-                let id = format!("{epoch:x}.{}", counter.fetch_add(1, Ordering::Relaxed));
-                let span = tracing::info_span!("conn", id = %id, remote = %remote);
-                let offer = Offer {
-                    starttls: !implicit_tls && shared.tls.has_certificates(),
-                    auth_mechanisms: shared.auth_mechanisms.clone(),
-                    auth_without_tls: shared.config.auth.plaintext.allows(remote.ip()),
-                };
-                let session =
-                    Session::new(Connection::new(id, remote, local), shared.config.limits.clone()).with_offer(offer);
-                let admitted = admission.admit(remote.ip());
-                let serve = connection::serve(stream, implicit_tls, shared.clone(), session, admitted);
-                tracker2.spawn(serve.instrument(span));
-            }
+    let acceptor = Acceptor {
+        shared,
+        admission: admission.clone(),
+        tracker: TaskTracker::new(),
+        token: token.clone(),
+        counter: Arc::new(AtomicU64::new(0)),
+        epoch,
+    };
+    let mut sets = workers.into_iter();
+    let here = sets.next().unwrap_or_default();
+    let mut threads = Vec::new();
+    for (n, set) in sets.enumerate() {
+        let acceptor = acceptor.clone();
+        let worker = std::thread::Builder::new().name(format!("wasmtpd-worker-{}", n + 1)).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return error!(error = %e, "cannot start a worker thread's runtime"),
+            };
+            runtime.block_on(async {
+                acceptor.start(set);
+                // Keep serving this worker's connections until they are done (or the grace is over).
+                acceptor.token.cancelled().await;
+                let _ = tokio::time::timeout(grace, acceptor.tracker.wait()).await;
+            });
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
         });
+        match worker {
+            Ok(t) => threads.push(t),
+            Err(e) => error!(error = %e, "cannot start a worker thread"),
+        }
     }
-    tracker.close();
+    acceptor.start(here);
+    acceptor.tracker.close();
     shutdown.await;
     info!(open = admission.open(), "shutting down: refusing new commands, finishing messages in flight");
     token.cancel();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, acceptor.tracker.wait()).await.is_err() {
         error!(open = admission.open(), "shutdown grace period over; closing the remaining connections");
+    }
+    for t in threads {
+        let _ = t.join();
     }
 }
 
-/// Binds every `--listen` address (and `--listen-tls`, with `implicit_tls`); an address that
-/// cannot be bound stops start-up.
-pub async fn bind(addrs: &[SocketAddr], implicit_tls: bool) -> anyhow::Result<Vec<Listener>> {
-    let mut out = Vec::new();
-    for addr in addrs {
-        let tcp = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        out.push(Listener { tcp, implicit_tls });
+/// Binds every `--listen` address (and `--listen-tls`, with `implicit_tls`) once for each of
+/// `workers` workers, with SO_REUSEPORT; returns a set of listeners per worker. An address
+/// that cannot be bound stops start-up. A port 0 is chosen once, for all workers.
+pub fn bind(addrs: &[(SocketAddr, bool)], workers: usize) -> anyhow::Result<Vec<Vec<Listener>>> {
+    let mut sets: Vec<Vec<Listener>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
+    for &(addr, implicit_tls) in addrs {
+        let mut bound = addr;
+        for set in &mut sets {
+            let tcp = reuse_port_listener(bound).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            bound = tcp.local_addr()?;
+            set.push(Listener { tcp, implicit_tls });
+        }
     }
-    Ok(out)
+    Ok(sets)
+}
+
+fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }

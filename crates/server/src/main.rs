@@ -13,6 +13,12 @@ use wasmtpd::config::{Config, ConfigSource};
 use wasmtpd::spool::Spool;
 use wasmtpd::tls::Tls;
 
+// mimalloc: the server allocates and frees small objects at a high rate (replies, plugin
+// stores); against glibc's malloc it gave about a quarter more messages per second (one
+// message per connection, six plugins; interleaved runs on the same machine).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An SMTP server whose plugins are sandboxed WebAssembly components.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -40,6 +46,9 @@ struct Args {
     /// Write the embedded default configuration into DIR (existing files are kept) and exit.
     #[arg(long, value_name = "DIR")]
     init_config: Option<PathBuf>,
+    /// Worker threads, each serving its share of the connections (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Log filter (tracing syntax, e.g. `info` or `wasmtpd=debug`); RUST_LOG also works.
     #[arg(long, default_value = "info")]
     log: String,
@@ -134,15 +143,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
     }
-    let runtime = tokio::runtime::Runtime::new()?;
+    // This thread is the first worker; `serve` starts the others.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let addrs: Vec<(SocketAddr, bool)> =
+        args.listen.iter().map(|a| (*a, false)).chain(args.listen_tls.iter().map(|a| (*a, true))).collect();
+    let listeners = wasmtpd::bind(&addrs, workers)?;
+    for l in &listeners[0] {
+        // Tests and scripts read these lines to learn the port of `--listen 127.0.0.1:0`.
+        let tls = if l.implicit_tls { " (TLS)" } else { "" };
+        println!("wasmtpd listening on {}{tls}", l.tcp.local_addr()?);
+    }
     runtime.block_on(async {
-        let mut listeners = wasmtpd::bind(&args.listen, false).await?;
-        listeners.extend(wasmtpd::bind(&args.listen_tls, true).await?);
-        for l in &listeners {
-            // Tests and scripts read these lines to learn the port of `--listen 127.0.0.1:0`.
-            let tls = if l.implicit_tls { " (TLS)" } else { "" };
-            println!("wasmtpd listening on {}{tls}", l.tcp.local_addr()?);
-        }
         tracing::info!(
             config = %config.source.display(""),
             me = %config.me,

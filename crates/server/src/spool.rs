@@ -50,13 +50,7 @@ impl Spool {
 
     /// Starts receiving the message of a transaction: in memory up to `threshold` octets.
     pub fn incoming(&self, txn_id: &str, threshold: u64) -> Incoming {
-        Incoming {
-            path: self.dir.join(format!("{txn_id}.eml")),
-            threshold,
-            memory: Vec::new(),
-            file: None,
-            written: 0,
-        }
+        Incoming { path: self.dir.join(format!("{txn_id}.eml")), threshold, memory: Vec::new(), file: None, written: 0 }
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! One user per line: `name:hash`, where the hash is an argon2id PHC string
 //! (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`, OWASP's recommended parameters, the
-//! `argon2` crate's defaults). Passwords are never stored. The plugin reads the file on every
-//! attempt, so a user added or changed counts at once, without a restart.
+//! `argon2` crate's defaults). Passwords are never stored. Plugins see config files through a
+//! cache re-checked every second, so a user added or changed counts within a second, without a
+//! restart.
 
 use std::path::Path;
 

@@ -2,8 +2,8 @@
 //! credentials against `config/auth_users`.
 //!
 //! The file has one user per line, `name:hash`, the hash an argon2id PHC string; add users with
-//! `wasmtpd --config DIR add-user NAME`. The file is read on every attempt, so changes count at
-//! once.
+//! `wasmtpd --config DIR add-user NAME`. Changes count within a second (the server re-checks
+//! config files that often).
 //!
 //! - Known user, right password: OK (`235`; the client may relay).
 //! - Known user, wrong password: DENY (`535 5.7.8`).

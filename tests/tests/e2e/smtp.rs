@@ -273,7 +273,12 @@ fn ehlo_again_resets_the_transaction() {
 
 #[test]
 fn large_message_streams_with_flat_memory() {
-    let s = TestServer::start_delivering(&[("limits", "max_message_size 1G\nmax_text_line 0\n")]);
+    // Copying 256 MiB into the maildir takes the unoptimised test build several seconds: this
+    // test is about memory, so the queue plugin gets more than the default 10 s.
+    let s = TestServer::start_delivering(&[
+        ("limits", "max_message_size 1G\nmax_text_line 0\n"),
+        ("sandbox", "queue/maildir grant-dir maildir /maildir rw\nqueue/maildir timeout 2m\n"),
+    ]);
     let mut c = s.greeted();
     c.envelope("a@remote.test", &["b@example.com"]);
     assert_eq!(c.data(b"Subject: small\r\n\r\nwarm-up").code, 250);
