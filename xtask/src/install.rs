@@ -61,3 +61,43 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     install.args(packages);
     run(&mut install)
 }
+
+/// What `cargo xtask bench` runs: Postfix (smtpd, smtp-sink, smtp-source) and qpsmtpd from
+/// Debian's packages, Haraka from npm (under `target/bench/haraka`).
+pub fn bench_tools(haraka_dir: &std::path::Path) -> Result<()> {
+    let mut missing = Vec::new();
+    if !succeeds("command -v smtp-source && command -v smtp-sink && command -v postfix") {
+        // Install Postfix without a system configuration of its own (the benchmark runs a
+        // private instance); otherwise debconf asks, or sets up a system MTA on port 25.
+        let mut preseed = Command::new("debconf-set-selections");
+        preseed.stdin(std::process::Stdio::piped());
+        if let Ok(mut child) = preseed.spawn() {
+            use std::io::Write;
+            let _ = child.stdin.take().unwrap().write_all(b"postfix postfix/main_mailer_type select No configuration\n");
+            let _ = child.wait();
+        }
+        missing.push("postfix");
+    }
+    if !succeeds("command -v qpsmtpd-forkserver") {
+        missing.push("qpsmtpd");
+    }
+    if !succeeds("command -v npm") {
+        missing.push("npm");
+    }
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages for the benchmark: {}", missing.join(", "));
+        apt_install(&missing)?;
+    }
+    if !haraka_dir.join("node_modules/.bin/haraka").is_file() {
+        eprintln!("xtask: installing {HARAKA} from npm into {}", haraka_dir.display());
+        std::fs::create_dir_all(haraka_dir)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
+            .arg(haraka_dir)
+            .arg(HARAKA))?;
+    }
+    Ok(())
+}
+
+/// The Haraka release benchmarked.
+pub const HARAKA: &str = "Haraka@3.3.4";

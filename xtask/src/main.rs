@@ -7,7 +7,9 @@
 //!   start, so STARTTLS works); extra ARGS go to wasmtpd.
 //! - `cargo xtask test [ARGS]`: install what the tests need, build the plugins, then run every
 //!   test (extra ARGS go to `cargo test`). `.ci/run` calls exactly this.
+//! - `cargo xtask bench [--quick]`: the benchmark against the peers (see `bench/mod.rs`).
 
+mod bench;
 mod build_components;
 mod build_plugins;
 mod install;
@@ -25,11 +27,13 @@ fn main() -> Result<()> {
         Some("build-plugins") => build_plugins::build_plugins(),
         Some("serve") => serve(&rest),
         Some("test") => test(&rest),
+        Some("bench") => bench::bench(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins|serve|test> [ARGS]");
+            eprintln!("usage: cargo xtask <build-plugins|serve|test|bench> [ARGS]");
             eprintln!("  build-plugins  build plugins-wasm/ into target/plugins/ (installs the wasm32-wasip2 target)");
             eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
-            eprintln!("  test    install test tools (swaks, python3) and run every test");
+            eprintln!("  test    install test tools (swaks, python3, openssl) and run every test");
+            eprintln!("  bench [--quick]  wasmtpd against smtp-sink, Postfix, Haraka and qpsmtpd; micro-benchmarks");
             std::process::exit(2);
         }
     }

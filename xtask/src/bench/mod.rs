@@ -1,0 +1,187 @@
+//! `cargo xtask bench [--quick]`: wasmtpd against the servers an operator would pick instead,
+//! side by side in one run, plus the micro-benchmarks and 10,000 idle connections.
+//!
+//! 1. Installs what it needs (Postfix and qpsmtpd from Debian, Haraka from npm) and builds the
+//!    release server and the plugins.
+//! 2. Runs the criterion micro-benchmarks (`crates/smtp/benches`, `crates/host/benches`).
+//! 3. Starts every server (see `peers.rs`), then for each server and workload sends a short
+//!    calibration run to size the measured runs (about `run_seconds` each).
+//! 4. Rounds: in every round, each workload against each server in turn (A B C A B C ...), so
+//!    a machine that slows down mid-run slows everyone alike. Medians are reported, with each
+//!    server's rate as a ratio to smtp-sink's in the same rounds.
+//! 5. 10,000 idle connections to a fresh wasmtpd.
+//! 6. Writes the tables to stdout and `bench/results/<date>-<quick|full>.md`.
+//!
+//! `--quick` (a few minutes): 3 rounds of about 3 s per run, short micro-benchmarks. The full
+//! mode (for the record): 5 rounds of about 10 s per run.
+
+mod idle;
+mod measure;
+mod peers;
+mod report;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, project_root, run};
+use measure::WORKLOADS;
+use peers::{ALL, Kind};
+use report::Results;
+
+struct Mode {
+    rounds: usize,
+    run_seconds: f64,
+    idle_connections: usize,
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mode = if quick {
+        Mode { rounds: 3, run_seconds: 3.0, idle_connections: 10_000 }
+    } else {
+        Mode { rounds: 5, run_seconds: 10.0, idle_connections: 10_000 }
+    };
+    crate::install::bench_tools(&peers::bench_dir().join("haraka"))?;
+    crate::build_plugins::build_plugins()?;
+    run(cargo().args(["build", "--release", "--package", "wasmtpd"]))?;
+    let started = chrono_like_now();
+    let load_before = measure::load_average();
+
+    let micro = micro_benchmarks(quick)?;
+
+    let mut results = Results {
+        quick,
+        rounds: mode.rounds,
+        samples: BTreeMap::new(),
+        failures: Vec::new(),
+        micro,
+        idle: None,
+        load_before,
+        load_after: String::new(),
+        started,
+    };
+    let mut servers = Vec::new();
+    for kind in ALL {
+        eprintln!("xtask: starting {}", kind.name());
+        match peers::start(kind) {
+            Ok(r) => servers.push(Some(r)),
+            Err(e) => {
+                results.failures.push(format!("{}: {e:#}", kind.name()));
+                servers.push(None);
+            }
+        }
+    }
+    // Calibration: how many messages make a run of about `run_seconds` for each server.
+    let mut counts: BTreeMap<(usize, &str), u64> = BTreeMap::new();
+    for w in &WORKLOADS {
+        for (i, server) in servers.iter().enumerate() {
+            let Some(s) = server else { continue };
+            match measure::run(w, s.port, s.root, w.calibration) {
+                Ok(sample) => {
+                    let n = (sample.rate() * mode.run_seconds) as u64;
+                    counts.insert((i, w.name), n.clamp(w.calibration, w.calibration * 200));
+                }
+                Err(e) => results.failures.push(format!("{} {} (calibration): {e:#}", s.kind.name(), w.name)),
+            }
+        }
+    }
+    let mut sent_to_maildir = 0u64;
+    for round in 1..=mode.rounds {
+        for w in &WORKLOADS {
+            for (i, server) in servers.iter().enumerate() {
+                let (Some(s), Some(&n)) = (server, counts.get(&(i, w.name))) else { continue };
+                eprintln!("xtask: round {round}/{}: {} against {} ({n} messages)", mode.rounds, w.name, s.kind.name());
+                match measure::run(w, s.port, s.root, n) {
+                    Ok(sample) => {
+                        eprintln!(
+                            "xtask:   {:.0} msgs/s, {:.0} µs CPU/msg, {:.1} MiB",
+                            sample.rate(),
+                            sample.cpu_us_per_message(),
+                            sample.peak_kib as f64 / 1024.0
+                        );
+                        if s.kind == Kind::WasmtpdMaildir {
+                            sent_to_maildir += n;
+                        }
+                        results.samples.entry((i, w.name)).or_default().push(sample);
+                    }
+                    Err(e) => results.failures.push(format!("{} {} round {round}: {e:#}", s.kind.name(), w.name)),
+                }
+            }
+        }
+    }
+    // Every message a maildir run was told 250 for is in the maildir.
+    for s in servers.iter().flatten() {
+        if let Some(delivered) = s.delivered() {
+            let expected = sent_to_maildir + WORKLOADS.iter().map(|w| w.calibration).sum::<u64>();
+            if delivered as u64 != expected {
+                results.failures.push(format!("{}: {delivered} messages in the maildir, {expected} acknowledged", s.kind.name()));
+            }
+        }
+    }
+    for s in servers.into_iter().flatten() {
+        s.stop();
+    }
+    results.idle = match peers::start(Kind::WasmtpdDiscard)
+        .and_then(|s| {
+            let r = idle::measure(s.port, s.root, mode.idle_connections);
+            s.stop();
+            r
+        }) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            results.failures.push(format!("idle connections: {e:#}"));
+            None
+        }
+    };
+    results.load_after = measure::load_average();
+    let text = results.to_markdown();
+    println!("{text}");
+    let dir = project_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!("{}-{}.md", &results.started[..10], if quick { "quick" } else { "full" }));
+    std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("xtask: results written to {}", file.display());
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, from `date` (xtask has no date crate).
+fn chrono_like_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs the criterion benchmarks and reads their medians back from `target/criterion`.
+fn micro_benchmarks(quick: bool) -> Result<Vec<(String, f64, Option<f64>)>> {
+    let times: &[&str] = if quick { &["--warm-up-time", "1", "--measurement-time", "2"] } else { &[] };
+    for (package, bench) in [("wasmtpd-smtp", "protocol"), ("wasmtpd-host", "plugins")] {
+        run(cargo().args(["bench", "--package", package, "--bench", bench, "--"]).args(times))?;
+    }
+    let root = project_root().join("target/criterion");
+    let mut out = Vec::new();
+    for group in [
+        "parse_command/mail_from",
+        "parse_command/rcpt_to",
+        "data/reader",
+        "data/memchr_scan",
+        "hook_call/bare",
+        "hook_call/rcpt_ok",
+        "new_instance/rcpt_ok",
+        "transaction/six_plugins",
+    ] {
+        let dir = root.join(group).join("new");
+        let Ok(estimates) = std::fs::read_to_string(dir.join("estimates.json")) else { continue };
+        let estimates: serde_json::Value = serde_json::from_str(&estimates)?;
+        let Some(ns) = estimates["median"]["point_estimate"].as_f64() else { continue };
+        let bytes = std::fs::read_to_string(dir.join("benchmark.json"))
+            .ok()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|b| b["throughput"]["Bytes"].as_f64());
+        out.push((group.to_string(), ns, bytes.map(|b| b / (ns * 1e-9))));
+    }
+    Ok(out)
+}

@@ -1,0 +1,334 @@
+//! The servers compared, each on a loopback port with a private configuration under
+//! `target/bench/run/<name>/`, set up the way a user of that server would run it:
+//!
+//! - `smtp-sink` (Postfix): accepts and discards with no processing, the protocol's speed limit.
+//! - `postfix`: Postfix's smtpd receiving into its own queue (cleanup fsyncs each message), its
+//!   queue manager then delivering to the `discard` transport. Default settings otherwise.
+//! - `qpsmtpd`: the Debian package, forkserver mode, the chain count_unrecognized_commands,
+//!   check_badmailfrom, check_badrcptto, rcpt_ok, headers and a queue plugin that accepts and
+//!   discards (written here: qpsmtpd ships none), log level info.
+//! - `haraka`: the npm package, one worker per core (`nodes=cpus`), rcpt_to.in_host_list and
+//!   queue/discard, default log level.
+//! - `wasmtpd`: the release build, six sandboxed plugins (count_unrecognized_commands,
+//!   check_badmailfrom, check_badrcptto, rcpt_ok, headers, and queue/discard or queue/maildir,
+//!   which fsyncs), default log level (info).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::project_root;
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sink,
+    Postfix,
+    Qpsmtpd,
+    Haraka,
+    WasmtpdDiscard,
+    WasmtpdMaildir,
+}
+
+pub const ALL: [Kind; 6] =
+    [Kind::Sink, Kind::WasmtpdDiscard, Kind::WasmtpdMaildir, Kind::Postfix, Kind::Haraka, Kind::Qpsmtpd];
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sink => "smtp-sink",
+            Kind::Postfix => "postfix",
+            Kind::Qpsmtpd => "qpsmtpd",
+            Kind::Haraka => "haraka",
+            Kind::WasmtpdDiscard => "wasmtpd (discard)",
+            Kind::WasmtpdMaildir => "wasmtpd (maildir)",
+        }
+    }
+
+    fn dir_name(self) -> &'static str {
+        match self {
+            Kind::Sink => "sink",
+            Kind::Postfix => "postfix",
+            Kind::Qpsmtpd => "qpsmtpd",
+            Kind::Haraka => "haraka",
+            Kind::WasmtpdDiscard => "wasmtpd-discard",
+            Kind::WasmtpdMaildir => "wasmtpd-maildir",
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    pub kind: Kind,
+    pub port: u16,
+    /// The root of its process tree (what is measured).
+    pub root: u32,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+/// Where the benchmark keeps its files.
+pub fn bench_dir() -> PathBuf {
+    project_root().join("target").join("bench")
+}
+
+/// The Haraka installation (npm), under `target/bench/haraka`.
+pub fn haraka_bin() -> PathBuf {
+    bench_dir().join("haraka/node_modules/.bin/haraka")
+}
+
+/// A free loopback port (bound and released; the servers bind it right after).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap())?;
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+}
+
+fn chown(path: &Path, user: &str) -> Result<()> {
+    crate::run(Command::new("chown").args(["-R", user]).arg(path))
+}
+
+/// Sets up `kind` in a fresh directory and starts it; waits until it answers.
+pub fn start(kind: Kind) -> Result<Running> {
+    let dir = bench_dir().join("run").join(kind.dir_name());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let spawn = |cmd: &mut Command| -> Result<Child> {
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
+            .spawn()
+            .with_context(|| format!("starting {}", kind.name()))
+    };
+    let (child, root) = match kind {
+        Kind::Sink => {
+            let child = spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{port}"), "1024"]))?;
+            let pid = child.id();
+            (Some(child), pid)
+        }
+        Kind::Postfix => (None, start_postfix(&dir, port)?),
+        Kind::Qpsmtpd => {
+            setup_qpsmtpd(&dir)?;
+            let child = spawn(
+                Command::new("qpsmtpd-forkserver")
+                    .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-c", "200", "-m", "200", "-u", "qpsmtpd"])
+                    .env("QPSMTPD_CONFIG", dir.join("config"))
+                    .current_dir(&dir),
+            )?;
+            let pid = child.id();
+            (Some(child), pid)
+        }
+        Kind::Haraka => {
+            setup_haraka(&dir, port)?;
+            let child = spawn(
+                Command::new(haraka_bin()).arg("-c").arg(&dir).env("YES_REALLY_DO_DISCARD", "1").current_dir(&dir),
+            )?;
+            let pid = child.id();
+            (Some(child), pid)
+        }
+        Kind::WasmtpdDiscard | Kind::WasmtpdMaildir => {
+            setup_wasmtpd(&dir, kind == Kind::WasmtpdMaildir)?;
+            let bin = project_root().join("target/release/wasmtpd");
+            let child = spawn(
+                Command::new(bin)
+                    .arg("--config")
+                    .arg(dir.join("config"))
+                    .arg("--state-dir")
+                    .arg(dir.join("state"))
+                    .arg("--plugin-dir")
+                    .arg(crate::build_plugins::plugin_dir())
+                    .args(["--listen", &format!("127.0.0.1:{port}")]),
+            )?;
+            let pid = child.id();
+            (Some(child), pid)
+        }
+    };
+    let mut running = Running { kind, port, root, child, dir };
+    running.wait_ready()?;
+    Ok(running)
+}
+
+impl Running {
+    /// Waits until the server answers with a 220 greeting (Haraka takes seconds to start).
+    fn wait_ready(&mut self) -> Result<()> {
+        use std::io::Read;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Some(c) = &mut self.child
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("{} exited at start ({status}); see {}", self.kind.name(), self.dir.join("server.log").display());
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 3];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"220" {
+                    use std::io::Write;
+                    let _ = s.write_all(b"QUIT\r\n");
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("{} did not answer on port {} within a minute", self.kind.name(), self.port)
+    }
+
+    /// Messages delivered, for the servers that keep them (maildir).
+    pub fn delivered(&self) -> Option<usize> {
+        match self.kind {
+            Kind::WasmtpdMaildir => {
+                Some(std::fs::read_dir(self.dir.join("state/maildir/new")).map(|d| d.count()).unwrap_or(0))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn stop(mut self) {
+        if self.kind == Kind::Postfix {
+            let _ = Command::new("postfix").arg("-c").arg(self.dir.join("etc")).arg("stop").status();
+        }
+        if let Some(c) = &mut self.child {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Six plugins, the same config as an operator would write.
+fn setup_wasmtpd(dir: &Path, maildir: bool) -> Result<()> {
+    let c = dir.join("config");
+    write(&c, "me", "mx.bench.test\n")?;
+    write(&c, "rcpthosts", "example.com\n")?;
+    write(&c, "badmailfrom", "spammer@bad.test\n@spam.test\n")?;
+    write(&c, "badrcptto", "nobody@example.com\n")?;
+    let queue = if maildir { "queue/maildir /maildir" } else { "queue/discard" };
+    write(
+        &c,
+        "plugins",
+        &format!(
+            "count_unrecognized_commands 4\ncheck_badmailfrom\ncheck_badrcptto\nrcpt_ok\nheaders require From,Date\n{queue}\n"
+        ),
+    )?;
+    if maildir {
+        write(&c, "sandbox", "queue/maildir grant-dir maildir /maildir rw\n")?;
+    }
+    // All the load comes from one address (and the idle test holds 10,000 connections).
+    write(&c, "limits", "max_connections_per_ip 20000\nmax_connections 20000\n")?;
+    Ok(())
+}
+
+fn start_postfix(dir: &Path, port: u16) -> Result<u32> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    for sub in ["queue", "data"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    chown(&dir.join("data"), "postfix")?;
+    let master = std::fs::read_to_string("/etc/postfix/master.cf")
+        .or_else(|_| std::fs::read_to_string("/usr/share/postfix/master.cf.dist"))
+        .context("Postfix's master.cf")?;
+    let master: String = master
+        .lines()
+        .map(|l| {
+            if l.starts_with("smtp      inet") {
+                format!("127.0.0.1:{port}      inet  n       -       n       -       -       smtpd")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    write(&etc, "master.cf", &(master + "\n"))?;
+    let d = dir.display();
+    write(
+        &etc,
+        "main.cf",
+        &format!(
+            "compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+myhostname = mx.bench.test
+mydestination = example.com
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+local_recipient_maps =
+local_transport = discard:
+default_transport = discard:
+alias_maps =
+alias_database =
+smtp_dns_support_level = disabled
+maillog_file = {d}/server.log
+maillog_file_prefixes = /var, /dev/stdout, {d}
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+"
+        ),
+    )?;
+    crate::run(Command::new("postfix").arg("-c").arg(&etc).arg("start"))?;
+    let pid_file = dir.join("queue/pid/master.pid");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("Postfix did not write {}", pid_file.display())
+}
+
+fn setup_qpsmtpd(dir: &Path) -> Result<()> {
+    let c = dir.join("config");
+    let d = dir.display();
+    write(&c, "me", "mx.bench.test\n")?;
+    write(&c, "rcpthosts", "example.com\n")?;
+    write(&c, "badmailfrom", "spammer@bad.test\n@spam.test\n")?;
+    write(&c, "badrcptto", "nobody@example.com\n")?;
+    write(&c, "plugin_dirs", &format!("/usr/share/qpsmtpd/plugins\n{d}/plugins\n"))?;
+    write(
+        &c,
+        "plugins",
+        "count_unrecognized_commands 4\ncheck_badmailfrom\ncheck_badrcptto\nrcpt_ok\nheaders\nqueue/discard\n",
+    )?;
+    write(&c, "spool_dir", &format!("{d}/spool\n"))?;
+    write(&c, "loglevel", "6\n")?;
+    write(
+        &dir.join("plugins"),
+        "queue/discard",
+        "# Accepts every message and throws it away (qpsmtpd ships no such queue plugin).\n\
+         sub hook_queue {\n    my ($self, $transaction) = @_;\n    return (OK, \"Queued\");\n}\n",
+    )?;
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700))?;
+    }
+    chown(&spool, "qpsmtpd")
+}
+
+fn setup_haraka(dir: &Path, port: u16) -> Result<()> {
+    crate::run(Command::new(haraka_bin()).arg("-i").arg(dir).stdout(Stdio::null()))?;
+    let c = dir.join("config");
+    write(&c, "smtp.ini", &format!("[main]\nlisten=127.0.0.1:{port}\nnodes=cpus\n"))?;
+    write(&c, "plugins", "rcpt_to.in_host_list\nqueue/discard\n")?;
+    write(&c, "host_list", "example.com\n")?;
+    write(&c, "me", "mx.bench.test\n")?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The result tables: medians over the rounds, each server's throughput as a ratio to
+//! smtp-sink measured in the same rounds, CPU per message, peak memory; the micro-benchmarks;
+//! the idle connections. Written as markdown to stdout and to `bench/results/`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::idle::Idle;
+use super::measure::{Sample, WORKLOADS};
+use super::peers::ALL;
+
+pub struct Results {
+    pub quick: bool,
+    pub rounds: usize,
+    /// (server, workload) -> one sample per round.
+    pub samples: BTreeMap<(usize, &'static str), Vec<Sample>>,
+    pub failures: Vec<String>,
+    /// (benchmark, median in ns, throughput in bytes/s if any).
+    pub micro: Vec<(String, f64, Option<f64>)>,
+    pub idle: Option<Idle>,
+    pub load_before: String,
+    pub load_after: String,
+    pub started: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "?".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0)))
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), {} GiB, Linux {}", mem >> 20, kernel.trim())
+}
+
+impl Results {
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let mode = if self.quick { "quick" } else { "full" };
+        let _ = writeln!(s, "# wasmtpd benchmark ({mode}), {}\n", self.started);
+        let _ = writeln!(s, "- machine: {}", machine());
+        let _ = writeln!(s, "- load average (1, 5, 15 min): before {}, after {}", self.load_before, self.load_after);
+        let _ = writeln!(
+            s,
+            "- {} rounds; in each round every workload runs against every server in turn, so machine drift hits all \
+             alike; medians reported. Load: Postfix's smtp-source on the same machine.",
+            self.rounds
+        );
+        let _ = writeln!(
+            s,
+            "- ratio: the server's msgs/s over smtp-sink's in the same rounds. CPU: the server's whole process tree \
+             (user + system) per message. Memory: the peak of the tree's summed PSS during the run.\n"
+        );
+        for w in WORKLOADS {
+            let _ = writeln!(s, "## {}: {}\n", w.name, w.what);
+            let _ = writeln!(s, "| server | msgs/s | ratio to smtp-sink | CPU µs/msg | peak memory MiB |");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            let sink_rate = self.samples.get(&(0, w.name)).map(|v| median(v.iter().map(Sample::rate).collect()));
+            for (i, kind) in ALL.iter().enumerate() {
+                let Some(v) = self.samples.get(&(i, w.name)).filter(|v| !v.is_empty()) else {
+                    let _ = writeln!(s, "| {} | failed | | | |", kind.name());
+                    continue;
+                };
+                let rate = median(v.iter().map(Sample::rate).collect());
+                let cpu = median(v.iter().map(Sample::cpu_us_per_message).collect());
+                let peak = v.iter().map(|x| x.peak_kib).max().unwrap_or(0) as f64 / 1024.0;
+                let ratio = sink_rate.map_or(String::new(), |r| format!("{:.2}", rate / r));
+                let _ = writeln!(s, "| {} | {rate:.0} | {ratio} | {cpu:.0} | {peak:.1} |", kind.name());
+            }
+            let _ = writeln!(s);
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(s, "## Failed runs\n");
+            for f in &self.failures {
+                let _ = writeln!(s, "- {f}");
+            }
+            let _ = writeln!(s);
+        }
+        if !self.micro.is_empty() {
+            let _ = writeln!(s, "## Micro-benchmarks (criterion, median)\n");
+            let _ = writeln!(s, "| benchmark | time | throughput |");
+            let _ = writeln!(s, "|---|---:|---:|");
+            for (name, ns, bps) in &self.micro {
+                let time = if *ns >= 1000.0 { format!("{:.2} µs", ns / 1000.0) } else { format!("{ns:.0} ns") };
+                let thrpt = bps.map_or(String::new(), |b| format!("{:.2} GiB/s", b / (1u64 << 30) as f64));
+                let _ = writeln!(s, "| {name} | {time} | {thrpt} |");
+            }
+            let _ = writeln!(s);
+        }
+        if let Some(idle) = &self.idle {
+            let _ = writeln!(s, "## Idle connections (wasmtpd)\n");
+            let _ = writeln!(
+                s,
+                "{} connections open and greeted: the server's PSS went from {:.1} MiB to {:.1} MiB ({:.1} KiB per \
+                 connection).\n",
+                idle.connections,
+                idle.before_kib as f64 / 1024.0,
+                idle.with_kib as f64 / 1024.0,
+                idle.per_connection_kib()
+            );
+        }
+        s
+    }
+}
