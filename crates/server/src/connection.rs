@@ -223,8 +223,15 @@ impl<R: HookRunner> ClientConnection<R> {
     async fn watch_for_early_talk(&mut self) -> Option<bool> {
         let delay = self.shared.config.server.greeting_delay;
         self.input.reserve(COMMAND_READ);
-        // A timeout polls the read once before it looks at the clock, so a zero delay still
-        // sees input that is already there.
+        if delay.is_zero() {
+            // Only look: a zero timeout would still wait for the timer's next tick (1 ms).
+            return match self.stream.try_read_now(&mut self.input) {
+                Ok(0) => None,
+                Ok(_) => Some(true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(false),
+                Err(_) => None,
+            };
+        }
         match tokio::time::timeout(delay, self.stream.read_buf(&mut self.input)).await {
             Err(_) => Some(false),
             Ok(Ok(0)) | Ok(Err(_)) => None,

@@ -30,6 +30,17 @@ impl ClientStream {
     }
 }
 
+impl ClientStream {
+    /// Reads what is already there without waiting (`WouldBlock` if nothing is). On TLS, only
+    /// plaintext already decrypted would count, so it reports nothing.
+    pub(crate) fn try_read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.try_read_buf(buf),
+            ClientStream::Tls(_) | ClientStream::Closed => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
