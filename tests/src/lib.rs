@@ -233,7 +233,16 @@ impl TestServer {
         let new = self.dir.0.join("state/maildir/new");
         let mut files: Vec<_> =
             std::fs::read_dir(new).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        files.sort();
+        // Maildir names are `<secs>.M<micros>.<id>...` with unpadded numbers: order by their values,
+        // not by the text ("M999" would sort after "M1000").
+        files.sort_by_key(|f| {
+            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let mut parts = name.splitn(3, '.');
+            let secs: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let micros: u64 =
+                parts.next().and_then(|p| p.strip_prefix('M')).and_then(|p| p.parse().ok()).unwrap_or(0);
+            (secs, micros, name)
+        });
         files.iter().map(|f| std::fs::read(f).unwrap()).collect()
     }
 

@@ -4,7 +4,11 @@
 //! plugin's name and the fault, the instance is dropped, and the hook gets a temporary failure
 //! (or DECLINED, if the operator chose that policy for the plugin). Nothing else is affected.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 use std::time::Instant;
 
 use wasmtime::component::Instance;
@@ -15,7 +19,7 @@ use crate::PluginHost;
 use crate::bindings::{self, wit};
 use crate::imports::message::MessageView;
 use crate::imports::notes;
-use crate::imports::temp::TempArea;
+use crate::imports::temp::{TempArea, TempLocation};
 use crate::plugin::{HookExports, LoadedPlugin};
 use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, StderrLog, wasi_ctx};
 use crate::state::{CallData, PluginState};
@@ -34,7 +38,7 @@ struct Live {
 /// MAIL counts as a scope of its own.
 pub struct Scope {
     /// `<temp root>/<connection id>`, set on the first hook.
-    dir: Option<PathBuf>,
+    dir: Option<Arc<Path>>,
     /// The transaction the transaction-scoped instances belong to (`None`: connection phase).
     key: Option<String>,
     generation: u32,
@@ -115,7 +119,7 @@ impl PluginHost {
         mut ctx: HookContext<'_>,
     ) -> HookResult {
         if scope.dir.is_none() {
-            scope.dir = Some(self.temp_root.join(&ctx.connection.id));
+            scope.dir = Some(Arc::from(self.temp_root.join(&ctx.connection.id)));
         }
         let key = ctx.transaction.as_ref().map(|t| t.id.clone());
         scope.enter(key.as_deref(), &self.plugins);
@@ -170,7 +174,7 @@ impl PluginHost {
                 None => &mut ctx.connection.notes,
             };
             let recorded = if result.fault { "FAULT" } else { result.verdict.name() };
-            let _ = notes::set(notes, format!("{name}.hook_{}", hook.name()), Some(recorded.to_string()));
+            let _ = notes::set(notes, plugin.note_key(hook).to_string(), Some(recorded.to_string()));
             if result.fault || result.verdict != Verdict::Declined {
                 return result;
             }
@@ -190,8 +194,8 @@ impl PluginHost {
     ) -> Result<wit::HookResult, String> {
         let plugin = &self.plugins[index];
         if scope.slots[index].is_none() {
-            let dir = scope.dir.clone().expect("set on the first hook");
-            let temp = dir.join(format!("s{}", scope.generation)).join(format!("p{index}"));
+            let scope_dir = scope.dir.clone().expect("set on the first hook");
+            let temp = TempLocation { scope_dir, generation: scope.generation, plugin: index };
             let live = self.instantiate(plugin, temp).await?;
             scope.slots[index] = Some(live);
         }
@@ -207,7 +211,7 @@ impl PluginHost {
         // Epochs stop wasm that computes; a plugin blocked in a host call (WASI sleep or poll)
         // is stopped here instead, by dropping the call (the instance is then unusable).
         let limit = plugin.settings.timeout + BLOCKED_GRACE;
-        let result = tokio::time::timeout(limit, call_hook(&plugin.exports, store, instance, hook, args)).await;
+        let result = within(limit, call_hook(&plugin.exports, store, instance, hook, args)).await;
         let data = store.data_mut();
         data.limits.deadline = None;
         scope.temp_used |= data.temp.is_open();
@@ -234,7 +238,7 @@ impl PluginHost {
         Err(fault)
     }
 
-    async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: PathBuf) -> Result<Live, String> {
+    async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: TempLocation) -> Result<Live, String> {
         let settings = &plugin.settings;
         let mut temp = TempArea::new(temp_dir, settings.temp_quota);
         let wasi_temp = match settings.wasi_temp {
@@ -259,7 +263,7 @@ impl PluginHost {
         store.epoch_deadline_callback(|ctx| Ok(ctx.data().limits.epoch_callback()));
         store.data_mut().limits.deadline = Some(Instant::now() + settings.timeout);
         let limit = settings.timeout + BLOCKED_GRACE;
-        let instantiated = match tokio::time::timeout(limit, plugin.pre.instantiate_async(&mut store)).await {
+        let instantiated = match within(limit, plugin.pre.instantiate_async(&mut store)).await {
             Ok(r) => r,
             Err(_) => Err(wasmtime::format_err!("instantiation blocked past the time limit of {:?}", settings.timeout)),
         };
@@ -275,6 +279,17 @@ impl PluginHost {
             }
         }
     }
+}
+
+/// `fut` within `limit`, like `tokio::time::timeout`, but without arming a timer for a future
+/// that finishes in its first poll, as most hook calls do (a timer costs more than the call).
+async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, ()> {
+    let started = Instant::now();
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Ok(v);
+    }
+    tokio::time::timeout(limit.saturating_sub(started.elapsed()), fut).await.map_err(|_| ())
 }
 
 fn describe_fault(e: &wasmtime::Error, store: &Store<PluginState>, plugin: &LoadedPlugin) -> String {

@@ -32,6 +32,8 @@ pub struct PluginSpec {
 /// A plugin ready to be instantiated.
 pub struct LoadedPlugin {
     pub meta: Arc<PluginMeta>,
+    /// `<plugin>.hook_<hook>`, the note of each hook's answer, by `Hook as usize`.
+    note_keys: Vec<String>,
     pub breaker: crate::breaker::Breaker,
     pub settings: SandboxSettings,
     pub pre: InstancePre<PluginState>,
@@ -102,7 +104,15 @@ impl LoadedPlugin {
         }
         let meta = Arc::new(PluginMeta { name: spec.name.clone(), args: spec.args.clone(), config });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
-        Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })
+        let note_keys = Hook::ALL.iter().map(|h| format!("{}.hook_{}", spec.name, h.name())).collect();
+        Ok(LoadedPlugin { meta, note_keys, breaker, settings: spec.settings.clone(), pre, exports })
+    }
+}
+
+impl LoadedPlugin {
+    /// The note that records this plugin's answer to `hook` (qpsmtpd's `hook_<name>` record).
+    pub fn note_key(&self, hook: Hook) -> &str {
+        &self.note_keys[hook as usize]
     }
 }
 

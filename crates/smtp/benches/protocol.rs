@@ -26,7 +26,7 @@ fn message() -> Vec<u8> {
     let mut m = Vec::with_capacity(1 << 20);
     let mut i = 0u32;
     while m.len() < (1 << 20) - 100 {
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             m.extend_from_slice(b"..a line that starts with a stuffed dot\r\n");
         } else {
             m.extend_from_slice(b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod t\r\n");

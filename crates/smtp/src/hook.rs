@@ -285,3 +285,16 @@ impl HookRunner for NoPlugins {
         HookResult::declined()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tables indexed by `hook as usize` (the plugin host's note keys) rely on this.
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, h) in Hook::ALL.iter().enumerate() {
+            assert_eq!(*h as usize, i, "{}", h.name());
+        }
+    }
+}

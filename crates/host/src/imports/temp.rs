@@ -2,15 +2,26 @@
 //! directory and nothing (`..`, absolute paths, symlinks) can leave it. The directory is created
 //! with mode 0700 on first use and removed with its scope; writes count against a byte quota.
 
+use std::cell::OnceCell;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cap_std::fs::{Dir, DirBuilder, OpenOptions};
 
 use crate::imports::message::MAX_READ;
 
+/// Where an instance's directory goes: `<scope dir>/s<generation>/p<plugin index>`. The path
+/// is only made when a plugin uses it (most never do).
+pub struct TempLocation {
+    pub scope_dir: Arc<Path>,
+    pub generation: u32,
+    pub plugin: usize,
+}
+
 pub struct TempArea {
-    path: PathBuf,
+    location: TempLocation,
+    path: OnceCell<PathBuf>,
     dir: Option<Dir>,
     quota: u64,
     written: u64,
@@ -18,12 +29,15 @@ pub struct TempArea {
 }
 
 impl TempArea {
-    pub fn new(path: PathBuf, quota: u64) -> TempArea {
-        TempArea { path, dir: None, quota, written: 0, counter: 0 }
+    pub fn new(location: TempLocation, quota: u64) -> TempArea {
+        TempArea { location, path: OnceCell::new(), dir: None, quota, written: 0, counter: 0 }
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    pub fn path(&self) -> &Path {
+        self.path.get_or_init(|| {
+            let l = &self.location;
+            l.scope_dir.join(format!("s{}", l.generation)).join(format!("p{}", l.plugin))
+        })
     }
 
     /// Creates the directory (0700) if needed and opens it.
@@ -33,9 +47,9 @@ impl TempArea {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&self.path)
+                .create(self.path())
                 .map_err(|e| format!("cannot create the temporary directory: {e}"))?;
-            let dir = Dir::open_ambient_dir(&self.path, cap_std::ambient_authority())
+            let dir = Dir::open_ambient_dir(self.path(), cap_std::ambient_authority())
                 .map_err(|e| format!("cannot open the temporary directory: {e}"))?;
             self.dir = Some(dir);
         }
@@ -93,10 +107,10 @@ impl TempArea {
         if self.dir.take().is_none() {
             return; // never created
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.path)
+        if let Err(e) = std::fs::remove_dir_all(self.path())
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a plugin's temporary directory");
+            tracing::warn!(path = %self.path().display(), error = %e, "could not remove a plugin's temporary directory");
         }
     }
 }
@@ -108,7 +122,8 @@ mod tests {
     #[test]
     fn files_stay_inside_and_count_against_the_quota() {
         let base = std::env::temp_dir().join(format!("wasmtpd-temp-test-{}", std::process::id()));
-        let mut t = TempArea::new(base.join("p0"), 10);
+        let location = TempLocation { scope_dir: Arc::from(base.as_path()), generation: 0, plugin: 0 };
+        let mut t = TempArea::new(location, 10);
         let name = t.temp_file().unwrap();
         t.write(&name, 0, b"hello").unwrap();
         assert_eq!(t.read(&name, 1, 100).unwrap(), b"ello");
@@ -117,13 +132,13 @@ mod tests {
             assert!(t.write(escape, 0, b"x").is_err(), "{escape}");
             assert!(t.read(escape, 0, 10).is_err(), "{escape}");
         }
-        std::os::unix::fs::symlink("/etc/passwd", base.join("p0/link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", base.join("s0/p0/link")).unwrap();
         assert!(t.read("link", 0, 10).is_err(), "symlink out of the directory");
         let d = t.temp_dir().unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(base.join("p0").join(&d)).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(base.join("s0/p0").join(&d)).unwrap().permissions().mode() & 0o777, 0o700);
         t.remove_all();
-        assert!(!base.join("p0").exists());
+        assert!(!base.join("s0/p0").exists());
         let _ = std::fs::remove_dir_all(base);
     }
 }
