@@ -239,8 +239,7 @@ impl TestServer {
             let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
             let mut parts = name.splitn(3, '.');
             let secs: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            let micros: u64 =
-                parts.next().and_then(|p| p.strip_prefix('M')).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let micros: u64 = parts.next().and_then(|p| p.strip_prefix('M')).and_then(|p| p.parse().ok()).unwrap_or(0);
             (secs, micros, name)
         });
         files.iter().map(|f| std::fs::read(f).unwrap()).collect()

@@ -73,7 +73,8 @@ pub fn bench_tools(haraka_dir: &std::path::Path) -> Result<()> {
         preseed.stdin(std::process::Stdio::piped());
         if let Ok(mut child) = preseed.spawn() {
             use std::io::Write;
-            let _ = child.stdin.take().unwrap().write_all(b"postfix postfix/main_mailer_type select No configuration\n");
+            let _ =
+                child.stdin.take().unwrap().write_all(b"postfix postfix/main_mailer_type select No configuration\n");
             let _ = child.wait();
         }
         missing.push("postfix");

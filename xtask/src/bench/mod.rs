@@ -116,19 +116,20 @@ pub fn bench(args: &[String]) -> Result<()> {
         if let Some(delivered) = s.delivered() {
             let expected = sent_to_maildir + WORKLOADS.iter().map(|w| w.calibration).sum::<u64>();
             if delivered as u64 != expected {
-                results.failures.push(format!("{}: {delivered} messages in the maildir, {expected} acknowledged", s.kind.name()));
+                results
+                    .failures
+                    .push(format!("{}: {delivered} messages in the maildir, {expected} acknowledged", s.kind.name()));
             }
         }
     }
     for s in servers.into_iter().flatten() {
         s.stop();
     }
-    results.idle = match peers::start(Kind::WasmtpdDiscard)
-        .and_then(|s| {
-            let r = idle::measure(s.port, s.root, mode.idle_connections);
-            s.stop();
-            r
-        }) {
+    results.idle = match peers::start(Kind::WasmtpdDiscard).and_then(|s| {
+        let r = idle::measure(s.port, s.root, mode.idle_connections);
+        s.stop();
+        r
+    }) {
         Ok(i) => Some(i),
         Err(e) => {
             results.failures.push(format!("idle connections: {e:#}"));

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::idle::Idle;
 use super::measure::{Sample, WORKLOADS};
-use super::peers::ALL;
+use super::peers::{ALL, Kind};
 
 pub struct Results {
     pub quick: bool,
@@ -35,7 +35,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "?".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = std::fs::read_to_string("/proc/meminfo")
@@ -47,6 +50,87 @@ fn machine() -> String {
 }
 
 impl Results {
+    /// The median msgs/s of one server in one workload.
+    fn rate(&self, kind: Kind, workload: &str) -> Option<f64> {
+        let i = ALL.iter().position(|k| *k == kind)?;
+        let v = self.samples.get(&(i, workload)).filter(|v| !v.is_empty())?;
+        Some(median(v.iter().map(Sample::rate).collect()))
+    }
+
+    fn micro_ns(&self, name: &str) -> Option<f64> {
+        self.micro.iter().find(|(n, _, _)| n == name).map(|(_, ns, _)| *ns)
+    }
+
+    /// The targets of the benchmark issue, each with what this run measured and whether it is met.
+    fn targets(&self) -> Vec<(String, String, Option<bool>)> {
+        let mut rows = Vec::new();
+        let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+        let mut row = |target: String, measured: Option<f64>, unit: &str, met: &dyn Fn(f64) -> bool| {
+            let shown = measured.map_or("not measured".to_string(), |m| format!("{m:.2}{unit}"));
+            rows.push((target, shown, measured.map(met)));
+        };
+        for w in ["W1", "W2"] {
+            let discard = self.rate(Kind::WasmtpdDiscard, w);
+            row(
+                format!("{w}: wasmtpd (discard) ≥ 0.5 × smtp-sink"),
+                ratio(discard, self.rate(Kind::Sink, w)),
+                "×",
+                &|r| r >= 0.5,
+            );
+            row(
+                format!("{w}: wasmtpd (discard) ≥ 2 × haraka"),
+                ratio(discard, self.rate(Kind::Haraka, w)),
+                "×",
+                &|r| r >= 2.0,
+            );
+            row(
+                format!("{w}: wasmtpd (discard) ≥ 2 × postfix"),
+                ratio(discard, self.rate(Kind::Postfix, w)),
+                "×",
+                &|r| r >= 2.0,
+            );
+            row(
+                format!("{w}: wasmtpd (discard) ≥ 20 × qpsmtpd"),
+                ratio(discard, self.rate(Kind::Qpsmtpd, w)),
+                "×",
+                &|r| r >= 20.0,
+            );
+            row(
+                format!("{w}: wasmtpd (maildir, fsync) ahead of postfix"),
+                ratio(self.rate(Kind::WasmtpdMaildir, w), self.rate(Kind::Postfix, w)),
+                "×",
+                &|r| r > 1.0,
+            );
+        }
+        row(
+            "W3: wasmtpd (discard) ≥ 0.8 × smtp-sink".into(),
+            ratio(self.rate(Kind::WasmtpdDiscard, "W3"), self.rate(Kind::Sink, "W3")),
+            "×",
+            &|r| r >= 0.8,
+        );
+        row(
+            "one hook call < 2 µs (hook_call/bare)".into(),
+            self.micro_ns("hook_call/bare").map(|ns| ns / 1000.0),
+            " µs",
+            &|us| us < 2.0,
+        );
+        row(
+            "one instantiation per transaction < 25 µs (new_instance/rcpt_ok, with its first call)".into(),
+            self.micro_ns("new_instance/rcpt_ok").map(|ns| ns / 1000.0),
+            " µs",
+            &|us| us < 25.0,
+        );
+        if let Some(idle) = &self.idle {
+            row(
+                format!("{} idle connections < 1 GiB in total (PSS)", idle.connections),
+                Some(idle.with_kib as f64 / 1024.0),
+                " MiB",
+                &|mib| mib < 1024.0,
+            );
+        }
+        rows
+    }
+
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let mode = if self.quick { "quick" } else { "full" };
@@ -82,6 +166,18 @@ impl Results {
             }
             let _ = writeln!(s);
         }
+        let _ = writeln!(s, "## Targets\n");
+        let _ = writeln!(s, "| target | measured | met |");
+        let _ = writeln!(s, "|---|---:|:---:|");
+        for (target, measured, met) in self.targets() {
+            let mark = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "?",
+            };
+            let _ = writeln!(s, "| {target} | {measured} | {mark} |");
+        }
+        let _ = writeln!(s);
         if !self.failures.is_empty() {
             let _ = writeln!(s, "## Failed runs\n");
             for f in &self.failures {
