@@ -71,8 +71,9 @@ impl Sample {
 }
 
 /// Sends `messages` messages with smtp-source to `port` and measures the server (`root` and
-/// its descendants) meanwhile. Any error reply or lost connection fails the run.
-pub fn run(w: &Workload, port: u16, root: u32, messages: u64) -> Result<Sample> {
+/// its descendants) meanwhile, after waiting up to `settle` for the machine to go quiet. Any
+/// error reply or lost connection fails the run.
+pub fn run(w: &Workload, port: u16, root: u32, messages: u64, settle: Duration) -> Result<Sample> {
     let peak = Arc::new(AtomicU64::new(pss_kib(&tree(root))));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -84,7 +85,7 @@ pub fn run(w: &Workload, port: u16, root: u32, messages: u64) -> Result<Sample> 
             }
         })
     };
-    machine_idle();
+    machine_idle(settle);
     let cpu_before = cpu_seconds(&tree(root));
     let started = Instant::now();
     let mut cmd = Command::new("smtp-source");
@@ -123,8 +124,8 @@ fn quiet_cpu_seconds(root: u32) -> f64 {
     last
 }
 
-/// Waits (up to 10 s) until the machine is nearly idle: under 10% of the CPUs busy over 200 ms.
-fn machine_idle() {
+/// Waits (up to `max`) until the machine is nearly idle: under 10% of the CPUs busy over 200 ms.
+fn machine_idle(max: Duration) {
     let busy = || -> Option<(u64, u64)> {
         let s = std::fs::read_to_string("/proc/stat").ok()?;
         let v: Vec<u64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
@@ -132,7 +133,7 @@ fn machine_idle() {
         Some((v.iter().sum::<u64>() - idle, v.iter().sum()))
     };
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < max {
         let Some((b0, t0)) = busy() else { return };
         std::thread::sleep(Duration::from_millis(200));
         let Some((b1, t1)) = busy() else { return };
