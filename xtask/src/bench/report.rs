@@ -50,11 +50,15 @@ fn machine() -> String {
 }
 
 impl Results {
-    /// The median msgs/s of one server in one workload.
-    fn rate(&self, kind: Kind, workload: &str) -> Option<f64> {
+    /// The runs of one server in one workload (`None`: none succeeded).
+    fn runs(&self, kind: Kind, workload: &'static str) -> Option<&Vec<Sample>> {
         let i = ALL.iter().position(|k| *k == kind)?;
-        let v = self.samples.get(&(i, workload)).filter(|v| !v.is_empty())?;
-        Some(median(v.iter().map(Sample::rate).collect()))
+        self.samples.get(&(i, workload)).filter(|v| !v.is_empty())
+    }
+
+    /// The median msgs/s of one server in one workload.
+    fn rate(&self, kind: Kind, workload: &'static str) -> Option<f64> {
+        self.runs(kind, workload).map(|v| median(v.iter().map(Sample::rate).collect()))
     }
 
     fn micro_ns(&self, name: &str) -> Option<f64> {
@@ -71,30 +75,15 @@ impl Results {
         };
         for w in ["W1", "W2"] {
             let discard = self.rate(Kind::WasmtpdDiscard, w);
-            row(
-                format!("{w}: wasmtpd (discard) ≥ 0.5 × smtp-sink"),
-                ratio(discard, self.rate(Kind::Sink, w)),
-                "×",
-                &|r| r >= 0.5,
-            );
-            row(
-                format!("{w}: wasmtpd (discard) ≥ 2 × haraka"),
-                ratio(discard, self.rate(Kind::Haraka, w)),
-                "×",
-                &|r| r >= 2.0,
-            );
-            row(
-                format!("{w}: wasmtpd (discard) ≥ 2 × postfix"),
-                ratio(discard, self.rate(Kind::Postfix, w)),
-                "×",
-                &|r| r >= 2.0,
-            );
-            row(
-                format!("{w}: wasmtpd (discard) ≥ 20 × qpsmtpd"),
-                ratio(discard, self.rate(Kind::Qpsmtpd, w)),
-                "×",
-                &|r| r >= 20.0,
-            );
+            for (peer, factor) in [(Kind::Sink, 0.5), (Kind::Haraka, 2.0), (Kind::Postfix, 2.0), (Kind::Qpsmtpd, 20.0)]
+            {
+                row(
+                    format!("{w}: wasmtpd (discard) ≥ {factor} × {}", peer.name()),
+                    ratio(discard, self.rate(peer, w)),
+                    "×",
+                    &|r| r >= factor,
+                );
+            }
             row(
                 format!("{w}: wasmtpd (maildir, fsync) ahead of postfix"),
                 ratio(self.rate(Kind::WasmtpdMaildir, w), self.rate(Kind::Postfix, w)),
@@ -152,13 +141,12 @@ impl Results {
             let _ = writeln!(s, "## {}: {}\n", w.name, w.what);
             let _ = writeln!(s, "| server | msgs/s | ratio to smtp-sink | CPU µs/msg | peak memory MiB |");
             let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-            let sink_rate = self.samples.get(&(0, w.name)).map(|v| median(v.iter().map(Sample::rate).collect()));
-            for (i, kind) in ALL.iter().enumerate() {
-                let Some(v) = self.samples.get(&(i, w.name)).filter(|v| !v.is_empty()) else {
+            let sink_rate = self.rate(Kind::Sink, w.name);
+            for kind in ALL {
+                let (Some(v), Some(rate)) = (self.runs(kind, w.name), self.rate(kind, w.name)) else {
                     let _ = writeln!(s, "| {} | failed | | | |", kind.name());
                     continue;
                 };
-                let rate = median(v.iter().map(Sample::rate).collect());
                 let cpu = median(v.iter().map(Sample::cpu_us_per_message).collect());
                 let peak = v.iter().map(|x| x.peak_kib).max().unwrap_or(0) as f64 / 1024.0;
                 let ratio = sink_rate.map_or(String::new(), |r| format!("{:.2}", rate / r));
