@@ -9,7 +9,8 @@
 //!
 //! The message (with a `Return-Path:` line on top) is written to `tmp/`, fsynced, renamed into
 //! `new/`, and `new/` is fsynced; only then does the plugin say OK, so the client's 250 means
-//! the message is on disk. Any failure is a soft failure (452): the client will retry.
+//! the message is on disk. Any failure is a soft failure (452): the client will retry, and no
+//! file of that attempt is left in `new/` (see `deliver`).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -43,14 +44,29 @@ fn deliver(dir: &Path) -> Result<String, String> {
     // The transaction id is unique on this server; the time keeps names unique across restarts.
     let name = format!("{}.M{}.{}.wasmtpd", now.as_secs(), now.subsec_micros(), txn.id);
     let tmp = dir.join("tmp").join(&name);
-    let result = write_message(&tmp, &txn).and_then(|()| {
-        fs::rename(&tmp, dir.join("new").join(&name)).map_err(|e| format!("rename into new/: {e}"))?;
-        File::open(dir.join("new")).and_then(|d| d.sync_all()).map_err(|e| format!("fsync new/: {e}"))
-    });
-    if result.is_err() {
+    let new = dir.join("new").join(&name);
+    if let Err(e) = write_message(&tmp, &txn) {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    result.map(|()| name)
+    if let Err(e) = fs::rename(&tmp, &new) {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!("rename into new/: {e}"));
+    }
+    // The guarantee: a message is never lost, and never delivered twice unless the disk itself
+    // misbehaves. The rename is durable only once `new/` is fsynced; if that fails, the
+    // client hears 452 and will send the message again, so the file is taken back out of
+    // `new/` first: a reader must not see a message we did not acknowledge. Only if that
+    // removal fails too (the disk is failing) can the retry make a duplicate.
+    if let Err(e) = File::open(dir.join("new")).and_then(|d| d.sync_all()) {
+        if let Err(undo) = fs::remove_file(&new) {
+            wasmtpd_plugin::warn(format!(
+                "{name} stays in new/ after a failed fsync (removing it failed: {undo}); the retry may duplicate it"
+            ));
+        }
+        return Err(format!("fsync new/: {e}"));
+    }
+    Ok(name)
 }
 
 fn write_message(path: &Path, txn: &wasmtpd_plugin::TransactionInfo) -> Result<(), String> {
