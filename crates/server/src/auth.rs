@@ -4,6 +4,13 @@
 //! failure ages out. Every failure is also answered `failure_delay` late (in the connection
 //! task, which this only advises).
 //!
+//! An attempt is counted *before* the plugin checks the credentials, in the same critical
+//! section as the check ([`AuthFailures::attempt`]); an attempt that turns out not to be a
+//! failure (a success, a temporary failure) is given back when its [`Attempt`] is dropped.
+//! Checking first and counting after the plugin answered would let parallel connections all
+//! pass the check while the first of them is still being answered: twenty guesses in flight
+//! against a limit of five.
+//!
 //! Memory is bounded: at most [`MAX_TRACKED`] addresses are remembered; past that, addresses
 //! without a recent failure are forgotten first, then everything (failing open rather than
 //! growing without bound under a distributed attack).
@@ -75,7 +82,8 @@ impl AuthFailures {
         }
     }
 
-    /// Whether `ip` may try AUTH now.
+    /// Whether `ip` may try AUTH now (to refuse a client before it sends its password; the
+    /// binding check is [`AuthFailures::attempt`]).
     pub fn allowed(&self, ip: IpAddr) -> bool {
         if self.max_failures == 0 {
             return true;
@@ -84,17 +92,18 @@ impl AuthFailures {
         let Some(times) = seen.get_mut(&key(ip)) else {
             return true;
         };
-        let now = Instant::now();
-        while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-            times.pop_front();
-        }
+        self.age_out(times, Instant::now());
         (times.len() as u32) < self.max_failures
     }
 
-    /// Counts a failed attempt from `ip`.
-    pub fn record(&self, ip: IpAddr) {
+    /// Counts an attempt from `ip` as a failure now, before its credentials are checked, if
+    /// the address has failures to spare; `None` if it has not (the caller answers 454 and no
+    /// plugin runs). Check and count are one critical section, so parallel attempts cannot all
+    /// slip under the limit. The count stands if [`Attempt::failed`] is called, and is given
+    /// back when the `Attempt` is dropped otherwise.
+    pub fn attempt(&self, ip: IpAddr) -> Option<Attempt<'_>> {
         if self.max_failures == 0 {
-            return;
+            return Some(Attempt { failures: self, ip, at: None });
         }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -110,10 +119,57 @@ impl AuthFailures {
             }
         }
         let times = seen.entry(key(ip)).or_default();
+        self.age_out(times, now);
+        if times.len() as u32 >= self.max_failures {
+            return None;
+        }
         times.push_back(now);
-        // Only the newest `max_failures` matter.
-        while times.len() > self.max_failures as usize {
+        Some(Attempt { failures: self, ip, at: Some(now) })
+    }
+
+    fn age_out(&self, times: &mut VecDeque<Instant>, now: Instant) {
+        while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             times.pop_front();
+        }
+    }
+
+    /// Takes back an attempt counted at `at` (one entry of that instant).
+    fn give_back(&self, ip: IpAddr, at: Instant) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(times) = seen.get_mut(&key(ip)) else {
+            return; // forgotten meanwhile
+        };
+        if let Some(i) = times.iter().rposition(|t| *t == at) {
+            times.remove(i);
+        }
+        if times.is_empty() {
+            seen.remove(&key(ip));
+        }
+    }
+}
+
+/// An AUTH attempt counted in advance (see [`AuthFailures::attempt`]): given back on drop
+/// unless it [`failed`](Attempt::failed).
+#[derive(Debug)]
+#[must_use = "dropping the attempt gives it back at once"]
+pub struct Attempt<'a> {
+    failures: &'a AuthFailures,
+    ip: IpAddr,
+    /// When it was counted; `None` when nothing is counted (no limit).
+    at: Option<Instant>,
+}
+
+impl Attempt<'_> {
+    /// The credentials were wrong: the attempt stays counted.
+    pub fn failed(mut self) {
+        self.at = None;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.at {
+            self.failures.give_back(self.ip, at);
         }
     }
 }
@@ -143,9 +199,10 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
             assert!(f.allowed(a));
-            f.record(a);
+            f.attempt(a).unwrap().failed();
         }
         assert!(!f.allowed(a), "fourth attempt refused");
+        assert!(f.attempt(a).is_none(), "and not counted");
         assert!(f.allowed(b), "another address is not affected");
         std::thread::sleep(Duration::from_millis(250));
         assert!(f.allowed(a), "the failures aged out");
@@ -154,12 +211,53 @@ mod tests {
     #[test]
     fn ipv6_is_limited_per_64() {
         let f = AuthFailures::new(&AuthSettings { max_failures: 1, ..Default::default() });
-        f.record("2001:db8:1:2::1".parse().unwrap());
+        f.attempt("2001:db8:1:2::1".parse().unwrap()).unwrap().failed();
         assert!(!f.allowed("2001:db8:1:2:ffff::9".parse().unwrap()));
         assert!(f.allowed("2001:db8:1:3::1".parse().unwrap()));
         // An IPv4-mapped address is the IPv4 address.
-        f.record("::ffff:192.0.2.9".parse().unwrap());
+        f.attempt("::ffff:192.0.2.9".parse().unwrap()).unwrap().failed();
         assert!(!f.allowed("192.0.2.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn attempts_in_flight_count_against_the_limit() {
+        let f = AuthFailures::new(&AuthSettings { max_failures: 5, ..Default::default() });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        // Twenty parallel attempts, none answered yet: five get through.
+        let barrier = std::sync::Barrier::new(20);
+        let granted = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..20)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        f.attempt(a).map(std::mem::forget).is_some()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).filter(|&g| g).count()
+        });
+        assert_eq!(granted, 5);
+        assert!(!f.allowed(a));
+    }
+
+    #[test]
+    fn an_attempt_that_did_not_fail_is_given_back() {
+        let f = AuthFailures::new(&AuthSettings { max_failures: 2, ..Default::default() });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = f.attempt(a).unwrap();
+        let second = f.attempt(a).unwrap();
+        assert!(f.attempt(a).is_none(), "two in flight use up the allowance");
+        drop(first); // a success, or a temporary failure
+        let third = f.attempt(a).expect("the attempt was given back");
+        second.failed();
+        third.failed();
+        assert!(!f.allowed(a));
+        // No limit: nothing is counted.
+        let f = AuthFailures::new(&AuthSettings { max_failures: 0, ..Default::default() });
+        for _ in 0..100 {
+            f.attempt(a).unwrap().failed();
+        }
+        assert!(f.allowed(a));
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct ServerLimits {
     pub data_timeout: Duration,
     /// How long the whole DATA transfer may take.
     pub data_deadline: Duration,
+    /// How long one write to the client may take (its replies, a TLS close): a client that
+    /// does not read what we send must not hold its connection slot forever.
+    pub write_timeout: Duration,
     /// How long we wait before the greeting, watching for early talkers.
     pub greeting_delay: Duration,
     /// Whether a client that talks before the greeting is refused (554 and close).
@@ -146,6 +149,10 @@ impl Default for ServerLimits {
             command_deadline: Duration::from_secs(60),
             data_timeout: Duration::from_secs(180),
             data_deadline: Duration::from_secs(1200),
+            // A write is at most the replies to one read of pipelined commands (tens of KiB):
+            // a client that takes a minute to read that is not reading. Long enough for any
+            // real link, short against a slot held by a client that never reads.
+            write_timeout: Duration::from_secs(60),
             greeting_delay: Duration::ZERO,
             reject_early_talkers: true,
             shutdown_grace: Duration::from_secs(30),
@@ -299,6 +306,7 @@ fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &
         "command_deadline" => server.command_deadline = parse_duration(value)?,
         "data_timeout" => server.data_timeout = parse_duration(value)?,
         "data_deadline" => server.data_deadline = parse_duration(value)?,
+        "write_timeout" => server.write_timeout = parse_nonzero_duration(value)?,
         "greeting_delay" => server.greeting_delay = parse_duration(value)?,
         "reject_early_talkers" => server.reject_early_talkers = parse_bool(value)?,
         "shutdown_grace" => server.shutdown_grace = parse_duration(value)?,
@@ -339,6 +347,14 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
         _ => Err(bad()),
+    }
+}
+
+/// A duration that may not be zero (a zero write timeout would fail every write that has to wait).
+fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err(format!("`{v}` must be more than zero")),
+        d => Ok(d),
     }
 }
 
@@ -614,6 +630,11 @@ mod tests {
 
         let (_d, src) = dir(&[("limits", "data_timeout soon\n")]);
         assert!(Config::load(src).unwrap_err().to_string().contains("limits:1: `soon` is not a duration"));
+
+        let (_d, src) = dir(&[("limits", "write_timeout 0\n")]);
+        assert!(Config::load(src).unwrap_err().to_string().contains("limits:1: `0` must be more than zero"));
+        let (_d, src) = dir(&[("limits", "write_timeout 1500ms\n")]);
+        assert_eq!(Config::load(src).unwrap().server.write_timeout, Duration::from_millis(1500));
 
         let (_d, src) = dir(&[("plugins", "rcpt_ok\n\nrcpt_ok\n")]);
         let e = Config::load(src).unwrap_err();

@@ -4,13 +4,19 @@
 //! - Replies are collected in `output` and written when the input holds no complete command
 //!   (RFC 2920 pipelining: replies in order, one write for a pipelined group).
 //! - Every wait on the client is bounded: an idle timeout and a deadline for each command line,
-//!   an idle timeout and a deadline for the whole DATA transfer.
+//!   an idle timeout and a deadline for the whole DATA transfer, and `write_timeout` for every
+//!   write (a client that pipelines commands and never reads the replies would otherwise block
+//!   us in a write, where no read timeout fires). After a failed write nothing more is written.
 //! - Input before the greeting, or between DATA and our 354, is early talking: 554 and close.
 //! - On shutdown a client gets 421 at its next command; a DATA transfer in flight finishes.
 //! - STARTTLS: after `220`, whatever the client already sent in plaintext is thrown away (never
 //!   executed), the handshake runs within `command_deadline`, and the session starts over.
 //! - AUTH: the SASL exchange (334 challenges) is read here; the credentials go to the auth
-//!   hooks; failures are counted per address and answered late.
+//!   hooks; failures are counted per address (before the hooks run) and answered late. The
+//!   response lines a client sent for an AUTH that was refused are read as such, never run as
+//!   commands (see `ClientConnection::refused_sasl_lines`). No line of a SASL exchange is
+//!   logged.
+//! - BDAT: not offered (no CHUNKING), but its chunk is skipped, never read as commands.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
-use wasmtpd_smtp::command::CommandError;
+use wasmtpd_smtp::command::{self, CommandError};
 use wasmtpd_smtp::reply::{self, Reply};
 use wasmtpd_smtp::sasl::{self, Credentials, Step};
 use wasmtpd_smtp::verdict::{self, Decision, ReplyContext};
@@ -27,7 +33,7 @@ use wasmtpd_smtp::{
     Address, Command, DataEnd, DataReader, Hook, HookArgs, HookContext, HookResult, HookRunner, LineEvent, LineReader,
     Session, TlsInfo,
 };
-use wasmtpd_smtp::{AddressError, UnbracketedPath, Verdict};
+use wasmtpd_smtp::{AddressError, Mechanism, UnbracketedPath, Verdict};
 
 use crate::Shared;
 use crate::admission::Ticket;
@@ -39,7 +45,8 @@ use crate::tls;
 const COMMAND_READ: usize = 4 * 1024;
 const DATA_READ: usize = 64 * 1024;
 
-/// How long a client refused by a connection limit may take for its TLS handshake.
+/// How long a client refused by a connection limit may take for its TLS handshake, and for
+/// reading its 421 (refusals must stay cheap under a flood).
 const REFUSED_HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Whether the session goes on after a command.
@@ -49,7 +56,7 @@ enum Flow {
     Close,
 }
 
-/// Why a wait for client input ended without input.
+/// Why a wait for client input ended without input, or a write to the client failed.
 #[derive(Debug)]
 enum Stop {
     Eof,
@@ -57,6 +64,9 @@ enum Stop {
     Deadline,
     Shutdown,
     Io(std::io::Error),
+    /// A write did not complete within `write_timeout`: the client does not read.
+    WriteTimeout,
+    Write(std::io::Error),
 }
 
 /// One complete unit of command-phase input.
@@ -75,8 +85,22 @@ pub(crate) struct ClientConnection<R: HookRunner> {
     /// Bytes of `input` already consumed.
     pos: usize,
     output: Vec<u8>,
+    /// A write failed or timed out: nothing more is written (the connection is closing).
+    write_failed: bool,
     lines: LineReader,
     transactions: u32,
+    /// Lines the client may still send for an AUTH exchange that was refused (before it began,
+    /// or part-way). A client that does not wait for our `334`s sends its responses right
+    /// behind `AUTH`; after a refusal they would otherwise run as commands (a password handed
+    /// to `unrecognized_command` plugins and logged). While this is not zero, a line is read
+    /// as a response (up to the SASL line limit), answered `503` and forgotten: never parsed,
+    /// logged or given to a hook. The one exception is a line that starts with the verb of a
+    /// command we carry out: a client that waited for the refusal sends its next command, not
+    /// a response, and that command runs (and ends the count). This cannot expose a secret:
+    /// base64 holds no space, so a response can only look like an argument-less verb, and
+    /// none of those repeats the line anywhere. It also keeps our framing the same as that of
+    /// a front end that treats the line after a refused AUTH as a command (`DATA`, `BDAT`).
+    refused_sasl_lines: u8,
 }
 
 /// Serves one client from accept to close. `admitted` is `Err` when a connection limit was hit.
@@ -110,8 +134,10 @@ pub(crate) async fn serve<R: HookRunner>(
             info!(remote = %session.connection.remote, reply = reply.code(), "connection refused: {}", reply.lines()[0]);
             let mut out = Vec::new();
             reply.write_to(&mut out);
-            if tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await.is_ok() {
-                linger(stream).await;
+            let limit = REFUSED_HANDSHAKE_LIMIT.min(shared.config.server.write_timeout);
+            match write_within(&mut stream, &out, limit).await {
+                Ok(()) => linger(stream, limit).await,
+                Err(stop) => debug!(?stop, "could not send the refusal"),
             }
             return;
         }
@@ -126,17 +152,21 @@ pub(crate) async fn serve<R: HookRunner>(
         input: Vec::new(),
         pos: 0,
         output: Vec::new(),
+        write_failed: false,
         lines,
         transactions: 0,
+        refused_sasl_lines: 0,
     };
     info!("connected");
     conn.converse().await;
     conn.end_transaction().await;
     conn.run_hook(Hook::Disconnect, HookArgs::None).await;
-    if let Err(e) = conn.flush().await {
-        debug!(error = %e, "could not send the last replies");
+    if !conn.write_failed {
+        match conn.flush().await {
+            Ok(()) => linger(conn.stream, conn.shared.config.server.write_timeout).await,
+            Err(stop) => conn.stopped(stop, false),
+        }
     }
-    linger(conn.stream).await;
     info!("disconnected");
 }
 
@@ -159,12 +189,31 @@ async fn handshake<R: HookRunner>(
     Ok(info)
 }
 
-/// Closes our side, then reads and drops whatever the client still sends, briefly. Closing a
-/// socket with unread input makes the kernel send a RST, which can destroy our last reply
-/// (a 421 or 554) before the client reads it.
-async fn linger(mut stream: ClientStream) {
-    if stream.shutdown().await.is_err() {
-        return;
+/// Writes `bytes` and flushes them (TLS keeps records buffered until flushed), within `limit`.
+async fn write_within(stream: &mut ClientStream, bytes: &[u8], limit: Duration) -> Result<(), Stop> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Stop::Write(e)),
+        Err(_) => Err(Stop::WriteTimeout),
+    }
+}
+
+/// Closes our side (for TLS, a close_notify, a write bounded by `write_limit`), then reads and
+/// drops whatever the client still sends, briefly. Closing a socket with unread input makes
+/// the kernel send a RST, which can destroy our last reply (a 421 or 554) before the client
+/// reads it.
+async fn linger(mut stream: ClientStream, write_limit: Duration) {
+    match tokio::time::timeout(write_limit, stream.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return,
+        Err(_) => {
+            debug!("the client did not take our close within the write timeout");
+            return;
+        }
     }
     let mut sink = [0u8; 4096];
     let drain = async {
@@ -200,7 +249,9 @@ impl<R: HookRunner> ClientConnection<R> {
             return;
         }
         loop {
-            let input = match self.next_command().await {
+            let input =
+                if self.refused_sasl_lines > 0 { self.next_sasl_response().await } else { self.next_command().await };
+            let input = match input {
                 Ok(input) => input,
                 Err(stop) => {
                     self.stopped(stop, false);
@@ -208,6 +259,7 @@ impl<R: HookRunner> ClientConnection<R> {
                 }
             };
             let flow = match input {
+                input if self.refused_sasl_lines > 0 => self.after_refused_auth(input).await,
                 Input::Line(line) => self.command(&line).await,
                 Input::TooLong => self.send(reply::line_too_long(self.session.limits().max_command_line)),
                 Input::BareNewline => self.send(reply::bare_newline_in_command()),
@@ -245,6 +297,11 @@ impl<R: HookRunner> ClientConnection<R> {
             Stop::Eof if in_data => warn!("connection lost during DATA"),
             Stop::Eof => debug!("client closed the connection"),
             Stop::Io(e) => warn!(error = %e, "read error"),
+            Stop::Write(e) => warn!(error = %e, "write error"),
+            Stop::WriteTimeout => warn!(
+                limit = ?self.shared.config.server.write_timeout,
+                "write timeout: the client does not read its replies; closing"
+            ),
             Stop::Timeout => {
                 warn!(in_data, "timeout");
                 self.send(if in_data { reply::data_timeout() } else { reply::command_timeout() });
@@ -305,7 +362,7 @@ impl<R: HookRunner> ClientConnection<R> {
 
     /// Flushes replies, then reads more input into `input`, waiting at most `wait`.
     async fn fill(&mut self, chunk: usize, wait: Duration, watch_shutdown: bool) -> Result<(), Stop> {
-        self.flush().await.map_err(Stop::Io)?;
+        self.flush().await?;
         if wait.is_zero() {
             return Err(Stop::Timeout);
         }
@@ -329,12 +386,26 @@ impl<R: HookRunner> ClientConnection<R> {
         }
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
-            self.output.clear();
+    /// Writes the queued replies, within `write_timeout`. After a failed write, nothing more
+    /// is written: the stream is in an unknown state, and the connection is closing.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.output.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if self.write_failed {
+            return Err(Stop::Write(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        let limit = self.shared.config.server.write_timeout;
+        match write_within(&mut self.stream, &self.output, limit).await {
+            Ok(()) => {
+                self.output.clear();
+                Ok(())
+            }
+            Err(stop) => {
+                self.write_failed = true;
+                Err(stop)
+            }
+        }
     }
 
     /// Queues a reply; counts protocol errors and closes past `max_errors`.
@@ -415,6 +486,11 @@ impl<R: HookRunner> ClientConnection<R> {
                 Some(Err(e)) => return self.send(parse_error_reply(&e)),
                 None => return self.send(parse_error_reply(&CommandError::Address(AddressError::NotBracketed))),
             },
+            Err(CommandError::BadBdat) => {
+                warn!("BDAT without a valid chunk size: closing, the client's framing is unknown");
+                self.send(reply::bdat_bad_size());
+                return Flow::Close;
+            }
             Err(e) => {
                 debug!(error = %e, "unparsable command");
                 return self.send(parse_error_reply(&e));
@@ -462,6 +538,7 @@ impl<R: HookRunner> ClientConnection<R> {
             Command::Quit => self.simple_hook(Hook::Quit, HookArgs::None).await,
             Command::StartTls => self.start_tls().await,
             Command::Auth { mechanism, initial_response } => self.auth(&mechanism, initial_response.as_deref()).await,
+            Command::Bdat { size, .. } => self.skip_chunk(size).await,
             Command::NotImplemented(verb) => self.send(reply::command_not_implemented(&verb)),
             Command::Unrecognized { verb, args } => {
                 debug!(verb = %verb, "unrecognized command");
@@ -508,8 +585,8 @@ impl<R: HookRunner> ClientConnection<R> {
         self.input.clear();
         self.pos = 0;
         self.lines = LineReader::new(self.session.limits().max_command_line);
-        if let Err(e) = self.flush().await {
-            debug!(error = %e, "could not send the STARTTLS reply");
+        if let Err(stop) = self.flush().await {
+            self.stopped(stop, false);
             return Flow::Close;
         }
         match handshake(&mut self.stream, &self.shared, self.shared.config.server.command_deadline).await {
@@ -528,30 +605,43 @@ impl<R: HookRunner> ClientConnection<R> {
     }
 
     /// AUTH (RFC 4954): the SASL exchange, then the auth hooks decide.
+    ///
+    /// Nothing of the exchange is logged but the mechanism, the outcome and (on success) the
+    /// user. A failure is counted before the hooks run (`AuthFailures::attempt`: parallel
+    /// connections cannot all slip under the limit) and given back unless the credentials
+    /// were wrong (`535`).
     async fn auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Flow {
+        // What a client that does not wait for our challenges sends behind this AUTH.
+        let responses = Mechanism::parse(mechanism).map_or(0, |m| m.responses(initial_response.is_some()));
         let mechanism = match self.session.check_auth(mechanism) {
             Ok(m) => m,
-            Err(r) => return self.send(r),
+            Err(r) => return self.refuse_auth(r, responses),
         };
         let ip = self.session.connection.remote.ip();
         if !self.shared.auth_failures.allowed(ip) {
             warn!(mechanism = %mechanism, "AUTH refused: too many failed attempts from this address");
-            return self.send(reply::auth_too_many_failures());
+            return self.refuse_auth(reply::auth_too_many_failures(), responses);
         }
         let (mut exchange, mut step) = sasl::Exchange::start(mechanism, initial_response);
+        let mut read = 0u8;
         let credentials = loop {
+            let left = responses.saturating_sub(read);
             match step {
                 Step::Done(Ok(c)) => break c,
                 Step::Done(Err(e)) => {
                     debug!(mechanism = %mechanism, error = %e, "AUTH exchange ended without credentials");
-                    return self.send(e.reply());
+                    let left = if e == sasl::SaslError::Cancelled { 0 } else { left };
+                    return self.refuse_auth(e.reply(), left);
                 }
                 Step::Challenge(challenge) => {
                     self.send(reply::sasl_challenge(challenge));
-                    match self.next_sasl_response().await {
+                    let input = self.next_sasl_response().await;
+                    read += 1;
+                    let left = responses.saturating_sub(read);
+                    match input {
                         Ok(Input::Line(line)) => step = exchange.respond(&line),
-                        Ok(Input::TooLong) => return self.send(reply::auth_response_too_long()),
-                        Ok(Input::BareNewline) => return self.send(reply::auth_bad_response()),
+                        Ok(Input::TooLong) => return self.refuse_auth(reply::auth_response_too_long(), left),
+                        Ok(Input::BareNewline) => return self.refuse_auth(reply::auth_bad_response(), left),
                         Err(stop) => {
                             self.stopped(stop, false);
                             return Flow::Close;
@@ -560,20 +650,53 @@ impl<R: HookRunner> ClientConnection<R> {
                 }
             }
         };
+        let shared = self.shared.clone();
+        let Some(attempt) = shared.auth_failures.attempt(ip) else {
+            warn!(mechanism = %mechanism, "AUTH refused: too many failed attempts from this address");
+            return self.send(reply::auth_too_many_failures());
+        };
         let result = self.check_credentials(&credentials).await;
         let decision = self.decide(Hook::Auth, &result, "", "");
         if decision.accept {
             // The user name is logged on success only: a failed one may be a mistyped password.
             info!(user = %credentials.user, mechanism = %mechanism, plugin = result.plugin.as_deref().unwrap_or("-"), "authenticated");
             self.session.accept_auth(credentials.user, mechanism);
+            drop(attempt);
         } else {
             warn!(mechanism = %mechanism, code = decision.reply.code(), plugin = result.plugin.as_deref().unwrap_or("-"), "authentication failed");
             if decision.reply.code() == 535 {
-                self.shared.auth_failures.record(ip);
+                attempt.failed();
                 tokio::time::sleep(self.shared.config.auth.failure_delay).await;
             }
         }
         self.apply(decision).await
+    }
+
+    /// Refuses AUTH with `reply`; the client may still send `responses` lines of its exchange,
+    /// which are read as responses, not commands (see `refused_sasl_lines`).
+    fn refuse_auth(&mut self, reply: Reply, responses: u8) -> Flow {
+        self.refused_sasl_lines = responses;
+        self.send(reply)
+    }
+
+    /// A line while `refused_sasl_lines` is not zero: a command if it starts with a verb we
+    /// carry out, otherwise a response of the refused exchange, answered `503` and dropped
+    /// unread (never parsed, logged or given to a hook).
+    async fn after_refused_auth(&mut self, input: Input) -> Flow {
+        if let Input::Line(line) = &input
+            && command::names_an_implemented_verb(line)
+        {
+            self.refused_sasl_lines = 0;
+            // It was read with the SASL line limit; a command has its own.
+            let max = self.session.limits().max_command_line;
+            if line.len() + 2 > max {
+                return self.send(reply::line_too_long(max));
+            }
+            return self.command(line).await;
+        }
+        self.refused_sasl_lines -= 1;
+        debug!(still_expected = self.refused_sasl_lines, "ignored a response line sent for a refused AUTH");
+        self.send(reply::auth_response_ignored())
     }
 
     /// The mechanism's own hook (`auth_plain`, `auth_login`), then, if every plugin declined,
@@ -625,6 +748,42 @@ impl<R: HookRunner> ClientConnection<R> {
         }
         self.send(decision.reply);
         self.receive_message().await
+    }
+
+    /// BDAT (RFC 3030) without CHUNKING offered: its chunk follows the command at once, and is
+    /// message text that must never be read as commands (a front end that does offer CHUNKING
+    /// would pass it on, and commands hidden in it would be smuggled). So exactly `size` octets
+    /// are read and thrown away, within the DATA timeouts, and only then is BDAT answered
+    /// `502`. A chunk larger than `max_message_size` is not skipped: `552` and close.
+    async fn skip_chunk(&mut self, size: u64) -> Flow {
+        let max = self.session.limits().max_message_size;
+        if max != 0 && size > max {
+            warn!(size, "BDAT chunk larger than the message size limit; closing");
+            self.send(reply::bdat_chunk_too_big(max));
+            return Flow::Close;
+        }
+        let (timeout, deadline) = (self.shared.config.server.data_timeout, self.shared.config.server.data_deadline);
+        let started = Instant::now();
+        let mut left = size;
+        loop {
+            let here = (self.input.len() - self.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.pos += here;
+            left -= here as u64;
+            if left == 0 {
+                break;
+            }
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if let Err(stop) = self.fill(DATA_READ, remaining.min(timeout), true).await {
+                let stop = if matches!(stop, Stop::Timeout) && remaining < timeout { Stop::Deadline } else { stop };
+                self.stopped(stop, true);
+                return Flow::Close;
+            }
+        }
+        self.input.drain(..self.pos);
+        self.pos = 0;
+        self.input.shrink_to(COMMAND_READ);
+        info!(size, "BDAT chunk skipped: CHUNKING is not offered");
+        self.send(reply::command_not_implemented("BDAT"))
     }
 
     /// Streams the message into the spool, then runs data_post and queue.

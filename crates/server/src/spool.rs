@@ -10,13 +10,15 @@
 //! Files left over by a crash belong to transactions that never got a 250 (and directories to
 //! plugins of connections that never ended), so start-up removes them.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::io::AsyncWriteExt;
+use wasmtpd_smtp::address;
 use wasmtpd_smtp::session::Connection;
-use wasmtpd_smtp::{Content, Message, Transaction};
+use wasmtpd_smtp::{Address, Content, Message, Transaction};
 
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -121,10 +123,22 @@ async fn remove(path: &Path) {
 /// then `S` for TLS and `A` for an authenticated client (ESMTPS, ESMTPA, ESMTPSA; UTF8SMTP
 /// likewise). The TLS version and cipher go in a comment; the user name does not (it is
 /// nobody else's business who sent it).
+///
+/// What the client supplied is written only where it cannot pass for trace information of
+/// its own (another hop, a date):
+/// - The HELO/EHLO name stands after `from` only when it is a domain or an IPv4/IPv6 address
+///   literal (RFC 5321's `Extended-Domain`). Anything else (`trusted.example([10.1.2.3])by`)
+///   puts the client's address literal after `from` and the name into the comment as
+///   `helo=...`, with every character but letters, digits, `-`, `.` and `_` replaced by `?`:
+///   no parenthesis, bracket, space or `;` of the client's reaches the header.
+/// - The `for` clause names the recipient only when there is exactly one (more would disclose
+///   the others) and its address is plain: an unquoted local part (a dot-string, which cannot
+///   hold a space, `;`, `(` or `"`) at a domain or IPv4/IPv6 literal. A quoted local part
+///   (`"x; Mon, 1 Jan 2024"@example.com`) leaves the clause out; it is optional (RFC 5321 4.4).
 pub fn received_header(me: &str, conn: &Connection, txn: &Transaction) -> String {
     let (esmtp, helo) = match &conn.hello {
-        Some(h) => (h.esmtp, h.host.as_str()),
-        None => (false, "unknown"),
+        Some(h) => (h.esmtp, Some(h.host.as_str())),
+        None => (false, None),
     };
     let mut with = match (esmtp, txn.mail_params.smtputf8) {
         (true, true) => "UTF8SMTP".to_string(),
@@ -139,16 +153,142 @@ pub fn received_header(me: &str, conn: &Connection, txn: &Transaction) -> String
             (false, false) => "",
         });
     }
-    let ip = conn.remote.ip();
+    let ip = address_literal(conn.remote.ip());
+    let from = match helo {
+        Some(name) if is_plain_host(name) => format!("{name} ({ip})"),
+        Some(name) => format!("{ip} (helo={} {ip})", sanitised(name)),
+        None => format!("{ip} ({ip})"),
+    };
     let tls = match &conn.tls {
         Some(t) => format!("\r\n\t(using {} with cipher {})", t.version, t.cipher),
         None => String::new(),
     };
-    let mut h = format!("Received: from {helo} ([{ip}]){tls}\r\n\tby {me} (wasmtpd) with {with} id {}", txn.id);
-    // Name the recipient only when there is exactly one (more would disclose the others).
-    if let [only] = txn.recipients.as_slice() {
+    let mut h = format!("Received: from {from}{tls}\r\n\tby {me} (wasmtpd) with {with} id {}", txn.id);
+    if let [only] = txn.recipients.as_slice()
+        && is_plain_address(&only.address)
+    {
         h.push_str(&format!("\r\n\tfor <{}>", only.address));
     }
     h.push_str(&format!(";\r\n\t{}\r\n", Utc::now().to_rfc2822()));
     h
+}
+
+/// RFC 5321 4.1.3: `[192.0.2.1]`, `[IPv6:2001:db8::1]` (an IPv4-mapped IPv6 address is IPv4).
+fn address_literal(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    }
+}
+
+/// A domain (LDH labels, or U-labels), or an IPv4 or IPv6 address literal.
+fn is_plain_host(name: &str) -> bool {
+    if address::is_domain(name) {
+        return true;
+    }
+    let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) else {
+        return false;
+    };
+    match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..].parse::<Ipv6Addr>().is_ok(),
+        _ => inner.parse::<Ipv4Addr>().is_ok(),
+    }
+}
+
+/// An address the `for` clause may show as it is: unquoted local part, plain domain (or the
+/// bare `postmaster`).
+fn is_plain_address(a: &Address) -> bool {
+    !a.local_part().starts_with('"') && a.domain().is_none_or(is_plain_host)
+}
+
+/// The name with every character but ASCII letters, digits, `-`, `.` and `_` replaced by `?`.
+fn sanitised(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtpd_smtp::session::{Hello, TlsInfo};
+    use wasmtpd_smtp::{MailParams, Recipient};
+
+    fn header(helo: &str, remote: &str, recipients: &[&str]) -> String {
+        let mut conn = Connection::new("c1".into(), remote.parse().unwrap(), "192.0.2.1:25".parse().unwrap());
+        conn.hello = Some(Hello { esmtp: true, host: helo.to_string() });
+        let mut txn = Transaction::new("c1.1".into(), None, MailParams::default());
+        for r in recipients {
+            let (local, domain) = r.rsplit_once('@').unwrap();
+            txn.recipients.push(Recipient { address: Address::new(local, domain).unwrap(), params: vec![] });
+        }
+        received_header("mx.test", &conn, &txn)
+    }
+
+    /// The header up to the date (which changes).
+    fn trace(h: &str) -> &str {
+        &h[..h.rfind(";\r\n\t").unwrap()]
+    }
+
+    #[test]
+    fn plain_names_are_written_as_they_are() {
+        let h = header("client.example", "192.0.2.7:1234", &["rcpt@example.com"]);
+        assert_eq!(
+            trace(&h),
+            "Received: from client.example ([192.0.2.7])\r\n\tby mx.test (wasmtpd) with ESMTP id c1.1\r\n\tfor <rcpt@example.com>"
+        );
+        assert!(h.ends_with("\r\n") && !h[..h.len() - 2].contains("\r\n\r\n"));
+        for name in ["[192.0.2.7]", "[IPv6:2001:db8::1]", "[ipv6:::1]", "bücher.example", "localhost"] {
+            assert!(header(name, "192.0.2.7:1", &[]).starts_with(&format!("Received: from {name} ([192.0.2.7])")));
+        }
+        let h = header("client.example", "[2001:db8::7]:25", &[]);
+        assert!(h.starts_with("Received: from client.example ([IPv6:2001:db8::7])"), "{h}");
+        let h = header("client.example", "[::ffff:192.0.2.7]:25", &[]);
+        assert!(h.starts_with("Received: from client.example ([192.0.2.7])"), "{h}");
+    }
+
+    #[test]
+    fn a_name_that_could_pass_for_another_hop_is_defused() {
+        let h = header("trusted.example([10.1.2.3])by", "192.0.2.7:1234", &[]);
+        assert_eq!(
+            trace(&h),
+            "Received: from [192.0.2.7] (helo=trusted.example??10.1.2.3??by [192.0.2.7])\r\n\tby mx.test (wasmtpd) with ESMTP id c1.1"
+        );
+        for name in
+            ["a;b", "[10.1.2.3]x", "[10.1.2]", "[IPv6:zz]", "[tag:x;y]", "a..b", "-a.example", "\"q\"", "a)b(c", "ä(b"]
+        {
+            let h = header(name, "192.0.2.7:1", &[]);
+            let first = h.lines().next().unwrap();
+            assert!(first.starts_with("Received: from [192.0.2.7] (helo="), "{name}: {h}");
+            let helo = &first["Received: from [192.0.2.7] (helo=".len()..first.len() - " [192.0.2.7])".len()];
+            assert!(helo.chars().all(|c| c.is_ascii_alphanumeric() || "-._?".contains(c)), "{name}: {helo}");
+        }
+    }
+
+    #[test]
+    fn the_for_clause_names_only_a_plain_address() {
+        let h = header("client.example", "192.0.2.7:1", &["\"x; Mon, 1 Jan 2024 00:00:00 +0000\"@example.com"]);
+        assert!(!h.contains("\tfor"), "{h}");
+        assert_eq!(h.matches(';').count(), 1, "only our own date separator: {h}");
+        let h = header("client.example", "192.0.2.7:1", &["a@[tag:x;y]"]);
+        assert!(!h.contains("\tfor"), "{h}");
+        for plain in ["a.b+c@example.com", "zoë@bücher.example", "x@[192.0.2.9]"] {
+            assert!(header("client.example", "192.0.2.7:1", &[plain]).contains(&format!("\tfor <{plain}>")), "{plain}");
+        }
+        assert!(!header("client.example", "192.0.2.7:1", &["a@example.com", "b@example.com"]).contains("\tfor"));
+    }
+
+    #[test]
+    fn protocol_names() {
+        let mut conn = Connection::new("c1".into(), "192.0.2.7:1".parse().unwrap(), "192.0.2.1:25".parse().unwrap());
+        conn.hello = Some(Hello { esmtp: true, host: "c.example".into() });
+        conn.tls =
+            Some(TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into(), server_name: None });
+        let txn = Transaction::new("t".into(), None, MailParams::default());
+        let h = received_header("mx.test", &conn, &txn);
+        assert!(
+            h.contains(
+                "\r\n\t(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)\r\n\tby mx.test (wasmtpd) with ESMTPS id t"
+            ),
+            "{h}"
+        );
+    }
 }

@@ -10,6 +10,9 @@
 //! - ESMTP parameters are `KEYWORD[=value]` (RFC 5321 4.1.2); keywords are upper-cased; a
 //!   repeated keyword is an error. SIZE is parsed as a number that may not overflow; BODY must be
 //!   7BIT or 8BITMIME; SMTPUTF8 takes no value.
+//! - `BDAT <size> [LAST]` (RFC 3030) is parsed exactly, although CHUNKING is not offered: the
+//!   server must know how many octets of chunk follow the line to skip them (a chunk is message
+//!   text, never commands). A BDAT without a valid size is its own error, [`CommandError::BadBdat`].
 
 use crate::address::{self, Address, AddressError};
 
@@ -41,6 +44,14 @@ pub enum Command {
     Auth {
         mechanism: String,
         initial_response: Option<String>,
+    },
+    /// `BDAT chunk-size [LAST]` (RFC 3030): `size` octets of message follow the line at once,
+    /// without waiting for a reply. Parsed even though CHUNKING is not offered, so that the
+    /// server knows how much to skip: the chunk is message text and must never be read as
+    /// commands.
+    Bdat {
+        size: u64,
+        last: bool,
     },
     /// A known SMTP verb this server does not implement (EXPN, TURN, ...): 502.
     NotImplemented(String),
@@ -91,6 +102,10 @@ pub enum CommandError {
     BadBody,
     #[error("SMTPUTF8 takes no value")]
     BadSmtputf8,
+    /// A BDAT line without a valid chunk size: where its chunk ends is unknown, so nothing
+    /// after it can be trusted to be a command.
+    #[error("BDAT <chunk-size> [LAST]")]
+    BadBdat,
 }
 
 impl Command {
@@ -125,11 +140,26 @@ impl Command {
             "HELP" => Command::Help(rest.trim().to_string()),
             "STARTTLS" => no_argument(rest, Command::StartTls, "STARTTLS with no argument")?,
             "AUTH" => parse_auth(rest)?,
-            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" | "BDAT" => Command::NotImplemented(upper),
+            "BDAT" => parse_bdat(rest)?,
+            "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" => Command::NotImplemented(upper),
             _ => unrecognized(line),
         };
         Ok(cmd)
     }
+}
+
+/// The verbs of the commands this server carries out (not the ones it answers 502).
+const IMPLEMENTED_VERBS: [&str; 13] =
+    ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "VRFY", "HELP", "QUIT", "STARTTLS", "AUTH", "BDAT"];
+
+/// Whether `line` starts with the verb of a command this server carries out (any case),
+/// followed by a space or the end of the line. Used where a line may be either a command or a
+/// SASL response (after a refused AUTH, see `connection.rs`): base64 has no space, so a
+/// response can only look like a verb without arguments, and none of those repeats its line
+/// in a reply or a log.
+pub fn names_an_implemented_verb(line: &[u8]) -> bool {
+    let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
+    IMPLEMENTED_VERBS.iter().any(|v| v.as_bytes().eq_ignore_ascii_case(verb))
 }
 
 fn unrecognized(line: &str) -> Command {
@@ -168,6 +198,26 @@ fn parse_auth(rest: &str) -> Result<Command, CommandError> {
         return Err(CommandError::Syntax("AUTH <mechanism> [<initial response>]"));
     }
     Ok(Command::Auth { mechanism: mechanism.to_ascii_uppercase(), initial_response: initial.map(str::to_string) })
+}
+
+/// `BDAT SP chunk-size [SP end-marker]` (RFC 3030 section 2): chunk-size = 1*DIGIT (it must
+/// fit in a u64), end-marker = `LAST` (any case, like every SMTP keyword). Nothing else may
+/// follow, and the separators are single spaces (trailing spaces are harmless).
+fn parse_bdat(rest: &str) -> Result<Command, CommandError> {
+    let mut words = rest.trim_end_matches(' ').split(' ');
+    let (Some(size), marker, None) = (words.next(), words.next(), words.next()) else {
+        return Err(CommandError::BadBdat);
+    };
+    if size.is_empty() || size.len() > 20 || !size.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CommandError::BadBdat);
+    }
+    let size = size.parse().map_err(|_| CommandError::BadBdat)?;
+    let last = match marker {
+        None => false,
+        Some(m) if m.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(CommandError::BadBdat),
+    };
+    Ok(Command::Bdat { size, last })
 }
 
 /// `MAIL FROM:<reverse-path> [SP mail-parameters]`
@@ -378,6 +428,7 @@ mod tests {
         assert_eq!(p("EHLO client.example"), Ok(Command::Ehlo("client.example".into())));
         assert_eq!(p("HELO [192.0.2.1]"), Ok(Command::Helo("[192.0.2.1]".into())));
         assert_eq!(p("EXPN list"), Ok(Command::NotImplemented("EXPN".into())));
+        assert_eq!(p("TURN"), Ok(Command::NotImplemented("TURN".into())));
         assert!(matches!(p("DATA x"), Err(CommandError::Syntax(_))));
         assert!(matches!(p("EHLO"), Err(CommandError::MissingHelloArgument("EHLO"))));
         assert!(matches!(p("VRFY"), Err(CommandError::Syntax(_))));
@@ -403,6 +454,49 @@ mod tests {
         );
         for bad in ["AUTH", "AUTH ", "AUTH PLAIN a b", "AUTH PLAIN  a", "AUTH PL@IN", "AUTH ABCDEFGHIJKLMNOPQRSTU"] {
             assert!(matches!(p(bad), Err(CommandError::Syntax(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn implemented_verbs() {
+        for verb in IMPLEMENTED_VERBS {
+            let line = format!("{verb} x");
+            assert!(names_an_implemented_verb(line.as_bytes()) && names_an_implemented_verb(verb.as_bytes()));
+            assert!(names_an_implemented_verb(verb.to_ascii_lowercase().as_bytes()));
+            let parsed = p(&line);
+            assert!(
+                !matches!(parsed, Ok(Command::Unrecognized { .. } | Command::NotImplemented(_))),
+                "{verb}: {parsed:?}"
+            );
+        }
+        for other in ["EXPN", "TURN", "XCLIENT", "dXNlcg==", "YWxpY2U=", "*", "", " QUIT", "QUITX", "MAIL:"] {
+            assert!(!names_an_implemented_verb(other.as_bytes()), "{other}");
+        }
+    }
+
+    #[test]
+    fn bdat_chunk_sizes() {
+        assert_eq!(p("BDAT 1000"), Ok(Command::Bdat { size: 1000, last: false }));
+        assert_eq!(p("bdat 0 last"), Ok(Command::Bdat { size: 0, last: true }));
+        assert_eq!(p("BDAT 42 LAST"), Ok(Command::Bdat { size: 42, last: true }));
+        assert_eq!(p("BDAT 007"), Ok(Command::Bdat { size: 7, last: false }));
+        assert_eq!(p("BDAT 10 "), Ok(Command::Bdat { size: 10, last: false }));
+        assert_eq!(p("BDAT 18446744073709551615"), Ok(Command::Bdat { size: u64::MAX, last: false }));
+        for bad in [
+            "BDAT",
+            "BDAT ",
+            "BDAT x",
+            "BDAT -1",
+            "BDAT +1",
+            "BDAT 1e3",
+            "BDAT 18446744073709551616",
+            "BDAT 123456789012345678901",
+            "BDAT 10 FIRST",
+            "BDAT 10 LAST x",
+            "BDAT 10  LAST",
+            "BDAT  10",
+        ] {
+            assert_eq!(p(bad), Err(CommandError::BadBdat), "{bad:?}");
         }
     }
 

@@ -219,6 +219,19 @@ pub fn command_deadline() -> Reply {
 pub fn data_deadline() -> Reply {
     Reply::new(421, e(4, 4, 2), "Message took too long to send, closing connection")
 }
+/// BDAT without a valid chunk size: where its chunk ends is unknown, so the connection closes.
+pub fn bdat_bad_size() -> Reply {
+    Reply::new(501, e(5, 5, 4), "Syntax error: BDAT <chunk-size> [LAST]; closing connection")
+}
+/// A BDAT chunk larger than we would skip; the connection closes (its end cannot be found
+/// without reading it).
+pub fn bdat_chunk_too_big(limit: u64) -> Reply {
+    Reply::new(
+        552,
+        e(5, 3, 4),
+        format!("BDAT chunk exceeds the message size limit of {limit} octets; closing connection"),
+    )
+}
 pub fn invalid_characters() -> Reply {
     Reply::new(500, e(5, 5, 2), "Syntax error: control characters or invalid UTF-8 in command")
 }
@@ -278,6 +291,11 @@ pub fn auth_mechanism_unknown() -> Reply {
 }
 pub fn auth_encryption_required() -> Reply {
     Reply::new(538, e(5, 7, 11), "Encryption required for requested authentication mechanism")
+}
+/// A line a client sent for an AUTH exchange that was refused (see `connection.rs`): ignored,
+/// never run as a command.
+pub fn auth_response_ignored() -> Reply {
+    Reply::new(503, e(5, 5, 1), "AUTH was refused: authentication response ignored")
 }
 pub fn auth_too_many_failures() -> Reply {
     Reply::new(454, e(4, 7, 0), "Too many failed authentication attempts, try again later")

@@ -34,6 +34,18 @@ impl Mechanism {
         Mechanism::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
     }
 
+    /// How many response lines follow `AUTH <mechanism>` (with or without an initial
+    /// response) when every challenge is answered: what a client that does not wait for the
+    /// `334` challenges sends right behind the command.
+    pub fn responses(self, initial_response: bool) -> u8 {
+        match (self, initial_response) {
+            (Mechanism::Plain, false) => 1,
+            (Mechanism::Plain, true) => 0,
+            (Mechanism::Login, false) => 2,
+            (Mechanism::Login, true) => 1,
+        }
+    }
+
     /// The IANA name, as advertised in `250-AUTH`.
     pub fn name(self) -> &'static str {
         match self {
@@ -309,6 +321,32 @@ mod tests {
         assert_eq!(done(step), Err(SaslError::Malformed(Mechanism::Plain)), "empty response");
         let (mut ex, _) = Exchange::start(Mechanism::Login, None);
         assert_eq!(done(ex.respond(b"=")), Err(SaslError::Malformed(Mechanism::Login)), "empty user");
+    }
+
+    #[test]
+    fn responses_count_the_challenges_of_a_successful_exchange() {
+        let initial = |m| match m {
+            Mechanism::Plain => encode(b"\0alice\0pw"),
+            Mechanism::Login => encode(b"alice"),
+        };
+        for m in Mechanism::ALL {
+            for with_initial in [false, true] {
+                let first = with_initial.then(|| initial(m));
+                let (mut ex, mut step) = Exchange::start(m, first.as_deref());
+                let mut challenges = 0;
+                while let Step::Challenge(_) = step {
+                    challenges += 1;
+                    let response = if m == Mechanism::Plain || (challenges == 1 && !with_initial) {
+                        initial(m)
+                    } else {
+                        encode(b"pw")
+                    };
+                    step = ex.respond(response.as_bytes());
+                }
+                assert!(done(step).is_ok(), "{m} {with_initial}");
+                assert_eq!(challenges, m.responses(with_initial), "{m} with initial response: {with_initial}");
+            }
+        }
     }
 
     #[test]

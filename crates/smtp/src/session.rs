@@ -12,8 +12,8 @@
 //! - ESMTP parameters need EHLO; only SIZE, BODY and SMTPUTF8 are understood on MAIL and none
 //!   on RCPT (555 otherwise); a non-ASCII address needs SMTPUTF8 (553 5.6.7).
 //! - STARTTLS (RFC 3207) needs EHLO, a certificate, no TLS yet, no transaction and no AUTH yet;
-//!   after the handshake the session starts over: the EHLO name is forgotten and a new EHLO is
-//!   required.
+//!   after the handshake the session starts over: everything learnt in plaintext is forgotten
+//!   (see [`Session::accept_starttls`] for what is kept) and a new EHLO is required.
 //! - AUTH (RFC 4954) needs EHLO, an auth plugin, no transaction and no earlier success; over a
 //!   connection without TLS it is refused (538) unless the operator allows plaintext AUTH for
 //!   this client.
@@ -286,12 +286,27 @@ impl Session {
         Ok(())
     }
 
-    /// The TLS handshake succeeded: the session starts over (RFC 3207 section 4.2). Everything
-    /// learnt from the client in plaintext is forgotten: its EHLO name (so a new EHLO is
-    /// required) and any transaction. Returns the dropped transaction.
+    /// The TLS handshake succeeded: the session starts over (RFC 3207 section 4.2: the server
+    /// "MUST discard any knowledge obtained from the client ... which was not obtained from the
+    /// TLS negotiation itself"). Returns the dropped transaction.
+    ///
+    /// Forgotten, because a man in the middle could have written or shaped it in plaintext:
+    /// the EHLO name (a new EHLO is required), any transaction, an AUTH identity, the relay flag
+    /// and every connection note (both set by plugins from what the client said, or could have
+    /// been). A plugin that grants relaying by the client's address must grant it again over
+    /// TLS (it sees `tls-info` in its next hook).
+    ///
+    /// Kept, because they are the server's own observations of the connection, which no
+    /// plaintext byte can change: the connection id, the remote and local addresses, whether
+    /// the client talked before the greeting, and the count of protocol errors (`max_errors`
+    /// is an allowance for the whole connection, not one per TLS session).
     pub fn accept_starttls(&mut self, tls: TlsInfo) -> Option<Transaction> {
-        self.connection.tls = Some(tls);
-        self.connection.hello = None;
+        let c = &mut self.connection;
+        c.tls = Some(tls);
+        c.hello = None;
+        c.auth = None;
+        c.relay_client = false;
+        c.notes.clear();
         self.transaction.take()
     }
 
@@ -428,6 +443,28 @@ mod tests {
         s.accept_hello(true, "client.example");
         assert!(!s.capabilities().contains(&"STARTTLS".to_string()));
         assert_eq!(code(s.check_starttls()), 503, "TLS already active");
+    }
+
+    #[test]
+    fn starttls_forgets_what_was_learnt_in_plaintext_and_keeps_the_servers_observations() {
+        let remote: SocketAddr = "192.0.2.7:2525".parse().unwrap();
+        let local: SocketAddr = "198.51.100.1:25".parse().unwrap();
+        let offer = Offer { starttls: true, ..Offer::default() };
+        let mut s = Session::new(Connection::new("c9".into(), remote, local), Limits::default()).with_offer(offer);
+        s.connection.early_talker = true;
+        s.accept_hello(true, "client.example");
+        s.connection.relay_client = true;
+        s.connection.notes.insert("plugin.trusted".into(), "yes".into());
+        s.count_error();
+        assert_eq!(code(s.check_starttls()), 250);
+        s.accept_starttls(tls());
+        let c = &s.connection;
+        assert_eq!((c.id.as_str(), c.remote, c.local, c.early_talker), ("c9", remote, local, true));
+        assert!(c.tls.is_some());
+        assert!(c.hello.is_none() && c.auth.is_none(), "EHLO name and AUTH forgotten");
+        assert!(!c.relay_client, "the relay flag set in plaintext is forgotten");
+        assert!(c.notes.is_empty(), "connection notes set in plaintext are forgotten");
+        assert_eq!(s.errors, 1, "the error allowance is for the whole connection");
     }
 
     #[test]

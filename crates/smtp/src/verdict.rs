@@ -8,6 +8,8 @@
 //!   not added, the message is not queued, ...) but still sends the hook's success reply, with
 //!   the plugin's message if it gave one, so the client is never left waiting.
 //! - HELO/EHLO denied without a message get a default text (qpsmtpd sent nothing at all).
+//! - HELO/EHLO answered DONE: the plugin's message is the first line of the 250 at most; the
+//!   EHLO keywords that follow are always the server's (see `hello_reply`).
 //! - A message from a plugin is cleaned of control characters by [`Reply`]; the code always
 //!   comes from this table, never from the plugin.
 
@@ -86,8 +88,9 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
                 DenySoft => refuse(r(450, None, &denied)),
                 DenyDisconnect => close(r(550, None, &denied)),
                 DenySoftDisconnect => close(r(450, None, &denied)),
-                Done => done(r(250, None, &format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip))),
-                _ => accept(hello_reply(hook, ctx)),
+                // The plugin may word the first line; what follows it is the server's.
+                Done => done(hello_reply(hook, ctx, result.message.as_deref())),
+                _ => accept(hello_reply(hook, ctx, None)),
             }
             .without_enhanced_reply()
         }
@@ -232,8 +235,16 @@ fn greeting(ctx: &ReplyContext<'_>) -> String {
     }
 }
 
-fn hello_reply(hook: Hook, ctx: &ReplyContext<'_>) -> Reply {
-    let first = format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip);
+/// The 250 reply to HELO/EHLO. The EHLO keywords always come from the server
+/// (`ctx.capabilities`): only the server knows what it implements, and a client acts on every
+/// keyword it reads (a plugin advertising AUTH, CHUNKING or XCLIENT would invite commands the
+/// server refuses, or worse). A plugin's `text` (DONE) can only replace the first line: its
+/// first line is taken, the rest dropped.
+fn hello_reply(hook: Hook, ctx: &ReplyContext<'_>, text: Option<&str>) -> Reply {
+    let first = match text.and_then(|t| t.split('\n').next()).filter(|l| !l.trim().is_empty()) {
+        Some(line) => line.to_string(),
+        None => format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip),
+    };
     if hook == Hook::Helo {
         return Reply::new(250, None, first);
     }
@@ -389,6 +400,28 @@ mod tests {
         assert!(d(Hook::AuthLogin, Ok).accept);
         assert!(!d(Hook::Auth, Done).accept, "DONE cannot authenticate anyone");
         assert_eq!(d(Hook::Auth, Declined).reply.to_string(), "535 5.7.8 Authentication credentials invalid\r\n");
+    }
+
+    #[test]
+    fn a_plugin_words_the_first_ehlo_line_at_most_and_never_the_keywords() {
+        let res = HookResult::new(Done)
+            .with_message("mx.example welcomes you\nAUTH PLAIN LOGIN\nCHUNKING\nXCLIENT NAME ADDR");
+        let got = decide(Hook::Ehlo, &res, &ctx());
+        assert_eq!(got.reply.to_string(), "250-mx.example welcomes you\r\n250-PIPELINING\r\n250 SIZE 100\r\n");
+        let got = decide(Hook::Helo, &res, &ctx());
+        assert_eq!(got.reply.to_string(), "250 mx.example welcomes you\r\n");
+        // Without a message (or an empty first line): the default first line, the server's keywords.
+        for res in [HookResult::new(Done), HookResult::new(Done).with_message("\nAUTH PLAIN")] {
+            let got = decide(Hook::Ehlo, &res, &ctx());
+            assert_eq!(
+                got.reply.to_string(),
+                "250-mx.example Hi client.example [192.0.2.7]\r\n250-PIPELINING\r\n250 SIZE 100\r\n"
+            );
+        }
+        // OK and DECLINED ignore the message altogether, as before.
+        let res = HookResult::new(Ok).with_message("hello\nXCLIENT");
+        let got = decide(Hook::Ehlo, &res, &ctx());
+        assert_eq!(got.reply.lines(), ["mx.example Hi client.example [192.0.2.7]", "PIPELINING", "SIZE 100"]);
     }
 
     #[test]

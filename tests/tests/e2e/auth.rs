@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -153,6 +154,102 @@ fn wrong_passwords_get_535_and_the_sixth_attempt_454() {
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
     c.cmd(&format!("AUTH PLAIN {}", plain("mallory@example.com", PASSWORD)), 535);
+}
+
+#[test]
+fn parallel_wrong_passwords_cannot_race_past_the_failure_limit() {
+    // Twenty connections send a wrong password at the same moment, against a limit of five:
+    // an attempt is counted before the plugin checks it, so five reach the plugin (535) and the
+    // rest are refused (454) without it.
+    let ca = TestCa::new();
+    let s = server(&ca, "plaintext loopback\nmax_failures 5\nfailure_window 1m\nfailure_delay 0\n");
+    let barrier = Barrier::new(20);
+    let codes: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..20)
+            .map(|i| {
+                let (s, barrier) = (&s, &barrier);
+                scope.spawn(move || {
+                    let mut c = s.greeted();
+                    c.cmd("EHLO client.test", 250);
+                    barrier.wait();
+                    c.line(&format!("AUTH PLAIN {}", plain("alice@example.com", &format!("guess {i}"))));
+                    c.read_reply().expect("a reply to AUTH").code
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let failed = codes.iter().filter(|&&c| c == 535).count();
+    let refused = codes.iter().filter(|&&c| c == 454).count();
+    assert_eq!((failed, refused), (5, 15), "{codes:?}");
+    let log = s.log();
+    assert_eq!(log.matches("authentication failed").count(), 5, "five reached the plugin:\n{log}");
+    // The limit holds afterwards too, for the right password.
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd(&format!("AUTH PLAIN {}", plain("alice@example.com", PASSWORD)), 454);
+}
+
+#[test]
+fn responses_sent_for_a_refused_auth_never_run_as_commands() {
+    // AUTH is refused without TLS here (538). A client that does not wait for the 334s sends
+    // its responses behind AUTH; they must reach neither a plugin (count_unrecognized_commands
+    // logs every unrecognized command it is given) nor the log.
+    let s = TestServer::start_delivering(&[
+        ("plugins", "testing/scripted\ncount_unrecognized_commands 3\nrcpt_ok\nqueue/maildir /maildir\n"),
+        ("auth", "plaintext never\nfailure_delay 0\n"),
+    ]);
+    let user = B64.encode("alice@example.com");
+    let password = B64.encode(PASSWORD);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    // LOGIN: user name and password.
+    c.send(format!("AUTH LOGIN\r\n{user}\r\n{password}\r\n"));
+    c.expect(538);
+    assert_eq!(c.expect(503).text(), "5.5.1 AUTH was refused: authentication response ignored");
+    c.expect(503);
+    // LOGIN with the user name on the command: the password follows.
+    c.send(format!("AUTH LOGIN {user}\r\n{password}\r\n"));
+    c.expect(538);
+    c.expect(503);
+    // PLAIN without an initial response: one response.
+    c.send(format!("AUTH PLAIN\r\n{}\r\n", plain("alice@example.com", PASSWORD)));
+    c.expect(538);
+    c.expect(503);
+    // A client that waits for the refusal sends a command next, and it runs.
+    c.cmd("AUTH LOGIN", 538);
+    c.cmd("HELP", 214);
+    c.cmd("AUTH LOGIN", 538);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RSET", 250);
+    // Past the exchange's lines, an unknown command is a command again (and reaches the plugin).
+    c.cmd("XFOO", 500);
+    c.cmd("QUIT", 221);
+
+    // Refused part-way (a user name that is not base64): the password behind it is not a command.
+    let s2 = TestServer::start_delivering(&[
+        ("plugins", "testing/scripted\ncount_unrecognized_commands 3\nrcpt_ok\nqueue/maildir /maildir\n"),
+        ("auth", "plaintext loopback\nfailure_delay 0\n"),
+    ]);
+    let mut c = s2.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.send(format!("AUTH LOGIN\r\n!!{user}\r\n{password}\r\n"));
+    c.expect(334);
+    c.expect(501);
+    c.expect(503);
+    c.cmd("NOOP", 250);
+    c.cmd("QUIT", 221);
+
+    for log in [s.log(), s2.log()] {
+        for secret in [PASSWORD, &password, &user, &plain("alice@example.com", PASSWORD)] {
+            assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
+        }
+    }
+    // count_unrecognized_commands logs each command it is given (quotes escaped in the log).
+    let seen = |log: &str| log.matches(r#"unrecognized command \""#).count();
+    assert_eq!(seen(&s.log()), 1, "the plugin saw XFOO only: {}", s.log());
+    assert!(s.log().contains(r#"unrecognized command \"XFOO\", 1 of 3"#), "{}", s.log());
+    assert_eq!(seen(&s2.log()), 0, "{}", s2.log());
 }
 
 #[test]

@@ -80,6 +80,55 @@ fn too_many_errors_closes_with_421() {
 }
 
 #[test]
+fn a_client_that_never_reads_its_replies_is_closed_at_the_write_timeout() {
+    let s = TestServer::start_delivering(&[("limits", "write_timeout 1s\nmax_connections 1\n")]);
+    let mut flood = std::net::TcpStream::connect(s.addr).unwrap();
+    flood.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+    // Pipelined NOOPs, and never a read: our replies fill both socket buffers, the server
+    // blocks writing and stops reading, and then our writes block too.
+    let noops = "NOOP\r\n".repeat(20_000);
+    let start = Instant::now();
+    let mut stalled: Option<Instant> = None;
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(60), "the server never closed the connection");
+        match flood.write(noops.as_bytes()) {
+            Ok(_) => stalled = None,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                stalled.get_or_insert_with(Instant::now);
+            }
+            Err(_) => break, // reset: the server has closed it
+        }
+        if stalled.is_some_and(|t| t.elapsed() > Duration::from_millis(500)) && s.log().contains("write timeout") {
+            break;
+        }
+    }
+    let stalled = stalled.expect("our writes stalled before the server closed");
+    let closed = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        s.log().contains("write timeout: the client does not read its replies")
+    });
+    assert!(closed, "the write timeout is logged");
+    assert!(stalled.elapsed() < Duration::from_secs(10), "closed within seconds of the stall");
+    // The connection slot is free again (max_connections 1), while the flooder's socket is
+    // still open on our side.
+    let served = (0..100).any(|_| {
+        let mut c = s.connect();
+        match c.read_reply() {
+            Some(r) if r.code == 220 => {
+                c.cmd("NOOP", 250);
+                true
+            }
+            _ => {
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            }
+        }
+    });
+    assert!(served, "a second client is served");
+    drop(flood);
+}
+
+#[test]
 fn connection_limits() {
     let s = TestServer::start_delivering(&[("limits", "max_connections 3\nmax_connections_per_ip 2\n")]);
     let a = s.greeted();

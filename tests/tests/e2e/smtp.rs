@@ -357,3 +357,87 @@ fn encoded_cr_lf_in_esmtp_parameters_go_nowhere() {
     let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
     assert!(!m.contains("X-Evil") && !m.contains("victim"), "{m}");
 }
+
+#[test]
+fn client_supplied_names_cannot_pass_for_trace_information_in_the_received_header() {
+    let s = TestServer::start_delivering(&[]);
+    let mut c = s.greeted();
+    // An EHLO name written to look like the end of one hop and the start of another, and a
+    // quoted local part with a date in it (after a `;`, where the header's date goes).
+    c.cmd("EHLO trusted.example([10.1.2.3])by", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<\"x; Mon, 1 Jan 2024 00:00:00 +0000\"@example.com>", 250);
+    assert_eq!(c.data(b"Subject: trace\r\n\r\nx\r\n").code, 250);
+    let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
+    let received: String = m
+        .split("\r\n")
+        .skip_while(|l| !l.starts_with("Received:"))
+        .take_while(|l| l.starts_with("Received:") || l.starts_with('\t'))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    assert!(
+        received.starts_with(
+            "Received: from [127.0.0.1] (helo=trusted.example??10.1.2.3??by [127.0.0.1])\r\n\tby mx.test (wasmtpd) with ESMTP id "
+        ),
+        "{received}"
+    );
+    assert!(!received.contains("\tfor"), "a quoted local part is not named: {received}");
+    assert_eq!(received.matches(';').count(), 1, "one date, ours: {received}");
+    assert!(!received.contains("10.1.2.3]") && !received.contains("2024"), "{received}");
+}
+
+#[test]
+fn ehlo_keywords_are_the_servers_even_when_a_plugin_answers_done() {
+    // AUTH is not usable without TLS here, so the server itself offers no AUTH.
+    let s = TestServer::start_delivering(&[
+        (
+            "plugins",
+            "testing/scripted ehlo=done:mx.test_welcomes_you|AUTH_PLAIN_LOGIN|CHUNKING|XCLIENT_NAME_ADDR\nrcpt_ok\nqueue/maildir /maildir\n",
+        ),
+        ("auth", "plaintext never\n"),
+        ("limits", "max_message_size 1M\n"),
+    ]);
+    let mut c = s.greeted();
+    let ehlo = c.cmd("EHLO client.test", 250);
+    assert_eq!(ehlo.lines[0], "mx.test welcomes you", "the plugin may word the first line");
+    assert_eq!(&ehlo.lines[1..], ["PIPELINING", "SIZE 1048576", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]);
+    let helo = c.cmd("HELO client.test", 250);
+    assert_eq!(helo.lines.len(), 1, "{helo:?}");
+}
+
+#[test]
+fn a_bdat_chunk_is_skipped_never_run_as_commands() {
+    let s = TestServer::start_delivering(&[("limits", "max_message_size 1k\n")]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    // CHUNKING is not offered; a BDAT and its chunk in one packet, the chunk full of commands.
+    let chunk = "MAIL FROM:<smuggled@evil.test>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nQUIT\r\n";
+    c.send(format!("BDAT {} LAST\r\n{chunk}", chunk.len()));
+    assert_eq!(c.expect(502).text(), "5.5.1 BDAT is not implemented");
+    // The next reply is HELP's: none of the chunk's commands ran (no 250 for MAIL, no 221).
+    c.cmd("HELP", 214);
+    c.cmd("MAIL FROM:<a@remote.test>", 250); // no transaction was begun by the chunk
+    c.cmd("RSET", 250);
+    // A chunk that arrives in pieces is skipped to its exact end.
+    c.send("BDAT 32\r\nMAIL FROM:<smuggled@evil.test>\r");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    c.send("\nNOOP\r\n");
+    c.expect(502);
+    assert_eq!(c.expect(250).text(), "2.0.0 OK", "the NOOP after the chunk");
+    c.cmd("BDAT 0 LAST", 502);
+    // A chunk larger than max_message_size is not skipped: 552 and close.
+    c.send(format!("BDAT 5000\r\n{}", "MAIL FROM:<x@evil.test>\r\n".repeat(10)));
+    let r = c.expect(552);
+    assert!(r.text().contains("closing connection"), "{r:?}");
+    assert!(c.read_reply().is_none(), "closed");
+    // A BDAT without a valid size: its framing is unknown, 501 and close.
+    for bad in ["BDAT", "BDAT soon", "BDAT 10 NOW"] {
+        let mut c = s.greeted();
+        c.cmd("EHLO client.test", 250);
+        c.send(format!("{bad}\r\nMAIL FROM:<x@evil.test>\r\nQUIT\r\n"));
+        assert_eq!(c.expect(501).text(), "5.5.4 Syntax error: BDAT <chunk-size> [LAST]; closing connection");
+        assert!(c.read_reply().is_none(), "{bad}: closed, nothing after it ran");
+    }
+    assert!(s.delivered().is_empty());
+    assert!(!s.log().contains("smuggled@evil.test") && !s.log().contains("x@evil.test"), "{}", s.log());
+}

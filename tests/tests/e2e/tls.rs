@@ -320,3 +320,39 @@ fn python_smtplib_starttls() {
     );
     assert_eq!(s.delivered().len(), 1);
 }
+
+#[test]
+fn notes_and_the_relay_flag_learnt_in_plaintext_are_forgotten_after_starttls() {
+    // scripted: VRFY is denied, so its deny hook leaves a connection note (which data_post puts
+    // in X-Scripted-Last-Deny), and VRFY makes the client a relay client (rcpt_ok then accepts
+    // any recipient).
+    let ca = TestCa::new();
+    let mut files = tls_files(&[("mx", &ca.issue(&["mx.test"]))]);
+    for (name, text) in &mut files {
+        if name == "plugins" {
+            *text = "testing/scripted vrfy=deny relay=vrfy\nrcpt_ok\nqueue/maildir /maildir\n".into();
+        }
+    }
+    let s = start(&files, &[]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("VRFY someone", 554);
+    // In plaintext, both took effect.
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<friend@elsewhere.test>", 250);
+    assert_eq!(c.data(b"Subject: plaintext\r\n\r\nx\r\n").code, 250);
+    let m = String::from_utf8(s.delivered()[0].clone()).unwrap();
+    assert!(m.contains("X-Scripted-Last-Deny: "), "the note was set: {m}");
+    // After the handshake, neither is there any more.
+    c.cmd("STARTTLS", 220);
+    c.start_tls(&ca, "mx.test").unwrap();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    let r = c.cmd("RCPT TO:<friend@elsewhere.test>", 550);
+    assert_eq!(r.text(), "5.7.1 Relaying denied", "the relay flag was forgotten");
+    c.cmd("RCPT TO:<b@example.com>", 250);
+    assert_eq!(c.data(b"Subject: over TLS\r\n\r\nx\r\n").code, 250);
+    let m = String::from_utf8(s.delivered()[1].clone()).unwrap();
+    assert!(m.contains("with ESMTPS id"), "{m}");
+    assert!(!m.contains("X-Scripted-Last-Deny"), "the connection note was forgotten: {m}");
+}

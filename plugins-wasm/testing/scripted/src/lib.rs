@@ -1,8 +1,9 @@
 //! Test fixture: every hook answers what the plugin's arguments say.
 //!
 //! Arguments: `HOOK=VERDICT[:MESSAGE]` (VERDICT: ok, deny, denysoft, denydisconnect,
-//! denysoftdisconnect, declined, done; MESSAGE without spaces, `_` stands for a space).
-//! Hooks not named decline. Every call is counted in the transaction (or connection) note
+//! denysoftdisconnect, declined, done; MESSAGE without spaces, `_` stands for a space and `|`
+//! for a line break). Hooks not named decline. `relay=HOOK` makes the client a relay client
+//! (`set-relay-client`) when that hook runs. Every call is counted in the transaction (or connection) note
 //! `<plugin-arg tag>.<hook>`, where the tag is the argument `tag=NAME` (default "scripted"),
 //! so tests can see which plugins ran, in which order, and which hooks reached them.
 //! `auth=password:SECRET` makes the `auth` hook accept exactly that password and deny others.
@@ -28,12 +29,16 @@ fn answer(hook: &str) -> HookResult {
         let n = host::connection_note(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
         let _ = host::set_connection_note(&key, Some(&n.to_string()));
     }
+    if args.iter().any(|a| a.strip_prefix("relay=") == Some(hook)) {
+        let _ = host::set_relay_client(true);
+    }
     for arg in &args {
         let Some((h, rest)) = arg.split_once('=') else { continue };
         if h != hook {
             continue;
         }
-        let (verdict, message) = rest.split_once(':').map_or((rest, None), |(v, m)| (v, Some(m.replace('_', " "))));
+        let (verdict, message) =
+            rest.split_once(':').map_or((rest, None), |(v, m)| (v, Some(m.replace('_', " ").replace('|', "\n"))));
         let verdict = match verdict {
             "ok" => Verdict::Ok,
             "deny" => Verdict::Deny,
