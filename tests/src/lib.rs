@@ -125,6 +125,44 @@ fn spawn(dir: &Path, args: &[String]) -> (Child, SocketAddr, Option<SocketAddr>)
     (child, plain.expect("a plain listener"), tls)
 }
 
+/// The rights the standard plugins need to do their job (the default configuration grants
+/// the first two): `rights` lines for those in the chain (`config/plugins`, without `$include`)
+/// are appended to the test's `config/sandbox`, so tests of what they do need not repeat them.
+/// Fixtures get no rights unless a test grants them.
+pub const STANDARD_RIGHTS: &[(&str, &str)] = &[
+    ("rcpt_ok", "accept-recipient"),
+    ("queue/maildir", "queue"),
+    ("queue/discard", "queue"),
+    ("auth_flat_file", "authenticate"),
+];
+
+/// `files` with [`STANDARD_RIGHTS`] added to `sandbox` for the standard plugins in `plugins`.
+pub fn with_standard_rights(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = files.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+    let chain = files.iter().find(|(n, _)| *n == "plugins").map_or("", |(_, t)| *t);
+    let mut rights = String::new();
+    for line in chain.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let instance = line.split_whitespace().next().unwrap_or_default();
+        let name = instance.split(':').next().unwrap_or_default();
+        if let Some((_, right)) = STANDARD_RIGHTS.iter().find(|(p, _)| *p == name) {
+            rights.push_str(&format!("{instance} rights {right}\n"));
+        }
+    }
+    if rights.is_empty() {
+        return out;
+    }
+    match out.iter_mut().find(|(n, _)| n == "sandbox") {
+        Some((_, text)) => {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&rights);
+        }
+        None => out.push(("sandbox".to_string(), rights)),
+    }
+    out
+}
+
 /// A running server process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -148,9 +186,11 @@ impl TestServer {
     }
 
     /// As [`TestServer::start_in`], with extra command-line arguments (`--listen-tls ...`).
+    /// The standard plugins of the chain get their standard rights ([`with_standard_rights`]).
     pub fn start_with_args(dir: TempDir, files: &[(&str, &str)], args: &[&str]) -> TestServer {
         let config = dir.0.join("config");
-        for (name, text) in files {
+        let files = with_standard_rights(files);
+        for (name, text) in &files {
             let p = config.join(name);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmtpd_host::PluginHost;
 use wasmtpd_host::plugin::PluginSpec;
-use wasmtpd_host::sandbox::SandboxSettings;
+use wasmtpd_host::sandbox::{Right, SandboxSettings};
 use wasmtpd_smtp::{
     Address, Connection, Content, Hook, HookArgs, HookContext, HookRunner, MailParams, Message, Recipient, Transaction,
 };
@@ -38,6 +38,16 @@ impl wasmtpd_host::ConfigFiles for Files {
     }
 }
 
+/// The sandbox the server gives these plugins: the config files they read, and the rights of
+/// the default configuration (rcpt_ok accepts recipients, the queue plugin queues).
+fn settings() -> SandboxSettings {
+    let mut s = SandboxSettings::default();
+    s.config_files = ["rcpthosts", "morercpthosts", "badmailfrom", "badrcptto"].map(String::from).to_vec();
+    s.rights.grant(Right::AcceptRecipient);
+    s.rights.grant(Right::Queue);
+    s
+}
+
 fn plugin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins")
 }
@@ -52,7 +62,7 @@ fn host(plugins: &[(&str, &[&str])]) -> PluginHost {
                 name: name.to_string(),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 path,
-                settings: SandboxSettings::default(),
+                settings: settings(),
             }
         })
         .collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use wasmtpd_host::PluginHost;
 use wasmtpd_host::plugin::PluginSpec;
-use wasmtpd_host::sandbox::SandboxSettings;
+use wasmtpd_host::sandbox::{Right, SandboxSettings};
 use wasmtpd_smtp::{Address, Connection, HookArgs, HookContext, HookRunner, Transaction};
 
 struct Files;
@@ -34,8 +34,11 @@ fn main() -> anyhow::Result<()> {
     let wasm = std::env::args().nth(1).map(Into::into).unwrap_or_else(|| root.join("target/plugins/rcpt_ok.wasm"));
     let dir = std::env::temp_dir().join(format!("wasmtpd-hook-cost-{}", std::process::id()));
     let size = std::fs::metadata(&wasm)?.len();
-    let spec =
-        PluginSpec { name: "measured".into(), args: vec![], path: wasm.clone(), settings: SandboxSettings::default() };
+    // What the server gives rcpt_ok: its file, and the right to accept recipients.
+    let mut settings = SandboxSettings::default();
+    settings.config_files = vec!["rcpthosts".to_string()];
+    settings.rights.grant(Right::AcceptRecipient);
+    let spec = PluginSpec { name: "measured".into(), args: vec![], path: wasm.clone(), settings };
     let started = Instant::now();
     drop(PluginHost::load(std::slice::from_ref(&spec), Arc::new(Files), &dir.join("spool"), &dir.join("cache"))?);
     let first = started.elapsed();

@@ -3,6 +3,8 @@
 //! caught: a trap, a timeout, an out-of-memory or an instantiation failure is logged with the
 //! plugin's name and the fault, the instance is dropped, and the hook gets a temporary failure
 //! (or DECLINED, if the operator chose that policy for the plugin). Nothing else is affected.
+//! And it is where a verdict that loosens policy is held to the plugin's rights
+//! ([`within_rights`]).
 
 use std::future::Future;
 use std::path::Path;
@@ -18,10 +20,9 @@ use wasmtpd_smtp::{Hook, HookArgs, HookContext, HookResult, Verdict};
 use crate::PluginHost;
 use crate::bindings::{self, wit};
 use crate::imports::message::MessageView;
-use crate::imports::notes;
 use crate::imports::temp::{TempArea, TempLocation};
 use crate::plugin::{HookExports, LoadedPlugin};
-use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, StderrLog, wasi_ctx};
+use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, Right, StderrLog, wasi_ctx};
 use crate::state::{CallData, PluginState};
 
 /// How long past its time limit a call may stay blocked outside wasm before it is dropped.
@@ -144,7 +145,7 @@ impl PluginHost {
             let started = Instant::now();
             let outcome = self.call_plugin(scope, index, hook, args, &mut ctx).await;
             let result = match outcome {
-                Ok(r) => bindings::hook_result(r, name),
+                Ok(r) => within_rights(bindings::hook_result(r, name), plugin, hook, &ctx.connection.id),
                 Err(fault) => {
                     tracing::error!(plugin = name, hook = hook.name(), conn = %ctx.connection.id, "plugin fault: {fault}");
                     if plugin.breaker.record_fault() {
@@ -168,13 +169,14 @@ impl PluginHost {
                 us = started.elapsed().as_micros() as u64,
                 "plugin answered"
             );
-            // qpsmtpd's record of every plugin's answer: `<plugin>.hook_<hook>`.
+            // qpsmtpd's record of every plugin's answer, read by plugins as `<plugin>.hook_<hook>`
+            // (kept apart from plugins' notes, so no plugin can change it).
             let notes = match ctx.transaction.as_deref_mut() {
                 Some(t) => &mut t.notes,
                 None => &mut ctx.connection.notes,
             };
             let recorded = if result.fault { "FAULT" } else { result.verdict.name() };
-            let _ = notes::set(notes, plugin.note_key(hook).to_string(), Some(recorded.to_string()));
+            notes.set_record(self.plugins.len(), index, hook, recorded);
             if result.fault || result.verdict != Verdict::Declined {
                 return result;
             }
@@ -203,6 +205,7 @@ impl PluginHost {
         scope.temp_used |= store.data().temp.is_open();
         let data = store.data_mut();
         data.call = CallData {
+            hook: Some(hook),
             connection: std::mem::take(ctx.connection),
             transaction: ctx.transaction.as_deref_mut().map(std::mem::take),
             message: scope.message.take(),
@@ -256,6 +259,7 @@ impl PluginHost {
             temp,
             stderr,
             log_lines: 0,
+            relay_refusal_logged: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -278,6 +282,38 @@ impl PluginHost {
                 Err(fault)
             }
         }
+    }
+}
+
+/// The right a verdict needs at a hook, if it loosens policy: OK at `rcpt` accepts a recipient;
+/// OK at an auth hook authenticates the client (which makes it a relay client); OK or DONE at
+/// `queue`, and DONE at `data_post`, answer 250 for a message (DONE without delivering it).
+/// Every other verdict only refuses, or leaves the decision to others.
+pub fn right_needed(hook: Hook, verdict: Verdict) -> Option<Right> {
+    match (hook, verdict) {
+        (Hook::Rcpt, Verdict::Ok) => Some(Right::AcceptRecipient),
+        (Hook::Auth | Hook::AuthPlain | Hook::AuthLogin, Verdict::Ok) => Some(Right::Authenticate),
+        (Hook::Queue, Verdict::Ok | Verdict::Done) | (Hook::DataPost, Verdict::Done) => Some(Right::Queue),
+        _ => None,
+    }
+}
+
+/// A plugin's verdict as it counts: one it has no right to give is DECLINED, with a warning
+/// naming the plugin, the hook and the missing right.
+fn within_rights(result: HookResult, plugin: &LoadedPlugin, hook: Hook, conn: &str) -> HookResult {
+    match right_needed(hook, result.verdict) {
+        Some(right) if !plugin.settings.rights.has(right) => {
+            tracing::warn!(
+                plugin = plugin.meta.name.as_str(),
+                hook = hook.name(),
+                right = right.name(),
+                conn,
+                "verdict {} refused: the plugin lacks the right (grant it with `rights` in config/sandbox); counted as DECLINED",
+                result.verdict.name()
+            );
+            HookResult::declined().from_plugin(plugin.meta.name.as_str())
+        }
+        _ => result,
     }
 }
 

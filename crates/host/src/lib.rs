@@ -51,9 +51,11 @@ impl PluginHost {
         let max_stack = specs.iter().map(|s| s.settings.stack).max().unwrap_or(512 << 10);
         let engine = sandbox::engine(max_memory, max_stack)?;
         let linker = plugin::linker(&engine)?;
+        let chain: Arc<[String]> = specs.iter().map(|s| s.name.clone()).collect();
         let mut plugins = Vec::new();
-        for spec in specs {
-            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), cache_dir)
+        for (index, spec) in specs.iter().enumerate() {
+            let position = plugin::ChainPosition { index, chain: chain.clone() };
+            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), cache_dir, position)
                 .map_err(|e| anyhow::anyhow!("plugin `{}`: {e:#}", spec.name))?;
             tracing::info!(
                 plugin = %spec.name,

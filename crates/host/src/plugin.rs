@@ -16,7 +16,7 @@ use wasmtpd_smtp::Hook;
 use crate::bindings::Plugin;
 use crate::bindings::exports::wasmtpd::plugin as hooks;
 use crate::sandbox::SandboxSettings;
-use crate::state::{PluginMeta, PluginState};
+use crate::state::{ConfigGrant, PluginMeta, PluginState};
 
 /// One line of `config/plugins`, resolved.
 #[derive(Debug, Clone)]
@@ -32,8 +32,6 @@ pub struct PluginSpec {
 /// A plugin ready to be instantiated.
 pub struct LoadedPlugin {
     pub meta: Arc<PluginMeta>,
-    /// `<plugin>.hook_<hook>`, the note of each hook's answer, by `Hook as usize`.
-    note_keys: Vec<String>,
     pub breaker: crate::breaker::Breaker,
     pub settings: SandboxSettings,
     pub pre: InstancePre<PluginState>,
@@ -83,6 +81,13 @@ pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<
     Ok(unsafe { Component::deserialize(engine, &compiled) }?)
 }
 
+/// Where a plugin stands in its chain: its position (which names the writer of a note) and
+/// every plugin's instance name.
+pub struct ChainPosition {
+    pub index: usize,
+    pub chain: Arc<[String]>,
+}
+
 impl LoadedPlugin {
     pub fn load(
         engine: &Engine,
@@ -90,6 +95,7 @@ impl LoadedPlugin {
         spec: &PluginSpec,
         config: Arc<dyn crate::state::ConfigFiles>,
         cache_dir: &Path,
+        position: ChainPosition,
     ) -> Result<LoadedPlugin> {
         let component = load_component(engine, &spec.path, cache_dir)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
@@ -102,17 +108,17 @@ impl LoadedPlugin {
                 spec.path.display()
             );
         }
-        let meta = Arc::new(PluginMeta { name: spec.name.clone(), args: spec.args.clone(), config });
+        let meta = Arc::new(PluginMeta {
+            name: spec.name.clone(),
+            args: spec.args.clone(),
+            config,
+            config_grant: ConfigGrant::new(&spec.settings.config_files),
+            rights: spec.settings.rights,
+            index: position.index,
+            chain: position.chain,
+        });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
-        let note_keys = Hook::ALL.iter().map(|h| format!("{}.hook_{}", spec.name, h.name())).collect();
-        Ok(LoadedPlugin { meta, note_keys, breaker, settings: spec.settings.clone(), pre, exports })
-    }
-}
-
-impl LoadedPlugin {
-    /// The note that records this plugin's answer to `hook` (qpsmtpd's `hook_<name>` record).
-    pub fn note_key(&self, hook: Hook) -> &str {
-        &self.note_keys[hook as usize]
+        Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })
     }
 }
 

@@ -7,7 +7,8 @@
 //!   network (TCP, UDP and name lookup are off), stdin closed, stdout discarded, stderr to the
 //!   log (bounded);
 //! - only what the operator grants in `config/sandbox`: a WASI view of its own temporary
-//!   directory (`wasi-temp`), and host directories read-only or read-write (`grant-dir`).
+//!   directory (`wasi-temp`), host directories read-only or read-write (`grant-dir`), config
+//!   files beyond its own (`config-file`), and the [`Rights`] to loosen policy (`rights`).
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
@@ -56,6 +57,55 @@ pub struct DirGrant {
     pub writable: bool,
 }
 
+/// Something a plugin may do that loosens policy, granted per plugin with `rights` in
+/// `config/sandbox`. Without the right, the call fails or the verdict counts as DECLINED (see
+/// `chain.rs`), and a warning names the plugin, the hook and the right: plugins can only make
+/// things stricter unless the operator says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// `set-relay-client(true)`: the client may send anywhere.
+    RelayClient,
+    /// OK at `auth`, `auth_plain`, `auth_login`: a successful AUTH makes the client a relay
+    /// client.
+    Authenticate,
+    /// OK at `rcpt`: the recipient is accepted.
+    AcceptRecipient,
+    /// OK or DONE at `queue`, and DONE at `data_post`: the client gets 250 for its message.
+    Queue,
+}
+
+impl Right {
+    pub const ALL: [Right; 4] = [Right::RelayClient, Right::Authenticate, Right::AcceptRecipient, Right::Queue];
+
+    /// The name in `config/sandbox`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Right::RelayClient => "relay-client",
+            Right::Authenticate => "authenticate",
+            Right::AcceptRecipient => "accept-recipient",
+            Right::Queue => "queue",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Right> {
+        Right::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// The rights a plugin was granted (none by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rights(u8);
+
+impl Rights {
+    pub fn grant(&mut self, right: Right) {
+        self.0 |= 1 << right as u8;
+    }
+
+    pub fn has(self, right: Right) -> bool {
+        self.0 & (1 << right as u8) != 0
+    }
+}
+
 /// The sandbox of one plugin (one line of `config/plugins`), from `config/sandbox`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxSettings {
@@ -67,6 +117,12 @@ pub struct SandboxSettings {
     pub on_fault: FaultPolicy,
     pub wasi_temp: bool,
     pub grants: Vec<DirGrant>,
+    /// The config files `host.config(name)` may read. From `config/sandbox` the files granted
+    /// with `config-file`; the server adds the plugin's own (see its `plugin_files.rs`).
+    /// Every other name reads as missing.
+    pub config_files: Vec<String>,
+    /// What it may do that loosens policy.
+    pub rights: Rights,
     /// When repeated faults disable the plugin for a while.
     pub breaker: crate::breaker::BreakerSettings,
 }
@@ -82,6 +138,8 @@ impl Default for SandboxSettings {
             on_fault: FaultPolicy::TempFail,
             wasi_temp: false,
             grants: Vec::new(),
+            config_files: Vec::new(),
+            rights: Rights::default(),
             breaker: crate::breaker::BreakerSettings::default(),
         }
     }

@@ -1,15 +1,20 @@
 //! The data of one plugin instance's store: its WASI context, its limits, and, while a hook
 //! call is running, the connection and transaction the call may read and change.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtpd_smtp::{Connection, Transaction};
+use wasmtpd_smtp::{Connection, Hook, Transaction};
 
 use crate::imports::message::MessageView;
 use crate::imports::temp::TempArea;
-use crate::sandbox::{PluginLimits, StderrLog};
+use crate::sandbox::{PluginLimits, Rights, StderrLog};
+
+/// Longest config file name a plugin may ask for (longer names are refused unread).
+pub const MAX_CONFIG_NAME: usize = 255;
+/// Refused config names logged per plugin; past that, one line says the rest are not.
+const MAX_REFUSALS_LOGGED: usize = 16;
 
 /// Read-only access to the server's config files (`config("badmailfrom")`).
 pub trait ConfigFiles: Send + Sync {
@@ -23,6 +28,65 @@ pub struct PluginMeta {
     pub name: String,
     pub args: Vec<String>,
     pub config: Arc<dyn ConfigFiles>,
+    /// The config files it may read; the only names that reach `config`.
+    pub config_grant: ConfigGrant,
+    /// What it may do that loosens policy.
+    pub rights: Rights,
+    /// Its position in the chain: who wrote a note.
+    pub index: usize,
+    /// Every plugin's instance name, by chain position (for the server's records and for
+    /// naming the owner of a note).
+    pub chain: Arc<[String]>,
+}
+
+/// The config files one plugin may read. Asking for any other reads as missing, and is
+/// logged once per name (at most [`MAX_REFUSALS_LOGGED`] names), so a plugin cannot flood the
+/// log by asking.
+pub struct ConfigGrant {
+    names: Box<[String]>,
+    refused: Mutex<Refusals>,
+}
+
+#[derive(Default)]
+struct Refusals {
+    logged: Vec<String>,
+    muted: bool,
+}
+
+impl ConfigGrant {
+    pub fn new(names: &[String]) -> ConfigGrant {
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        ConfigGrant { names: names.into(), refused: Mutex::default() }
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        name.len() <= MAX_CONFIG_NAME && self.names.iter().any(|n| n == name)
+    }
+
+    /// Logs that `plugin` was refused `name`, unless that was logged already.
+    pub fn log_refusal(&self, plugin: &str, name: &str) {
+        let shown = match name.len() {
+            n if n > MAX_CONFIG_NAME => format!("<a name of {n} octets>"),
+            _ => name.escape_debug().to_string(),
+        };
+        let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if r.muted || r.logged.contains(&shown) {
+            return;
+        }
+        if r.logged.len() == MAX_REFUSALS_LOGGED {
+            r.muted = true;
+            tracing::warn!(plugin, "plugin asked for more config files it may not read; no longer logged");
+            return;
+        }
+        tracing::warn!(
+            plugin,
+            file = %shown,
+            "config file not granted to this plugin: it reads as missing (grant it with `config-file` in config/sandbox)"
+        );
+        r.logged.push(shown);
+    }
 }
 
 /// The session state a hook call works on. The connection task's copy is moved in before the
@@ -30,6 +94,8 @@ pub struct PluginMeta {
 /// stays in the instance between calls.
 #[derive(Default)]
 pub struct CallData {
+    /// The hook being called (for log lines).
+    pub hook: Option<Hook>,
     pub connection: Connection,
     pub transaction: Option<Transaction>,
     pub message: Option<MessageView>,
@@ -45,6 +111,8 @@ pub struct PluginState {
     pub stderr: StderrLog,
     /// Log lines written by this instance (a flood is muted).
     pub log_lines: u32,
+    /// A refused `set-relay-client(true)` was logged (once per instance).
+    pub relay_refusal_logged: bool,
 }
 
 impl WasiView for PluginState {

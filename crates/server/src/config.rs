@@ -9,7 +9,7 @@
 //! | `sandbox`     | per-plugin limits and grants, `plugin setting value...` per line |
 //! | `tls`         | certificates for STARTTLS and implicit TLS: `certificate CHAIN.pem KEY.pem` per line |
 //! | `auth`        | the server's AUTH rules (plaintext policy, failure limit), `name value` per line |
-//! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...) |
+//! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
 //! start-up with the file, the line and what is wrong ([`ConfigError`]).
@@ -22,11 +22,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmtpd_host::sandbox::{DirGrant, FaultPolicy, InstanceScope, SandboxSettings};
+use wasmtpd_host::sandbox::{DirGrant, FaultPolicy, InstanceScope, Right, Rights, SandboxSettings};
+use wasmtpd_host::state::MAX_CONFIG_NAME;
 use wasmtpd_smtp::Limits;
 
 use crate::auth::{AuthSettings, PlaintextAuth};
 use crate::tls::CertificateFiles;
+
+/// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
+pub const SERVER_FILES: &[&str] = &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting"];
 
 /// A configuration error: which file, which line, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +226,7 @@ impl Config {
         let mut plugins = load_plugins(&source)?;
         load_sandbox(&source, &mut plugins)?;
         let tls = load_tls(&source)?;
+        refuse_keys_to_plugins(&source, &tls, &plugins)?;
         let auth = load_auth(&source)?;
         Ok(Config { source, me, greeting, limits, server, plugins, tls, auth })
     }
@@ -256,6 +261,33 @@ pub fn load_tls(source: &ConfigSource) -> Result<Vec<CertificateFiles>, ConfigEr
         });
     }
     Ok(out)
+}
+
+/// A certificate or key file named in `tls` may not be granted to a plugin with `config-file`
+/// (the keys stay in the server).
+fn refuse_keys_to_plugins(
+    source: &ConfigSource,
+    tls: &[CertificateFiles],
+    plugins: &[PluginLine],
+) -> Result<(), ConfigError> {
+    for cert in tls {
+        for file in [&cert.chain, &cert.key] {
+            let Some(p) = plugins.iter().find(|p| p.sandbox.config_files.iter().any(|f| Path::new(f) == file)) else {
+                continue;
+            };
+            let (_, line) = split_origin(&cert.origin);
+            return Err(ConfigError {
+                path: source.display("tls"),
+                line,
+                what: format!(
+                    "{} is granted to plugin `{}` with config-file in config/sandbox; certificates and keys never go to plugins",
+                    file.display(),
+                    p.instance
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads `auth`: `name value` per line.
@@ -474,6 +506,8 @@ fn parse_plugins(
 /// | `wasi-temp` | `yes`: its temp directory is also WASI's `/tmp` | `no` |
 /// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory) | none |
 /// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `20 1m 30s` |
+/// | `config-file` | `NAME...`: config files it may read beyond its own (never the server's, nothing with `/`) | none |
+/// | `rights` | `RIGHT...` of `relay-client`, `authenticate`, `accept-recipient`, `queue` (`none` withdraws them) | none |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
         return Ok(());
@@ -547,9 +581,48 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
             }
             s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable });
         }
+        "config-file" => {
+            if values.is_empty() {
+                return Err("config-file takes one or more config file names".into());
+            }
+            for name in values {
+                check_plugin_file(name)?;
+                s.config_files.push(name.to_string());
+            }
+        }
+        "rights" => {
+            if values.is_empty() {
+                return Err(format!("rights takes one or more of {} (or none)", right_names()));
+            }
+            for name in values {
+                match (*name, Right::parse(name)) {
+                    ("none", _) => s.rights = Rights::default(),
+                    (_, Some(right)) => s.rights.grant(right),
+                    (_, None) => return Err(format!("unknown right `{name}`; the rights are {}", right_names())),
+                }
+            }
+        }
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
     Ok(())
+}
+
+/// A name `config-file` may grant: a file directly in the config directory, not one of the
+/// server's own.
+fn check_plugin_file(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') || name.contains("..") || name.len() > MAX_CONFIG_NAME {
+        return Err(format!(
+            "config-file `{name}`: a plugin may read only files directly in the config directory (no `/` or `..`, at most {MAX_CONFIG_NAME} octets)"
+        ));
+    }
+    if SERVER_FILES.contains(&name) {
+        return Err(format!("config-file `{name}`: the server's own files are never given to plugins"));
+    }
+    Ok(())
+}
+
+fn right_names() -> String {
+    Right::ALL.map(|r| format!("`{}`", r.name())).join(", ")
 }
 
 /// The machine's host name, for `me` when the file is absent.
@@ -604,6 +677,55 @@ mod tests {
         assert_eq!(c.me, "localhost");
         assert_eq!(c.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["rcpt_ok", "queue/maildir"]);
         assert_eq!(c.limits.max_message_size, 50 << 20);
+        // The standard plugins get the rights to do their job, and nothing more.
+        let rights = |i: usize| Right::ALL.into_iter().filter(|r| c.plugins[i].sandbox.rights.has(*r)).collect::<Vec<_>>();
+        assert_eq!(rights(0), [Right::AcceptRecipient]);
+        assert_eq!(rights(1), [Right::Queue]);
+    }
+
+    #[test]
+    fn config_files_and_rights() {
+        let sandbox = [
+            "* rights queue",
+            "spam/filter config-file spamrules whitelist",
+            "spam/filter rights relay-client accept-recipient",
+            "rcpt_ok rights none",
+            "rcpt_ok rights accept-recipient",
+        ];
+        let (_d, src) = dir(&[("plugins", "spam/filter\nrcpt_ok\n"), ("sandbox", &sandbox.join("\n"))]);
+        let c = Config::load(src).unwrap();
+        let s = &c.plugins[0].sandbox;
+        assert_eq!(s.config_files, ["spamrules", "whitelist"]);
+        assert!(s.rights.has(Right::Queue) && s.rights.has(Right::RelayClient) && s.rights.has(Right::AcceptRecipient));
+        assert!(!s.rights.has(Right::Authenticate));
+        let r = c.plugins[1].sandbox.rights;
+        assert!(r.has(Right::AcceptRecipient) && !r.has(Right::Queue), "`none` withdrew the `*` grant");
+        let long = "x".repeat(256);
+        for (bad, what) in [
+            ("rcpt_ok config-file tls".to_string(), "the server's own files"),
+            ("rcpt_ok config-file rcpthosts sandbox".into(), "the server's own files"),
+            ("rcpt_ok config-file smtpgreeting".into(), "the server's own files"),
+            ("rcpt_ok config-file certs/key.pem".into(), "no `/` or `..`"),
+            ("rcpt_ok config-file ../etc".into(), "no `/` or `..`"),
+            (format!("rcpt_ok config-file {long}"), "at most 255 octets"),
+            ("rcpt_ok config-file".into(), "one or more"),
+            ("rcpt_ok rights".into(), "one or more of `relay-client`"),
+            ("rcpt_ok rights accept-recipient open-relay".into(), "unknown right `open-relay`"),
+        ] {
+            let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\n{bad}\n"))]);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.what.contains(what), "{bad}: {e}");
+        }
+        // A certificate's key named in `tls` cannot be granted, even directly in the directory.
+        let (_d, src) = dir(&[
+            ("plugins", "rcpt_ok\n"),
+            ("sandbox", "rcpt_ok config-file mx.key\n"),
+            ("tls", "# one\ncertificate mx.pem mx.key\n"),
+        ]);
+        let e = Config::load(src).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.path.ends_with("tls") && e.what.contains("mx.key is granted to plugin `rcpt_ok`"), "{e}");
     }
 
     #[test]

@@ -4,23 +4,30 @@
 //! recipient), so each file is kept in memory and looked at again (one `stat`) at most once per
 //! [`RECHECK`]; it is read again only when its modification time or size changed. An edit to
 //! `badmailfrom`, or a user added to `auth_users`, counts within a second, without a restart.
+//!
+//! Only names granted to some plugin are served (the host checks each plugin's own grant
+//! first; this is the second fence): any other name, or one longer than 255 octets, is `None`
+//! without touching the disk or the cache. So the cache holds at most one entry per granted
+//! name, a number the configuration fixes, and no plugin can grow it by asking. A granted file
+//! that is missing is remembered as missing for [`RECHECK`] too (as rcpt_ok's `morercpthosts`
+//! usually is): not remembering it would cost two system calls per recipient.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtpd_host::ConfigFiles;
+use wasmtpd_host::state::MAX_CONFIG_NAME;
 
 use crate::config::ConfigSource;
 
 /// How long a cached file is trusted before it is looked at again.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
-/// Most files remembered (a plugin may ask for any name; missing ones are remembered too).
-const MAX_FILES: usize = 1024;
-
 pub struct CachedConfigFiles {
     source: ConfigSource,
+    /// The names some plugin may read.
+    granted: HashSet<String>,
     cache: Mutex<HashMap<String, Entry>>,
 }
 
@@ -32,8 +39,9 @@ struct Entry {
 }
 
 impl CachedConfigFiles {
-    pub fn new(source: ConfigSource) -> CachedConfigFiles {
-        CachedConfigFiles { source, cache: Mutex::new(HashMap::new()) }
+    /// Serves the files of `source` named in `granted`, and no other.
+    pub fn new(source: ConfigSource, granted: HashSet<String>) -> CachedConfigFiles {
+        CachedConfigFiles { source, granted, cache: Mutex::new(HashMap::new()) }
     }
 
     fn stamp(&self, name: &str) -> Option<(SystemTime, u64)> {
@@ -54,6 +62,9 @@ impl CachedConfigFiles {
 
 impl ConfigFiles for CachedConfigFiles {
     fn lines(&self, name: &str) -> Option<Vec<String>> {
+        if name.len() > MAX_CONFIG_NAME || !self.granted.contains(name) {
+            return None;
+        }
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = cache.get_mut(name) {
@@ -70,9 +81,6 @@ impl ConfigFiles for CachedConfigFiles {
         // for again after RECHECK too, through this path).
         let stamp = self.stamp(name);
         let lines = self.read(name);
-        if cache.len() >= MAX_FILES && !cache.contains_key(name) {
-            cache.clear();
-        }
         cache.insert(name.to_string(), Entry { lines: lines.clone(), stamp, checked: now });
         lines.as_deref().cloned()
     }
@@ -87,7 +95,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wasmtpd-config-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("badmailfrom"), "# comment\nspam@example.com\n").unwrap();
-        let files = CachedConfigFiles::new(ConfigSource::Dir(dir.clone()));
+        let granted = ["badmailfrom", "missing"].map(String::from).into();
+        let files = CachedConfigFiles::new(ConfigSource::Dir(dir.clone()), granted);
         assert_eq!(files.lines("badmailfrom"), Some(vec!["spam@example.com".to_string()]));
         assert_eq!(files.lines("missing"), None);
         std::fs::write(dir.join("badmailfrom"), "spam@example.com\nmore@example.com\n").unwrap();
@@ -98,6 +107,25 @@ mod tests {
         // ...after it, the change is seen.
         assert_eq!(files.lines("badmailfrom").unwrap().len(), 2);
         assert_eq!(files.lines("missing"), Some(vec!["now here".to_string()]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The attack of issue 11: fifty `config()` calls with 8 MiB names took the server from 93
+    /// to 903 MiB. Names that are not granted, or too long, are neither read nor remembered.
+    #[test]
+    fn only_granted_names_are_read_or_remembered() {
+        let dir = std::env::temp_dir().join(format!("wasmtpd-config-files-grant-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("badmailfrom"), "spam@example.com\n").unwrap();
+        std::fs::write(dir.join("tls"), "certificate a.pem a.key\n").unwrap();
+        let files = CachedConfigFiles::new(ConfigSource::Dir(dir.clone()), ["badmailfrom".to_string()].into());
+        assert_eq!(files.lines("tls"), None);
+        assert_eq!(files.lines(&"x".repeat(8 << 20)), None);
+        for i in 0..100 {
+            assert_eq!(files.lines(&format!("nosuch{i}")), None);
+        }
+        assert!(files.lines("badmailfrom").is_some());
+        assert_eq!(files.cache.lock().unwrap().len(), 1, "only the granted file is cached");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

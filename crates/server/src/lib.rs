@@ -3,6 +3,7 @@
 //! Code map:
 //! - [`config`]: the configuration directory (qpsmtpd's layout) and its errors.
 //! - [`config_files`]: the config files plugins read (`host.config`), cached.
+//! - [`plugin_files`]: which config files each plugin may read.
 //! - [`admission`]: connection limits, total and per IP.
 //! - `connection`: one task per client; the only code that touches a client socket.
 //! - [`spool`]: where a message is written while DATA streams in; the Received header.
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod config_files;
 mod connection;
+pub mod plugin_files;
 pub mod plugins;
 pub mod spool;
 mod stream;

@@ -1,6 +1,7 @@
 //! From the configuration to a running plugin chain: each line of `config/plugins` names a
 //! component `<plugin dir>/<name>.wasm`; its sandbox comes from `config/sandbox`, with granted
-//! host directories taken relative to the state directory (and created if missing).
+//! host directories taken relative to the state directory (and created if missing), and the
+//! config files it may read resolved by `plugin_files.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub fn specs(config: &Config, plugin_dir: &Path, state_dir: &Path) -> Result<Vec
             )));
         }
         let mut settings = line.sandbox.clone();
+        settings.config_files = crate::plugin_files::granted(line);
         for grant in &mut settings.grants {
             grant.host = state_dir.join(&grant.host);
             std::fs::create_dir_all(&grant.host)
@@ -56,6 +58,7 @@ pub struct Dirs<'a> {
 pub fn load(config: &Config, dirs: &Dirs<'_>) -> anyhow::Result<PluginHost> {
     let specs =
         specs(config, dirs.plugin_dir, dirs.state_dir).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let files = crate::config_files::CachedConfigFiles::new(config.source.clone());
+    let granted = specs.iter().flat_map(|s| s.settings.config_files.iter().cloned()).collect();
+    let files = crate::config_files::CachedConfigFiles::new(config.source.clone(), granted);
     PluginHost::load(&specs, Arc::new(files), dirs.spool_dir, dirs.cache_dir)
 }

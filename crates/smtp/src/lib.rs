@@ -9,6 +9,7 @@
 //! - [`session`]: which command may follow which; the envelope-level checks.
 //! - [`transaction`]: the envelope (sender, recipients, ESMTP parameters) and its spooled message.
 //! - [`hook`]: the hooks a session runs and the [`HookRunner`] seam plugins plug into.
+//! - [`notes`]: what plugins leave for each other, and the server's records of their answers.
 //! - [`sasl`]: AUTH's SASL exchanges (PLAIN, LOGIN): from base64 lines to credentials.
 //! - [`verdict`]: the one table that turns a hook's verdict into a reply.
 //! - [`reply`]: the reply type, and every fixed reply text the server sends.
@@ -18,6 +19,7 @@ pub mod command;
 pub mod data;
 pub mod hook;
 pub mod line;
+pub mod notes;
 pub mod reply;
 pub mod sasl;
 pub mod session;
@@ -29,6 +31,7 @@ pub use command::{Command, CommandError, EsmtpParam, MailParams, UnbracketedPath
 pub use data::{DataEnd, DataReader};
 pub use hook::{Hook, HookArgs, HookContext, HookResult, HookRunner, Verdict};
 pub use line::{LineEvent, LineReader};
+pub use notes::{Note, Notes};
 pub use reply::{EnhancedCode, Reply};
 pub use sasl::{Credentials, Mechanism, Secret};
 pub use session::{AuthInfo, Connection, Limits, Offer, Session, TlsInfo};

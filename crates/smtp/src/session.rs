@@ -18,13 +18,13 @@
 //!   connection without TLS it is refused (538) unless the operator allows plaintext AUTH for
 //!   this client.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::address::Address;
 use crate::command::{EsmtpParam, MailParams};
 use crate::data::DEFAULT_MAX_TEXT_LINE;
 use crate::line::DEFAULT_MAX_COMMAND_LINE;
+use crate::notes::Notes;
 use crate::reply::{self, Reply};
 use crate::sasl::Mechanism;
 use crate::transaction::{Recipient, Transaction};
@@ -76,8 +76,8 @@ pub struct Connection {
     pub tls: Option<TlsInfo>,
     /// Who the client authenticated as, after a successful AUTH.
     pub auth: Option<AuthInfo>,
-    /// Notes for the whole connection (plugins share state here).
-    pub notes: BTreeMap<String, String>,
+    /// Notes for the whole connection (plugins share state here), and the server's records.
+    pub notes: Notes,
 }
 
 /// Facts about an established TLS session.
@@ -136,7 +136,7 @@ impl Connection {
             relay_client: false,
             tls: None,
             auth: None,
-            notes: BTreeMap::new(),
+            notes: Notes::default(),
         }
     }
 }

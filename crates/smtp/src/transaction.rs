@@ -2,13 +2,13 @@
 //! is complete, the spooled message. It begins with an accepted MAIL and ends with a queued or
 //! rejected message, RSET, a new EHLO, or the end of the connection.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::address::Address;
 use crate::command::{EsmtpParam, MailParams};
+use crate::notes::Notes;
 
 #[derive(Debug, Clone, Default)]
 pub struct Transaction {
@@ -22,8 +22,8 @@ pub struct Transaction {
     pub rcpt_attempted: bool,
     /// The message, once DATA has ended.
     pub message: Option<Message>,
-    /// Notes for this transaction (plugins share state here).
-    pub notes: BTreeMap<String, String>,
+    /// Notes for this transaction (plugins share state here), and the server's records.
+    pub notes: Notes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl Transaction {
             recipients: Vec::new(),
             rcpt_attempted: false,
             message: None,
-            notes: BTreeMap::new(),
+            notes: Notes::default(),
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! `config/badmailfrom`: one entry per line, `address` or `@domain`, optionally followed by
 //! the reason to give. As qpsmtpd recommends, the sender is not refused at MAIL (some clients
-//! handle that badly): the match is noted, and every RCPT is refused with 550 instead.
+//! handle that badly): the match is noted, and every RCPT is refused with 550 instead. If the
+//! note cannot be written (another plugin holds the key), it fails closed: the sender is
+//! refused at MAIL with the same 550.
 
 use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, host};
 
@@ -28,8 +30,11 @@ impl Plugin for BadMailFrom {
                     "" => format!("Mail from {plain} not accepted here"),
                     r => r.to_string(),
                 };
-                let _ = host::set_transaction_note(NOTE, Some(&reason));
                 wasmtpd_plugin::info(format!("badmailfrom: {plain} matches {entry}"));
+                if let Err(e) = host::set_transaction_note(NOTE, Some(&reason)) {
+                    wasmtpd_plugin::warn(format!("badmailfrom: cannot note the match ({e}); refusing at MAIL"));
+                    return HookResult::deny(reason).with_enhanced_code("5.7.1");
+                }
                 break;
             }
         }

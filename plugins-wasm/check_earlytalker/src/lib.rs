@@ -3,7 +3,8 @@
 //! `reject_early_talkers no` there to leave the decision to this plugin).
 //!
 //! Arguments: none to refuse at connect time (554 and close); `defer` to note it and refuse
-//! every MAIL instead (so the client's log shows why).
+//! every MAIL instead (so the client's log shows why). If the note cannot be written, it
+//! refuses at connect time after all (fail closed).
 
 use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, host};
 
@@ -19,8 +20,10 @@ impl Plugin for EarlyTalker {
             return HookResult::declined();
         }
         if host::args().iter().any(|a| a == "defer") {
-            let _ = host::set_connection_note(NOTE, Some("1"));
-            return HookResult::declined();
+            match host::set_connection_note(NOTE, Some("1")) {
+                Ok(()) => return HookResult::declined(),
+                Err(e) => wasmtpd_plugin::warn(format!("earlytalker: cannot note it ({e}); refusing now")),
+            }
         }
         HookResult::deny_disconnect(TEXT)
     }

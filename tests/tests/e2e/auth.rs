@@ -314,6 +314,7 @@ fn auth_hooks_run_mechanism_first_and_faults_are_temporary() {
     for (args, code) in cases {
         let s = TestServer::start_delivering(&[
             ("plugins", &format!("testing/scripted {args}\nrcpt_ok\nqueue/maildir /maildir\n")),
+            ("sandbox", "queue/maildir grant-dir maildir /maildir rw\ntesting/scripted rights authenticate\n"),
             ("auth", "failure_delay 0\n"),
         ]);
         let mut c = s.greeted();

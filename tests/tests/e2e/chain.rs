@@ -3,6 +3,14 @@
 
 use wasmtpd_tests::{Client, TestServer};
 
+/// What the scripted fixture needs to accept recipients and messages like a real plugin would.
+const SCRIPTED_RIGHTS: &str = "testing/scripted rights accept-recipient queue\n";
+
+/// `config/sandbox` for [`TestServer::start_with_chain`], granting `instance` those rights too.
+fn scripted_may_accept(instance: &str) -> String {
+    format!("queue/maildir grant-dir maildir /maildir rw\n{instance} rights accept-recipient queue\n")
+}
+
 /// Drives a session up to `hook` and returns the code of the reply that hook decided.
 fn code_at(s: &TestServer, hook: &str) -> u16 {
     let mut c = s.connect();
@@ -67,7 +75,13 @@ fn every_verdict_of_every_hook_gives_the_right_reply() {
                     let rcpt = if *hook == "rcpt" { String::new() } else { "rcpt=ok".to_string() };
                     let queue = if *hook == "queue" { "" } else { "\nqueue/maildir /maildir" };
                     let plugins = format!("testing/scripted {hook}={verdict} {rcpt}{queue}\n");
-                    let s = TestServer::start_delivering(&[("plugins", &plugins)]);
+                    // The fixture may give every verdict (accepting a recipient and queueing
+                    // need rights, see rights.rs).
+                    let mut sandbox = SCRIPTED_RIGHTS.to_string();
+                    if !queue.is_empty() {
+                        sandbox.push_str("queue/maildir grant-dir maildir /maildir rw\n");
+                    }
+                    let s = TestServer::start_delivering(&[("plugins", &plugins), ("sandbox", &sandbox)]);
                     assert_eq!(code_at(&s, hook), *expected, "hook {hook}, verdict {verdict}");
                 }
             });
@@ -107,14 +121,19 @@ fn chain_order_and_include_order() {
 #[test]
 fn the_first_answer_other_than_declined_wins() {
     // The first plugin denies: the second (which would accept) never runs for rcpt.
-    let s =
-        TestServer::start_with_chain("testing/scripted:1 tag=a rcpt=deny:first\ntesting/scripted:2 tag=b rcpt=ok", &[]);
+    let s = TestServer::start_with_chain(
+        "testing/scripted:1 tag=a rcpt=deny:first\ntesting/scripted:2 tag=b rcpt=ok",
+        &[("sandbox", &scripted_may_accept("testing/scripted:2"))],
+    );
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@remote.test>", 250);
     assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 first");
     // Declined passes on: the second one accepts.
-    let s = TestServer::start_with_chain("testing/scripted:1 tag=a\ntesting/scripted:2 tag=b rcpt=ok", &[]);
+    let s = TestServer::start_with_chain(
+        "testing/scripted:1 tag=a\ntesting/scripted:2 tag=b rcpt=ok",
+        &[("sandbox", &scripted_may_accept("testing/scripted:2"))],
+    );
     let mut c = s.greeted();
     c.envelope("a@remote.test", &["b@example.com"]);
     assert_eq!(c.data(b"Subject: x\r\n\r\ny").code, 250);
@@ -127,7 +146,10 @@ fn the_deny_hook_hears_of_every_denial() {
     // Plugin 1 denies VRFY; plugin 2's deny hook is told which plugin, which hook and which
     // verdict (it keeps them in a connection note, and writes it into the next message). The
     // reply is plugin 1's.
-    let s = TestServer::start_with_chain("testing/scripted:1 tag=a vrfy=deny\ntesting/scripted:2 tag=b rcpt=ok", &[]);
+    let s = TestServer::start_with_chain(
+        "testing/scripted:1 tag=a vrfy=deny\ntesting/scripted:2 tag=b rcpt=ok",
+        &[("sandbox", &scripted_may_accept("testing/scripted:2"))],
+    );
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
     c.cmd("VRFY x", 554);

@@ -9,6 +9,7 @@ mod durability;
 mod languages;
 mod limits;
 mod plugins;
+mod rights;
 mod sandbox;
 mod smtp;
 mod tls;

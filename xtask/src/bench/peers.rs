@@ -225,9 +225,12 @@ fn setup_wasmtpd(dir: &Path, maildir: bool) -> Result<()> {
             "count_unrecognized_commands 4\ncheck_badmailfrom\ncheck_badrcptto\nrcpt_ok\nheaders require From,Date\n{queue}\n"
         ),
     )?;
+    let queue_plugin = queue.split(' ').next().unwrap_or(queue);
+    let mut sandbox = format!("rcpt_ok rights accept-recipient\n{queue_plugin} rights queue\n");
     if maildir {
-        write(&c, "sandbox", "queue/maildir grant-dir maildir /maildir rw\n")?;
+        sandbox.push_str("queue/maildir grant-dir maildir /maildir rw\n");
     }
+    write(&c, "sandbox", &sandbox)?;
     // All the load comes from one address (and the idle test holds 10,000 connections).
     write(&c, "limits", "max_connections_per_ip 20000\nmax_connections 20000\n")?;
     Ok(())

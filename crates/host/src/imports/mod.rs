@@ -11,6 +11,7 @@ pub mod temp;
 use crate::bindings::host::{self, AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
 use crate::bindings::wit::{self, LogLevel};
 use crate::bindings::{mail_params, params};
+use crate::sandbox::Right;
 use crate::state::PluginState;
 
 /// Longest log line kept from a plugin.
@@ -58,7 +59,14 @@ impl host::Host for PluginState {
         self.meta.args.clone()
     }
 
+    /// Only the files granted to this plugin (`state::ConfigGrant`) are read; every other
+    /// name reads as missing, so the server's own files (`tls`, `sandbox`, `auth_users`, the
+    /// keys under `certs/`) never reach a plugin that was not given them.
     fn config(&mut self, name: String) -> Option<Vec<String>> {
+        if !self.meta.config_grant.allows(&name) {
+            self.meta.config_grant.log_refusal(&self.meta.name, &name);
+            return None;
+        }
         self.meta.config.lines(&name)
     }
 
@@ -83,8 +91,24 @@ impl host::Host for PluginState {
         }
     }
 
-    fn set_relay_client(&mut self, allowed: bool) {
+    /// `true` needs the right `relay-client`; `false` only takes a permission away, and is
+    /// always allowed. A refusal is logged once per instance (a plugin may call this in a loop).
+    fn set_relay_client(&mut self, allowed: bool) -> Result<(), String> {
+        if allowed && !self.meta.rights.has(Right::RelayClient) {
+            if !self.relay_refusal_logged {
+                self.relay_refusal_logged = true;
+                tracing::warn!(
+                    plugin = self.meta.name.as_str(),
+                    hook = self.call.hook.map_or("", |h| h.name()),
+                    right = Right::RelayClient.name(),
+                    conn = self.call.connection.id.as_str(),
+                    "set-relay-client(true) refused: the plugin lacks the right (grant it with `rights` in config/sandbox)"
+                );
+            }
+            return Err(format!("not allowed: the operator has not granted this plugin the right `{}`", Right::RelayClient.name()));
+        }
         self.call.connection.relay_client = allowed;
+        Ok(())
     }
 
     fn transaction(&mut self) -> Option<TransactionInfo> {
@@ -103,20 +127,20 @@ impl host::Host for PluginState {
     }
 
     fn connection_note(&mut self, key: String) -> Option<String> {
-        self.call.connection.notes.get(&key).cloned()
+        notes::get(&self.call.connection.notes, &self.meta.chain, &key).map(str::to_string)
     }
 
     fn set_connection_note(&mut self, key: String, value: Option<String>) -> Result<(), String> {
-        notes::set(&mut self.call.connection.notes, key, value)
+        notes::set(&mut self.call.connection.notes, &self.meta.chain, self.meta.index, key, value)
     }
 
     fn transaction_note(&mut self, key: String) -> Option<String> {
-        self.call.transaction.as_ref()?.notes.get(&key).cloned()
+        notes::get(&self.call.transaction.as_ref()?.notes, &self.meta.chain, &key).map(str::to_string)
     }
 
     fn set_transaction_note(&mut self, key: String, value: Option<String>) -> Result<(), String> {
         let t = self.call.transaction.as_mut().ok_or("no transaction in progress")?;
-        notes::set(&mut t.notes, key, value)
+        notes::set(&mut t.notes, &self.meta.chain, self.meta.index, key, value)
     }
 
     fn headers(&mut self) -> Result<Vec<Header>, String> {

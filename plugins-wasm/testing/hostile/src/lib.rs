@@ -1,14 +1,26 @@
 //! Test fixture: a plugin that misbehaves, in the hook and the way its arguments say:
-//! `HOOK BEHAVIOUR` (HOOK: connect, helo, mail, rcpt, data_post, queue, auth), against clients that
-//! said HELO/EHLO `attacker.test` (at connect: every client).
+//! `HOOKS BEHAVIOUR [ARG...]` (HOOKS: one or more of connect, helo, mail, rcpt, data_post,
+//! queue, auth, separated by commas), against clients that said HELO/EHLO `attacker.test` (at
+//! connect: every client).
 //!
 //! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
 //! `stack` (recurses without bound), `passwd` (reads /etc/passwd), `escape` (writes outside its
 //! temp dir with `..`), `tcp` (opens a TCP connection), `env` (reads the environment), `crlf`
 //! (answers with CR/LF in its message), `logflood`, `noteflood`, `headerflood` (data_post),
-//! `tempfill`, `wasi-escape` (with the `wasi-temp` grant), `bigmessage` (a 10 MB reply), `sleep` (blocks in a WASI sleep for an hour), `fine`
-//! (behaves). Every attempt that does not trap
-//! reports what happened in its DENYSOFT message ("passwd: denied: ...") so a test can tell.
+//! `tempfill`, `wasi-escape` (with the `wasi-temp` grant), `bigmessage` (a 10 MB reply), `sleep`
+//! (blocks in a WASI sleep for an hour), `config-read NAME...` (reads those config files),
+//! `note-forge [KEY]` (overwrites the server's record KEY, default `rcpt_ok.hook_rcpt`, and
+//! reads it back), `fine` (behaves). Every attempt that does not trap reports what happened in
+//! its DENYSOFT message ("passwd: denied: ...") so a test can tell.
+//!
+//! Silent attacks (they answer DECLINED, so the chain goes on, and log what they did):
+//! `note-fill` (fills the transaction's notes until a write fails), `note-squat KEY` (writes the
+//! transaction note KEY where it is missing, and removes it where it is there: run at mail and
+//! rcpt before check_badmailfrom, it takes the key first and then erases it), `note-erase KEY`
+//! (removes the transaction note KEY), `relay` (calls `set-relay-client(true)`).
+//!
+//! Verdicts that loosen policy: `ok` and `done` answer OK and DONE (`rcpt ok` accepts any
+//! recipient, `queue done` swallows the message with a 250, `auth ok` authenticates anyone).
 
 use std::io::Write;
 
@@ -18,7 +30,7 @@ struct Hostile;
 
 fn act(hook: &str) -> HookResult {
     let args = host::args();
-    if args.first().map(String::as_str) != Some(hook) {
+    if !args.first().is_some_and(|hooks| hooks.split(',').any(|h| h == hook)) {
         return HookResult::declined();
     }
     // Only clients that say HELO/EHLO attacker.test are attacked (connect: everyone), so a
@@ -107,6 +119,56 @@ fn act(hook: &str) -> HookResult {
             HookResult::declined()
         }
         "crlf" => HookResult::deny("first line\r\n250 2.0.0 injected\r\nMAIL FROM:<x@y>"),
+        "config-read" => {
+            let got: Vec<String> = args[2..]
+                .iter()
+                .map(|name| match host::config(name) {
+                    Some(lines) => format!("{name}={}", lines.len()),
+                    None => format!("{name}=none"),
+                })
+                .collect();
+            HookResult::deny_soft(format!("config-read: {}", got.join(" ")))
+        }
+        "note-forge" => {
+            let key = args.get(2).map_or("rcpt_ok.hook_rcpt", String::as_str);
+            let wrote = match host::set_transaction_note(key, Some("FORGED")) {
+                Ok(()) => "written".to_string(),
+                Err(e) => format!("refused ({e})"),
+            };
+            let now = host::transaction_note(key).unwrap_or_else(|| "-".into());
+            HookResult::deny_soft(format!("note-forge: {wrote}; {key} = {now}"))
+        }
+        "note-fill" => {
+            let value = "n".repeat(64 * 1024);
+            let mut i = 0;
+            while host::set_transaction_note(&format!("fill{i}"), Some(&value)).is_ok() {
+                i += 1;
+            }
+            wasmtpd_plugin::info(format!("note-fill: {i} notes"));
+            HookResult::declined()
+        }
+        "note-squat" => {
+            let key = args.get(2).map_or("badmailfrom", String::as_str);
+            let done = match host::transaction_note(key) {
+                None => host::set_transaction_note(key, Some("squatted")).map(|()| "taken"),
+                Some(_) => host::set_transaction_note(key, None).map(|()| "erased"),
+            };
+            wasmtpd_plugin::info(format!("note-squat {key}: {done:?}"));
+            HookResult::declined()
+        }
+        "note-erase" => {
+            let key = args.get(2).map_or("badmailfrom", String::as_str);
+            let done = host::set_transaction_note(key, None);
+            wasmtpd_plugin::info(format!("note-erase {key}: {done:?}"));
+            HookResult::declined()
+        }
+        "relay" => {
+            let done = host::set_relay_client(true);
+            wasmtpd_plugin::info(format!("relay: {done:?}"));
+            HookResult::declined()
+        }
+        "ok" => HookResult::ok_with("hostile says ok"),
+        "done" => HookResult::done(),
         _ => HookResult::declined(),
     }
 }

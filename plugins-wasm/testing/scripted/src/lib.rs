@@ -5,7 +5,9 @@
 //! for a line break). Hooks not named decline. `relay=HOOK` makes the client a relay client
 //! (`set-relay-client`) when that hook runs. Every call is counted in the transaction (or connection) note
 //! `<plugin-arg tag>.<hook>`, where the tag is the argument `tag=NAME` (default "scripted"),
-//! so tests can see which plugins ran, in which order, and which hooks reached them.
+//! and, in a transaction, recorded as `TAG:HOOK` in the note `scripted.order.N` (N counting
+//! the calls of every scripted instance; one note per call, since a plugin may change only its
+//! own notes), so tests can see which plugins ran, in which order, and which hooks reached them.
 //! `auth=password:SECRET` makes the `auth` hook accept exactly that password and deny others.
 //! In data_post it adds `X-Scripted-Tls` and `X-Scripted-Auth` headers with the connection's
 //! TLS and AUTH facts, as a plugin sees them.
@@ -19,12 +21,11 @@ fn answer(hook: &str) -> HookResult {
     let tag = args.iter().find_map(|a| a.strip_prefix("tag=")).unwrap_or("scripted").to_string();
     // The order in which plugins ran, visible to later plugins and to tests.
     let key = format!("{tag}.{hook}");
-    let order_key = "scripted.order";
     if host::transaction().is_some() {
         let n = host::transaction_note(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
         let _ = host::set_transaction_note(&key, Some(&n.to_string()));
-        let order = host::transaction_note(order_key).unwrap_or_default();
-        let _ = host::set_transaction_note(order_key, Some(&format!("{order}{tag}:{hook} ")));
+        let next = (0..).find(|i| host::transaction_note(&format!("scripted.order.{i}")).is_none()).unwrap_or(0);
+        let _ = host::set_transaction_note(&format!("scripted.order.{next}"), Some(&format!("{tag}:{hook}")));
     } else {
         let n = host::connection_note(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
         let _ = host::set_connection_note(&key, Some(&n.to_string()));
@@ -76,8 +77,9 @@ impl Plugin for Scripted {
     fn data_post() -> HookResult {
         // Leave the record of this transaction's notes in the message for the test to read.
         if let Some(t) = host::transaction() {
-            let order = host::transaction_note("scripted.order").unwrap_or_default();
-            let _ = host::add_header("X-Scripted-Order", order.trim());
+            let order: Vec<String> =
+                (0..).map_while(|i| host::transaction_note(&format!("scripted.order.{i}"))).collect();
+            let _ = host::add_header("X-Scripted-Order", &order.join(" "));
             let _ = host::add_header("X-Scripted-Recipients", &t.recipients.len().to_string());
             if let Some(deny) = host::connection_note("scripted.last_deny") {
                 let _ = host::add_header("X-Scripted-Last-Deny", &deny);
