@@ -40,11 +40,12 @@ pub struct LoadedPlugin {
     pub exports: HookExports,
 }
 
-/// The linker every plugin is instantiated with: WASI (deny-by-default contexts, see
-/// `sandbox.rs`) and the `host` interface.
+/// The linker every plugin is instantiated with: WASI (deny-by-default contexts, and no
+/// links, see `sandbox.rs`) and the `host` interface.
 pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::sandbox::refuse_links(&mut linker)?;
     Plugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -102,7 +103,12 @@ impl LoadedPlugin {
                 spec.path.display()
             );
         }
-        let meta = Arc::new(PluginMeta { name: spec.name.clone(), args: spec.args.clone(), config });
+        let meta = Arc::new(PluginMeta {
+            name: spec.name.clone(),
+            args: spec.args.clone(),
+            config,
+            log_rate: Default::default(),
+        });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         let note_keys = Hook::ALL.iter().map(|h| format!("{}.hook_{}", spec.name, h.name())).collect();
         Ok(LoadedPlugin { meta, note_keys, breaker, settings: spec.settings.clone(), pre, exports })

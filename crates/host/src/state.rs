@@ -23,6 +23,8 @@ pub struct PluginMeta {
     pub name: String,
     pub args: Vec<String>,
     pub config: Arc<dyn ConfigFiles>,
+    /// Its server-wide log rate, shared by all its instances.
+    pub log_rate: crate::imports::log::LogRate,
 }
 
 /// The session state a hook call works on. The connection task's copy is moved in before the
@@ -43,7 +45,8 @@ pub struct PluginState {
     pub call: CallData,
     pub temp: TempArea,
     pub stderr: StderrLog,
-    /// Log lines written by this instance (a flood is muted).
+    /// Log lines the plugin has written on this connection (moved in from the scope for each
+    /// call; a flood is muted).
     pub log_lines: u32,
 }
 

@@ -456,7 +456,7 @@ fn parse_plugins(
 /// | `scope` | `transaction` (a fresh instance per transaction) or `connection` | `transaction` |
 /// | `on-fault` | `tempfail` (451/421) or `declined` (fail open) | `tempfail` |
 /// | `wasi-temp` | `yes`: its temp directory is also WASI's `/tmp` | `no` |
-/// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory) | none |
+/// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory; no `..`, and not overlapping the spool, the plugin cache, the plugins or the config, see `plugins.rs`); no links can be made in it | none |
 /// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `20 1m 30s` |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
@@ -479,6 +479,11 @@ fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(),
         }
         for i in matching {
             set_sandbox(&mut plugins[i].sandbox, setting, values).map_err(err)?;
+            if *setting == "grant-dir"
+                && let Some(grant) = plugins[i].sandbox.grants.last_mut()
+            {
+                grant.origin = format!("{}:{n}", source.display("sandbox"));
+            }
         }
     }
     Ok(())
@@ -529,7 +534,15 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
             if !guest.starts_with('/') {
                 return Err(format!("the guest path `{guest}` must be absolute"));
             }
-            s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable });
+            // A grant names the directory it grants: no climbing out of the state directory,
+            // or anywhere else, behind the operator's back.
+            for path in [host, guest] {
+                if Path::new(path).components().any(|c| c == std::path::Component::ParentDir) {
+                    return Err(format!("grant-dir paths may not contain `..`: `{path}`"));
+                }
+            }
+            let origin = String::new(); // set by `load_sandbox`, which knows the line
+            s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable, origin });
         }
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
@@ -642,10 +655,14 @@ mod tests {
         assert_eq!(c.plugins[0].sandbox.on_fault, FaultPolicy::Declined);
         assert_eq!(c.plugins[1].sandbox.timeout, SandboxSettings::default().timeout);
         assert_eq!(c.plugins[1].sandbox.grants[0].guest, "/maildir");
+        assert!(c.plugins[1].sandbox.grants[0].origin.ends_with("sandbox:4"), "{:?}", c.plugins[1].sandbox.grants[0]);
         for (bad, what) in [
             ("nosuch memory 1M", "no plugin `nosuch`"),
             ("* colour blue", "unknown sandbox setting"),
             ("rcpt_ok grant-dir a b rw", "must be absolute"),
+            ("rcpt_ok grant-dir ../../etc /etc ro", "may not contain `..`"),
+            ("rcpt_ok grant-dir maildir/../spool /m rw", "may not contain `..`"),
+            ("rcpt_ok grant-dir maildir /m/../etc rw", "may not contain `..`"),
             ("rcpt_ok scope forever", "scope is"),
         ] {
             let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\n{bad}\n"))]);
