@@ -68,7 +68,7 @@ fn host(plugins: &[(&str, &[&str])]) -> PluginHost {
         .collect();
     let dir = std::env::temp_dir().join(format!("wasmtpd-bench-{}", std::process::id()));
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-plugin-cache");
-    PluginHost::load(&specs, Arc::new(Files), &dir.join("spool"), &cache).expect("loading the plugins")
+    PluginHost::load(&specs, Arc::new(Files), &dir.join("spool"), &cache, 1000).expect("loading the plugins")
 }
 
 fn ctx<'a>(connection: &'a mut Connection, transaction: &'a mut Transaction) -> HookContext<'a> {

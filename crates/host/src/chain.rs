@@ -5,6 +5,12 @@
 //! (or DECLINED, if the operator chose that policy for the plugin). Nothing else is affected.
 //! And it is where a verdict that loosens policy is held to the plugin's rights
 //! ([`within_rights`]).
+//!
+//! Running out of instance slots is not a plugin fault: the pool is sized so that every
+//! connection can hold an instance of every plugin (`sandbox::pool`), so it means the server
+//! is short of something. The hook gets a temporary failure whatever the plugin's fault policy
+//! (failing open would let whoever exhausts the pool skip the plugin), it is logged as resource
+//! exhaustion, and the circuit breaker does not count it.
 
 use std::future::Future;
 use std::path::Path;
@@ -20,13 +26,22 @@ use wasmtpd_smtp::{Hook, HookArgs, HookContext, HookResult, Verdict};
 use crate::PluginHost;
 use crate::bindings::{self, wit};
 use crate::imports::message::MessageView;
-use crate::imports::temp::{TempArea, TempLocation};
+use crate::imports::temp::{self, TempArea, TempLocation};
 use crate::plugin::{HookExports, LoadedPlugin};
 use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, Right, StderrLog, wasi_ctx};
 use crate::state::{CallData, PluginState};
 
 /// How long past its time limit a call may stay blocked outside wasm before it is dropped.
 const BLOCKED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Why a plugin did not answer.
+enum Failure {
+    /// Its own doing (a trap, its time, memory or temp quota): its fault policy applies and the
+    /// circuit breaker counts it.
+    Fault(String),
+    /// The instance pool is exhausted: the server's problem, not the plugin's.
+    Exhausted(String),
+}
 
 /// A live plugin instance.
 struct Live {
@@ -48,6 +63,9 @@ pub struct Scope {
     /// Some instance created its temporary directory under `dir` (else there is nothing to
     /// remove, and no file system call is made).
     temp_used: bool,
+    /// Log lines each plugin has written on this connection, whichever instances wrote them
+    /// (moved into the instance's store for each call, see `imports::log`).
+    log_lines: Vec<u32>,
 }
 
 impl Scope {
@@ -59,6 +77,7 @@ impl Scope {
             slots: (0..plugins).map(|_| None).collect(),
             message: None,
             temp_used: false,
+            log_lines: vec![0; plugins],
         }
     }
 
@@ -77,8 +96,7 @@ impl Scope {
         if let Some(dir) = &self.dir
             && self.temp_used
         {
-            let old = dir.join(format!("s{}", self.generation));
-            let _ = std::fs::remove_dir_all(old);
+            temp::discard(&dir.join(format!("s{}", self.generation)));
         }
         self.generation += 1;
         self.key = key.map(str::to_string);
@@ -97,12 +115,13 @@ impl Drop for Scope {
         if let Some(dir) = &self.dir
             && self.temp_used
         {
-            let _ = std::fs::remove_dir_all(dir);
+            temp::discard(dir);
         }
     }
 }
 
-/// Drops an instance, passing on what it wrote to stderr.
+/// Drops an instance, passing on what it wrote to stderr; its temporary directory is removed
+/// off the event loop (`temp::discard`).
 fn end_instance(mut live: Live, plugin: &str) {
     let stderr = live.store.data_mut().stderr.take();
     live.store.data_mut().temp.remove_all();
@@ -146,7 +165,16 @@ impl PluginHost {
             let outcome = self.call_plugin(scope, index, hook, args, &mut ctx).await;
             let result = match outcome {
                 Ok(r) => within_rights(bindings::hook_result(r, name), plugin, hook, &ctx.connection.id),
-                Err(fault) => {
+                Err(Failure::Exhausted(why)) => {
+                    tracing::warn!(
+                        plugin = name,
+                        hook = hook.name(),
+                        conn = %ctx.connection.id,
+                        "resource exhaustion (not a plugin fault), temporary failure: {why}"
+                    );
+                    HookResult::fault(name)
+                }
+                Err(Failure::Fault(fault)) => {
                     tracing::error!(plugin = name, hook = hook.name(), conn = %ctx.connection.id, "plugin fault: {fault}");
                     if plugin.breaker.record_fault() {
                         let b = plugin.breaker.settings();
@@ -193,11 +221,15 @@ impl PluginHost {
         hook: Hook,
         args: HookArgs<'_>,
         ctx: &mut HookContext<'_>,
-    ) -> Result<wit::HookResult, String> {
+    ) -> Result<wit::HookResult, Failure> {
         let plugin = &self.plugins[index];
         if scope.slots[index].is_none() {
             let scope_dir = scope.dir.clone().expect("set on the first hook");
-            let temp = TempLocation { scope_dir, generation: scope.generation, plugin: index };
+            let generation = match plugin.settings.scope {
+                InstanceScope::Transaction => Some(scope.generation),
+                InstanceScope::Connection => None,
+            };
+            let temp = TempLocation { scope_dir, generation, plugin: index };
             let live = self.instantiate(plugin, temp).await?;
             scope.slots[index] = Some(live);
         }
@@ -210,6 +242,7 @@ impl PluginHost {
             transaction: ctx.transaction.as_deref_mut().map(std::mem::take),
             message: scope.message.take(),
         };
+        data.log_lines = scope.log_lines[index];
         data.limits.deadline = Some(Instant::now() + plugin.settings.timeout);
         // Epochs stop wasm that computes; a plugin blocked in a host call (WASI sleep or poll)
         // is stopped here instead, by dropping the call (the instance is then unusable).
@@ -218,38 +251,44 @@ impl PluginHost {
         let data = store.data_mut();
         data.limits.deadline = None;
         scope.temp_used |= data.temp.is_open();
+        scope.log_lines[index] = data.log_lines;
         let call = std::mem::take(&mut data.call);
         *ctx.connection = call.connection;
         if let (Some(slot), Some(t)) = (ctx.transaction.as_deref_mut(), call.transaction) {
             *slot = t;
         }
         scope.message = call.message;
-        let error = match result {
+        let fault = match result {
+            // What it wrote through WASI is only seen now: a bounded walk of its directory.
+            Ok(Ok(r)) if plugin.settings.wasi_temp => match data.temp.check() {
+                Ok(()) => return Ok(r),
+                Err(over) => over,
+            },
             Ok(Ok(r)) => return Ok(r),
-            Ok(Err(e)) => Some(e),
-            Err(_) => None,
-        };
-        let live = scope.slots[index].take().expect("still there");
-        let fault = match error {
-            Some(e) => describe_fault(&e, &live.store, plugin),
-            None => format!(
+            Ok(Err(e)) => describe_fault(&e, store, plugin),
+            Err(_) => format!(
                 "ran past its time limit of {:?} while blocked outside wasm (sleeping or waiting)",
                 plugin.settings.timeout
             ),
         };
+        let live = scope.slots[index].take().expect("still there");
         end_instance(live, &plugin.meta.name);
-        Err(fault)
+        Err(Failure::Fault(fault))
     }
 
-    async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: TempLocation) -> Result<Live, String> {
+    async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: TempLocation) -> Result<Live, Failure> {
         let settings = &plugin.settings;
         let mut temp = TempArea::new(temp_dir, settings.temp_quota);
         let wasi_temp = match settings.wasi_temp {
-            true => Some(temp.open().map(|d| d.try_clone().ok()).map(|_| temp.path().to_path_buf())?),
+            true => {
+                temp.open().map_err(Failure::Fault)?;
+                Some(temp.path().to_path_buf())
+            }
             false => None,
         };
         let stderr = StderrLog::default();
-        let wasi = wasi_ctx(settings, wasi_temp.as_deref(), stderr.clone()).map_err(|e| format!("sandbox: {e:#}"))?;
+        let wasi = wasi_ctx(settings, wasi_temp.as_deref(), stderr.clone())
+            .map_err(|e| Failure::Fault(format!("sandbox: {e:#}")))?;
         let state = PluginState {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
@@ -277,9 +316,11 @@ impl PluginHost {
                 Ok(Live { store, instance })
             }
             Err(e) => {
-                let fault = format!("could not be instantiated: {}", describe_error(&e, &store, plugin));
                 store.data_mut().temp.remove_all();
-                Err(fault)
+                if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+                    return Err(Failure::Exhausted(format!("no instance slot: {e:#}")));
+                }
+                Err(Failure::Fault(format!("could not be instantiated: {}", describe_error(&e, &store, plugin))))
             }
         }
     }

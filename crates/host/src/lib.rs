@@ -27,6 +27,7 @@ use wasmtpd_smtp::{Hook, HookArgs, HookContext, HookResult, HookRunner};
 
 pub use chain::Scope;
 use plugin::{LoadedPlugin, PluginSpec};
+use sandbox::ChainNeeds;
 pub use state::ConfigFiles;
 
 /// The loaded plugin chain.
@@ -39,17 +40,39 @@ pub struct PluginHost {
 
 impl PluginHost {
     /// Compiles (or loads precompiled from `cache_dir`) every plugin of the chain, in order.
-    /// Plugins' temporary directories go under `spool_dir`. Any failure names the plugin and
-    /// stops start-up.
+    /// Plugins' temporary directories go under `spool_dir`. The instance pool is sized for
+    /// `max_connections` connections that each hold an instance of every plugin (a
+    /// [`sandbox::PoolTooLarge`] error if that cannot be reserved). Any failure names the
+    /// plugin and stops start-up.
     pub fn load(
         specs: &[PluginSpec],
         config: Arc<dyn ConfigFiles>,
         spool_dir: &Path,
         cache_dir: &Path,
+        max_connections: usize,
     ) -> Result<PluginHost> {
         let max_memory = specs.iter().map(|s| s.settings.memory).max().unwrap_or(64 << 20);
         let max_stack = specs.iter().map(|s| s.settings.stack).max().unwrap_or(512 << 10);
-        let engine = sandbox::engine(max_memory, max_stack)?;
+        // What a connection's instances hold is known only from the compiled components: a
+        // probe engine with a one-connection pool compiles them (or finds them in the cache),
+        // then the engine that runs them gets its pool sized from them.
+        let needs = {
+            let probe = sandbox::pool(1, ChainNeeds { instances: 1, memories: 1, tables: 1 }, max_memory, max_stack)?;
+            let probe = sandbox::engine(max_stack, probe)?;
+            let mut needs = ChainNeeds::default();
+            for spec in specs {
+                let component = plugin::load_component(&probe, &spec.path, cache_dir)
+                    .map_err(|e| anyhow::anyhow!("plugin `{}`: {e:#}", spec.name))?;
+                needs.add(component.resources_required());
+            }
+            needs
+        };
+        let pool = sandbox::pool(max_connections, needs, max_memory, max_stack)?;
+        let engine = sandbox::engine(max_stack, pool).map_err(|e| {
+            anyhow::anyhow!("reserving the plugin instance pool for max_connections {max_connections}: {e:#}")
+        })?;
+        sandbox::start_epoch_ticker(&engine);
+        tracing::debug!(max_connections, ?needs, "plugin instance pool");
         let linker = plugin::linker(&engine)?;
         let chain: Arc<[String]> = specs.iter().map(|s| s.name.clone()).collect();
         let mut plugins = Vec::new();

@@ -38,11 +38,12 @@ pub struct LoadedPlugin {
     pub exports: HookExports,
 }
 
-/// The linker every plugin is instantiated with: WASI (deny-by-default contexts, see
-/// `sandbox.rs`) and the `host` interface.
+/// The linker every plugin is instantiated with: WASI (deny-by-default contexts, and no
+/// links, see `sandbox.rs`) and the `host` interface.
 pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::sandbox::refuse_links(&mut linker)?;
     Plugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -116,6 +117,7 @@ impl LoadedPlugin {
             rights: spec.settings.rights,
             index: position.index,
             chain: position.chain,
+            log_rate: Default::default(),
         });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })

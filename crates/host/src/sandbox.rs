@@ -21,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use wasmtime::component::{Linker, LinkerInstance, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::bindings::filesystem::types::{Descriptor, ErrorCode, PathFlags};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// How often the epoch advances: the granularity of time limits and of yielding.
@@ -55,6 +57,8 @@ pub struct DirGrant {
     pub host: PathBuf,
     pub guest: String,
     pub writable: bool,
+    /// Where it was granted (`file:line`), for error messages.
+    pub origin: String,
 }
 
 /// Something a plugin may do that loosens policy, granted per plugin with `rights` in
@@ -145,37 +149,103 @@ impl Default for SandboxSettings {
     }
 }
 
-/// Most instances alive at once (pooling allocator slots).
-pub const MAX_INSTANCES: u32 = 1000;
 /// Bytes of a memory or table slot reset in place (not returned to the kernel) when an
 /// instance ends: enough for a small plugin's working set.
 const KEEP_RESIDENT: usize = 2 << 20;
 /// Slots decommitted together, in one pass.
 const DECOMMIT_BATCH: usize = 16;
+/// Address space reserved for each linear memory, and the guard after it: wasmtime's defaults
+/// on 64-bit hosts (with 4 GiB reserved, compiled code needs no bounds checks), set here
+/// because the pool's size is computed from them.
+const MEMORY_RESERVATION: u64 = 4 << 30;
+const MEMORY_GUARD: u64 = 32 << 20;
+/// Most elements of a table (8 octets each, reserved for every table slot of the pool).
+const TABLE_ELEMENTS: usize = 100_000;
+/// Address space the pool may reserve: half of x86-64's 128 TiB of user address space, the
+/// rest left to everything else in the process. Reserving is free (no memory is committed),
+/// but past the address space the engine cannot be made.
+const ADDRESS_SPACE_BUDGET: u64 = 64 << 40;
+/// Core instances per component instance. The pool only counts them (nothing is reserved per
+/// core instance), so the number is generous: a Rust plugin has about five, a Python one more.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 
-/// The one engine of the process. `max_memory` and `max_stack` are the largest limits of any
-/// plugin (the pool's slots must fit them).
-pub fn engine(max_memory: u64, max_stack: usize) -> anyhow::Result<Engine> {
-    let mut cfg = Config::new();
-    // Time limits and fair scheduling: see `PluginLimits::epoch_callback`.
-    cfg.epoch_interruption(true);
-    // A deep recursion traps instead of taking the host down; the async stack must be larger
-    // than the wasm stack to leave room for host calls.
-    cfg.max_wasm_stack(max_stack);
-    cfg.async_stack_size(max_stack + (1 << 20));
-    // No WASIp3 / component-model-async: calls are 2-4x cheaper without it.
-    cfg.concurrency_support(false);
-    // Pooling: instantiation reuses pre-reserved slots (tens of µs, no mmap per instance).
+/// What one connection can hold at once: an instance of every plugin in the chain (a scope
+/// keeps at most one per plugin), with the linear memories and tables those instances have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainNeeds {
+    pub instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+}
+
+impl ChainNeeds {
+    /// Adds a plugin; `None` (a component whose needs cannot be known statically, which
+    /// imports core modules) is assumed to need 8 memories and 8 tables.
+    pub fn add(&mut self, component: Option<wasmtime::ResourcesRequired>) {
+        let (memories, tables) = component.map_or((8, 8), |r| (r.num_memories, r.num_tables));
+        self.instances += 1;
+        self.memories += memories;
+        self.tables += tables;
+    }
+}
+
+/// A pool that cannot be backed: more address space than [`ADDRESS_SPACE_BUDGET`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "max_connections {max_connections} cannot be served: each connection may hold an instance of every plugin, \
+     {memories} linear memories of {slot_gib} GiB of address space each; at most {fits} connections fit in the \
+     {budget_tib} TiB the plugin pool may reserve"
+)]
+pub struct PoolTooLarge {
+    pub max_connections: usize,
+    pub memories: u32,
+    pub slot_gib: u64,
+    pub fits: usize,
+    pub budget_tib: u64,
+}
+
+/// The pooling allocator's slots (`max_memory`, `max_stack`: the largest limits of any plugin),
+/// for `max_connections` connections that each hold an instance
+/// of every plugin of the chain (`needs`): then no client can take slots from another, and
+/// running out of slots is a server fault, never a plugin's (see `chain.rs`).
+///
+/// Every count is per connection times the connections, plus a margin: a scope ends before
+/// its connection's admission ticket, so at most `max_connections` scopes exist, but an unused
+/// slot costs only address space while a missing one turns into temporary failures, so we
+/// leave 1/16 + 16 connections of room. Stacks are one per connection: a connection runs one
+/// hook call (or instantiation) at a time, and a stack is held only during one.
+pub fn pool(
+    max_connections: usize,
+    needs: ChainNeeds,
+    max_memory: u64,
+    max_stack: usize,
+) -> Result<PoolingAllocationConfig, PoolTooLarge> {
+    let connections = max_connections.saturating_add(max_connections / 16 + 16);
+    let memory_slot = MEMORY_RESERVATION.max(max_memory) + MEMORY_GUARD;
+    let per_connection = needs.memories as u64 * memory_slot
+        + needs.tables as u64 * (TABLE_ELEMENTS as u64 * 8)
+        + async_stack_size(max_stack) as u64;
+    let too_large = || PoolTooLarge {
+        max_connections,
+        memories: needs.memories,
+        slot_gib: memory_slot.div_ceil(1 << 30),
+        fits: ((ADDRESS_SPACE_BUDGET / per_connection.max(1)) as usize).saturating_sub(16) * 16 / 17,
+        budget_tib: ADDRESS_SPACE_BUDGET >> 40,
+    };
+    if (connections as u64).checked_mul(per_connection).is_none_or(|total| total > ADDRESS_SPACE_BUDGET) {
+        return Err(too_large());
+    }
+    let count = |per: u32| u32::try_from(connections as u64 * per.max(1) as u64).map_err(|_| too_large());
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_INSTANCES)
-        .total_core_instances(MAX_INSTANCES * 4)
-        .total_memories(MAX_INSTANCES * 2)
-        .total_tables(MAX_INSTANCES * 4)
-        .total_stacks(MAX_INSTANCES)
+    pool.total_component_instances(count(needs.instances)?)
+        .total_core_instances(count(needs.instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))?)
+        .total_memories(count(needs.memories)?)
+        .total_tables(count(needs.tables)?)
+        .total_stacks(count(1)?)
         .max_memory_size(max_memory as usize)
         .max_component_instance_size(10 << 20)
         .max_core_instance_size(10 << 20)
-        .table_elements(100_000)
+        .table_elements(TABLE_ELEMENTS)
         // Resetting a slot for reuse: dirty pages found with PAGEMAP_SCAN (Linux 6.7+) are
         // restored with memset, instead of madvise over the whole slot, whose TLB shootdowns
         // interrupt every other thread (they were a quarter of the server's CPU under load).
@@ -183,14 +253,36 @@ pub fn engine(max_memory: u64, max_stack: usize) -> anyhow::Result<Engine> {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
         .decommit_batch_size(DECOMMIT_BATCH);
+    Ok(pool)
+}
+
+/// The async stack: larger than the wasm stack, to leave room for host calls.
+fn async_stack_size(max_stack: usize) -> usize {
+    max_stack + (1 << 20)
+}
+
+/// An engine. `max_stack` is the largest wasm stack of any plugin; `pool` is from [`pool`]. The process has one engine that runs plugins
+/// (with its epoch ticker, [`start_epoch_ticker`]); a probe engine with a small pool may come
+/// first, to learn what the components need (its compiled code serves both: the pool's size
+/// is not part of the engine's compatibility hash).
+pub fn engine(max_stack: usize, pool: PoolingAllocationConfig) -> anyhow::Result<Engine> {
+    let mut cfg = Config::new();
+    // Time limits and fair scheduling: see `PluginLimits::epoch_callback`.
+    cfg.epoch_interruption(true);
+    // A deep recursion traps instead of taking the host down.
+    cfg.max_wasm_stack(max_stack);
+    cfg.async_stack_size(async_stack_size(max_stack));
+    cfg.memory_reservation(MEMORY_RESERVATION);
+    cfg.memory_guard_size(MEMORY_GUARD);
+    // No WASIp3 / component-model-async: calls are 2-4x cheaper without it.
+    cfg.concurrency_support(false);
+    // Pooling: instantiation reuses pre-reserved slots (tens of µs, no mmap per instance).
     cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&cfg)?;
-    spawn_epoch_ticker(&engine);
-    Ok(engine)
+    Ok(Engine::new(&cfg)?)
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine) {
+pub fn start_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wasmtpd-epoch".into())
@@ -238,7 +330,7 @@ impl ResourceLimiter for PluginLimits {
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= TABLE_ELEMENTS)
     }
 
     fn instances(&self) -> usize {
@@ -265,6 +357,43 @@ pub fn wasi_ctx(settings: &SandboxSettings, temp_dir: Option<&Path>, stderr: Std
             .map_err(|e| anyhow::anyhow!("granting {} as {}: {e}", g.host.display(), g.guest))?;
     }
     Ok(b.build())
+}
+
+/// The WASI filesystem interface, as wasmtime-wasi 48 links it (`wasi:filesystem@0.2.12`;
+/// guests importing any 0.2.x are served by it).
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Refuses links in every directory a plugin can reach (its `/tmp` and its grants): creating
+/// a symlink or a hard link fails with `not-permitted`. A plugin cannot follow a symlink out of
+/// its directory (cap-std resolves beneath it), but the MDA, IMAP server or backup job that
+/// later reads a granted maildir would; a hard link would make a file of a read-only grant
+/// (or of another grant) writable through a read-write one. Plugins need neither.
+///
+/// Replaces wasmtime-wasi's `[method]descriptor.symlink-at` and `link-at`; called after
+/// `add_to_linker_async`. If wasmtime-wasi names the interface otherwise (another version),
+/// this fails at start-up instead of silently adding functions nobody imports.
+pub fn refuse_links<T: 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    // Without shadowing, defining a name that exists fails: that is how we know it exists.
+    if refuse_symlinks(&mut linker.instance(WASI_FILESYSTEM_TYPES)?).is_ok() {
+        anyhow::bail!("{WASI_FILESYSTEM_TYPES} is not what wasmtime-wasi links: update sandbox::WASI_FILESYSTEM_TYPES");
+    }
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(WASI_FILESYSTEM_TYPES)?;
+    refuse_symlinks(&mut types)?;
+    types.func_wrap_async(
+        "[method]descriptor.link-at",
+        |_, _: (Resource<Descriptor>, PathFlags, String, Resource<Descriptor>, String)| {
+            Box::new(async { Ok((Err::<(), _>(ErrorCode::NotPermitted),)) })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn refuse_symlinks<T: 'static>(types: &mut LinkerInstance<'_, T>) -> wasmtime::Result<()> {
+    types.func_wrap_async("[method]descriptor.symlink-at", |_, _: (Resource<Descriptor>, String, String)| {
+        Box::new(async { Ok((Err::<(), _>(ErrorCode::NotPermitted),)) })
+    })
 }
 
 /// A plugin's stderr: kept in memory up to [`STDERR_LIMIT`] bytes (the rest is dropped, never

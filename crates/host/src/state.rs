@@ -37,6 +37,8 @@ pub struct PluginMeta {
     /// Every plugin's instance name, by chain position (for the server's records and for
     /// naming the owner of a note).
     pub chain: Arc<[String]>,
+    /// Its server-wide log rate, shared by all its instances.
+    pub log_rate: crate::imports::log::LogRate,
 }
 
 /// The config files one plugin may read. Asking for any other reads as missing, and is
@@ -109,7 +111,8 @@ pub struct PluginState {
     pub call: CallData,
     pub temp: TempArea,
     pub stderr: StderrLog,
-    /// Log lines written by this instance (a flood is muted).
+    /// Log lines the plugin has written on this connection (moved in from the scope for each
+    /// call; a flood is muted).
     pub log_lines: u32,
     /// A refused `set-relay-client(true)` was logged (once per instance).
     pub relay_refusal_logged: bool,

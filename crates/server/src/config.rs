@@ -504,7 +504,7 @@ fn parse_plugins(
 /// | `scope` | `transaction` (a fresh instance per transaction) or `connection` | `transaction` |
 /// | `on-fault` | `tempfail` (451/421) or `declined` (fail open) | `tempfail` |
 /// | `wasi-temp` | `yes`: its temp directory is also WASI's `/tmp` | `no` |
-/// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory) | none |
+/// | `grant-dir` | `HOST-DIR GUEST-PATH ro\|rw`: a host directory (relative to the state directory; no `..`, and not overlapping the spool, the plugin cache, the plugins or the config, see `plugins.rs`); no links can be made in it | none |
 /// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `20 1m 30s` |
 /// | `config-file` | `NAME...`: config files it may read beyond its own (never the server's, nothing with `/`) | none |
 /// | `rights` | `RIGHT...` of `relay-client`, `authenticate`, `accept-recipient`, `queue` (`none` withdraws them) | none |
@@ -529,6 +529,11 @@ fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(),
         }
         for i in matching {
             set_sandbox(&mut plugins[i].sandbox, setting, values).map_err(err)?;
+            if *setting == "grant-dir"
+                && let Some(grant) = plugins[i].sandbox.grants.last_mut()
+            {
+                grant.origin = format!("{}:{n}", source.display("sandbox"));
+            }
         }
     }
     Ok(())
@@ -579,7 +584,15 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
             if !guest.starts_with('/') {
                 return Err(format!("the guest path `{guest}` must be absolute"));
             }
-            s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable });
+            // A grant names the directory it grants: no climbing out of the state directory,
+            // or anywhere else, behind the operator's back.
+            for path in [host, guest] {
+                if Path::new(path).components().any(|c| c == std::path::Component::ParentDir) {
+                    return Err(format!("grant-dir paths may not contain `..`: `{path}`"));
+                }
+            }
+            let origin = String::new(); // set by `load_sandbox`, which knows the line
+            s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable, origin });
         }
         "config-file" => {
             if values.is_empty() {
@@ -678,7 +691,8 @@ mod tests {
         assert_eq!(c.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["rcpt_ok", "queue/maildir"]);
         assert_eq!(c.limits.max_message_size, 50 << 20);
         // The standard plugins get the rights to do their job, and nothing more.
-        let rights = |i: usize| Right::ALL.into_iter().filter(|r| c.plugins[i].sandbox.rights.has(*r)).collect::<Vec<_>>();
+        let rights =
+            |i: usize| Right::ALL.into_iter().filter(|r| c.plugins[i].sandbox.rights.has(*r)).collect::<Vec<_>>();
         assert_eq!(rights(0), [Right::AcceptRecipient]);
         assert_eq!(rights(1), [Right::Queue]);
     }
@@ -785,10 +799,14 @@ mod tests {
         assert_eq!(c.plugins[0].sandbox.on_fault, FaultPolicy::Declined);
         assert_eq!(c.plugins[1].sandbox.timeout, SandboxSettings::default().timeout);
         assert_eq!(c.plugins[1].sandbox.grants[0].guest, "/maildir");
+        assert!(c.plugins[1].sandbox.grants[0].origin.ends_with("sandbox:4"), "{:?}", c.plugins[1].sandbox.grants[0]);
         for (bad, what) in [
             ("nosuch memory 1M", "no plugin `nosuch`"),
             ("* colour blue", "unknown sandbox setting"),
             ("rcpt_ok grant-dir a b rw", "must be absolute"),
+            ("rcpt_ok grant-dir ../../etc /etc ro", "may not contain `..`"),
+            ("rcpt_ok grant-dir maildir/../spool /m rw", "may not contain `..`"),
+            ("rcpt_ok grant-dir maildir /m/../etc rw", "may not contain `..`"),
             ("rcpt_ok scope forever", "scope is"),
         ] {
             let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\n{bad}\n"))]);

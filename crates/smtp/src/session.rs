@@ -306,7 +306,7 @@ impl Session {
         c.hello = None;
         c.auth = None;
         c.relay_client = false;
-        c.notes.clear();
+        c.notes = Default::default();
         self.transaction.take()
     }
 
@@ -454,7 +454,11 @@ mod tests {
         s.connection.early_talker = true;
         s.accept_hello(true, "client.example");
         s.connection.relay_client = true;
-        s.connection.notes.insert("plugin.trusted".into(), "yes".into());
+        s.connection
+            .notes
+            .entries
+            .insert("plugin.trusted".into(), crate::notes::Note { writer: 0, value: "yes".into() });
+        s.connection.notes.set_record(1, 0, crate::Hook::Connect, "OK");
         s.count_error();
         assert_eq!(code(s.check_starttls()), 250);
         s.accept_starttls(tls());
@@ -463,7 +467,8 @@ mod tests {
         assert!(c.tls.is_some());
         assert!(c.hello.is_none() && c.auth.is_none(), "EHLO name and AUTH forgotten");
         assert!(!c.relay_client, "the relay flag set in plaintext is forgotten");
-        assert!(c.notes.is_empty(), "connection notes set in plaintext are forgotten");
+        assert!(c.notes.entries.is_empty(), "connection notes set in plaintext are forgotten");
+        assert_eq!(c.notes.record(0, crate::Hook::Connect), None, "and the records of plaintext answers");
         assert_eq!(s.errors, 1, "the error allowance is for the whole connection");
     }
 

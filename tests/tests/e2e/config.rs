@@ -59,3 +59,34 @@ fn listen_address_in_use_stops_startup() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 }
+
+#[test]
+fn grants_that_reach_the_servers_own_files_are_refused() {
+    let chain = ("plugins", "rcpt_ok\nqueue/maildir /maildir\n");
+    let cache = wasmtpd_tests::plugin_cache();
+    let cache_grant = format!("queue/maildir grant-dir {} /cache ro\n", cache.display());
+    for (sandbox, what) in [
+        ("queue/maildir grant-dir ../../etc /etc ro\n", "sandbox:1: grant-dir paths may not contain `..`"),
+        ("# the spool\nqueue/maildir grant-dir spool /maildir rw\n", "sandbox:2: grant-dir"),
+        ("queue/maildir grant-dir . /maildir rw\n", "overlaps the plugins' temporary directories"),
+        ("queue/maildir grant-dir spool/plugins/x /maildir rw\n", "overlaps the plugins' temporary directories"),
+        (&cache_grant, "overlaps the plugin cache"),
+    ] {
+        let (ok, err) = start_with(&[chain, ("sandbox", sandbox)]);
+        assert!(!ok, "{sandbox}");
+        assert!(err.contains(what), "{sandbox}: {err}");
+        assert!(err.contains("config/sandbox:"), "names the sandbox line: {err}");
+    }
+}
+
+#[test]
+fn a_connection_limit_the_plugin_pool_cannot_back_is_a_configuration_error() {
+    let (ok, err) = start_with(&[
+        ("plugins", "rcpt_ok\nqueue/maildir /maildir\n"),
+        ("sandbox", "queue/maildir grant-dir maildir /maildir rw\n"),
+        ("limits", "max_connections 1000\nmax_connections 1000000\n"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("config/limits:2: max_connections 1000000 cannot be served"), "{err}");
+    assert!(err.contains("connections fit"), "says what would fit: {err}");
+}

@@ -1,5 +1,6 @@
 //! Timeouts, deadlines, error allowances, connection limits and graceful shutdown.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use wasmtpd_tests::TestServer;

@@ -234,3 +234,130 @@ fn a_disabled_plugin_with_tempfail_policy_fails_its_hook() {
     assert_eq!(friend.expect(421).text(), "4.3.0 Temporary failure in plugin processing, try again later");
     assert_eq!(s.log().lines().filter(|l| l.contains("plugin fault")).count(), 2, "not run while disabled");
 }
+
+#[test]
+fn no_links_can_be_made_in_a_grant() {
+    // A symlink out of a read-write grant would be followed by whatever reads the directory
+    // later (an MDA, an IMAP server, a backup); a hard link would alias files across grants.
+    for (behaviour, expected) in [("symlink", "symlink: denied"), ("hardlink", "hardlink: denied")] {
+        let s = hostile("rcpt", behaviour, "testing/hostile grant-dir planted /grant rw\n");
+        let r = attack_at_rcpt(&s);
+        assert_eq!(r.code, 450, "{behaviour}: {r:?}");
+        assert!(r.text().contains(expected), "{behaviour}: {r:?}");
+        let grant = s.dir.0.join("state/planted");
+        assert!(std::fs::symlink_metadata(grant.join("rel")).is_err(), "no symlink was planted");
+        assert!(std::fs::symlink_metadata(grant.join("link")).is_err(), "no hard link was made");
+        bystander_delivers(&s);
+    }
+}
+
+#[test]
+fn temp_directories_and_sparse_files_count_against_the_quota() {
+    for (behaviour, expected) in [
+        ("tempdirs", "tempdirs: refused after 1000 directories: temporary files are over their limit of 1000"),
+        ("tempsparse", "tempsparse: denied: temporary files are over their quota of 1048576 octets"),
+    ] {
+        let s = hostile("rcpt", behaviour, "testing/hostile temp-quota 1M\n");
+        let r = attack_at_rcpt(&s);
+        assert_eq!(r.code, 450, "{behaviour}: {r:?}");
+        assert!(r.text().contains(expected), "{behaviour}: {r:?}");
+        bystander_delivers(&s);
+    }
+}
+
+#[test]
+fn what_a_plugin_writes_through_wasi_is_measured_after_each_call() {
+    // WASI writes are not intercepted; the walk after the call finds them and makes it a fault.
+    for (behaviour, expected) in [
+        ("wasi-tempsparse", "over its temp quota: "),
+        ("wasi-tempdirs", "over its temp quota: more than 1000 files and directories"),
+    ] {
+        let s = hostile("rcpt", behaviour, "testing/hostile temp-quota 1M\ntesting/hostile wasi-temp yes\n");
+        let r = attack_at_rcpt(&s);
+        assert_eq!(r.code, 451, "{behaviour}: {r:?}");
+        assert_fault_logged(&s, expected);
+        bystander_delivers(&s);
+    }
+}
+
+#[test]
+fn removing_a_big_temp_directory_does_not_stall_the_worker() {
+    // One worker: the attacker and the bystander share its event loop. The attacker's 5000
+    // directories are removed when its instance is dropped; that must not hold up the loop.
+    let dir = wasmtpd_tests::TempDir::new("stall");
+    let sandbox = "queue/maildir grant-dir maildir /maildir rw\ntesting/hostile wasi-temp yes\n";
+    let files = [
+        ("me", "mx.test"),
+        ("rcpthosts", "example.com\n"),
+        ("plugins", "testing/hostile rcpt wasi-tempdirs\nrcpt_ok\nqueue/maildir /maildir\n"),
+        ("sandbox", sandbox),
+    ];
+    let s = TestServer::start_with_args(dir, &files, &["--workers", "1"]);
+    let mut bystander = s.greeted();
+    bystander.cmd("EHLO client.test", 250);
+    let attacker = std::thread::spawn({
+        let addr = s.addr;
+        move || {
+            let mut c = wasmtpd_tests::Client::connect(addr);
+            c.expect(220);
+            c.cmd("EHLO attacker.test", 250);
+            c.cmd("MAIL FROM:<a@remote.test>", 250);
+            c.cmd("RCPT TO:<b@example.com>", 451);
+            c.cmd("QUIT", 221);
+        }
+    });
+    // NOOPs while the attack runs and for two seconds after: none may wait long.
+    let mut slowest = Duration::ZERO;
+    let mut done_at = None;
+    let started = Instant::now();
+    while done_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2)) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the attack did not end");
+        let sent = Instant::now();
+        bystander.cmd("NOOP", 250);
+        slowest = slowest.max(sent.elapsed());
+        if done_at.is_none() && attacker.is_finished() {
+            done_at = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    attacker.join().unwrap();
+    assert!(slowest < Duration::from_millis(500), "a NOOP waited {slowest:?}");
+    assert_fault_logged(&s, "over its temp quota");
+    bystander.cmd("MAIL FROM:<friend@remote.test>", 250);
+    bystander.cmd("RCPT TO:<b@example.com>", 250);
+    assert_eq!(bystander.data(b"Subject: unaffected\r\n\r\nx").code, 250);
+}
+
+#[test]
+fn a_log_flood_is_bounded_per_connection_and_per_second() {
+    // MAIL/RSET cycles make a new instance each time: the budget is the connection's.
+    let s = hostile("mail", "logflood", "");
+    let mut c = s.greeted();
+    c.cmd("EHLO attacker.test", 250);
+    for _ in 0..20 {
+        c.cmd("MAIL FROM:<a@remote.test>", 450);
+        c.cmd("RSET", 250);
+    }
+    c.cmd("QUIT", 221);
+    let log = s.log();
+    let lines = log.lines().filter(|l| l.contains("flood line")).count();
+    assert_eq!(lines, 1000, "20 cycles, one connection's budget");
+    assert_eq!(log.matches("muted for the rest of this connection").count(), 1);
+    drop(s);
+
+    // Many connections: the plugin's server-wide rate (256 KiB/s, 4 MiB saved up) holds.
+    let s = hostile("mail", "logflood-long", "");
+    let before = s.log().len();
+    let started = Instant::now();
+    for _ in 0..10 {
+        let mut c = s.greeted();
+        c.cmd("EHLO attacker.test", 250);
+        c.cmd("MAIL FROM:<a@remote.test>", 450);
+        c.cmd("QUIT", 221);
+    }
+    let grown = s.log().len() - before;
+    let allowed = (4 << 20) + (256 << 10) * (started.elapsed().as_secs() as usize + 1) + (512 << 10);
+    assert!(grown < allowed, "the log grew by {grown} octets (10 connections could write 40 MiB)");
+    assert!(s.log().contains("plugin logs more than 256 KiB a second; muted"), "the muting is logged");
+    bystander_delivers(&s);
+}

@@ -4,6 +4,7 @@
 //! Every function is bounded: strings and lists a plugin hands us are size-checked, reads
 //! return at most 64 KiB, and errors come back as `Err(reason)` to the plugin, never as a trap.
 
+pub mod log;
 pub mod message;
 pub mod notes;
 pub mod temp;
@@ -14,45 +15,11 @@ use crate::bindings::{mail_params, params};
 use crate::sandbox::Right;
 use crate::state::PluginState;
 
-/// Longest log line kept from a plugin.
-const MAX_LOG_LINE: usize = 4096;
-/// Log lines an instance may write before it is muted.
-const MAX_LOG_LINES: u32 = 1000;
-
 impl wit::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: LogLevel, message: String) {
-        self.log_lines += 1;
-        let plugin = self.meta.name.as_str();
-        let conn = self.call.connection.id.as_str();
-        if self.log_lines > MAX_LOG_LINES {
-            if self.log_lines == MAX_LOG_LINES + 1 {
-                tracing::warn!(
-                    plugin,
-                    conn,
-                    "plugin logged more than {MAX_LOG_LINES} lines; muted for this transaction"
-                );
-            }
-            return;
-        }
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [cut]");
-        }
-        let message = message.escape_debug().to_string();
-        match level {
-            LogLevel::Error => tracing::error!(plugin, conn, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, conn, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, conn, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, conn, "{message}"),
-            LogLevel::Trace => tracing::trace!(plugin, conn, "{message}"),
-        }
+        log::write(self, level, message)
     }
 
     fn args(&mut self) -> Vec<String> {
@@ -105,7 +72,10 @@ impl host::Host for PluginState {
                     "set-relay-client(true) refused: the plugin lacks the right (grant it with `rights` in config/sandbox)"
                 );
             }
-            return Err(format!("not allowed: the operator has not granted this plugin the right `{}`", Right::RelayClient.name()));
+            return Err(format!(
+                "not allowed: the operator has not granted this plugin the right `{}`",
+                Right::RelayClient.name()
+            ));
         }
         self.call.connection.relay_client = allowed;
         Ok(())

@@ -21,6 +21,12 @@
 //!
 //! Verdicts that loosen policy: `ok` and `done` answer OK and DONE (`rcpt ok` accepts any
 //! recipient, `queue done` swallows the message with a 250, `auth ok` authenticates anyone).
+//!
+//! More: `logflood-long` (1500 lines of 4000 octets), `symlink` and `hardlink` (plant links in
+//! the read-write grant `/grant`, the symlink pointing out of it), `tempdirs` (makes temp
+//! directories until refused), `tempsparse` (writes one octet 1 TiB into a temp file), and with
+//! `wasi-temp`: `wasi-tempdirs` (makes 5000 directories in `/tmp`), `wasi-tempsparse` (one
+//! octet 1 TiB into `/tmp/sparse`).
 
 use std::io::Write;
 
@@ -76,6 +82,52 @@ fn act(hook: &str) -> HookResult {
                 host::log(wasmtpd_plugin::LogLevel::Info, &format!("flood line {i}"));
             }
             HookResult::deny_soft("logflood: done")
+        }
+        "logflood-long" => {
+            let line = "L".repeat(4000);
+            for _ in 0..1500 {
+                host::log(wasmtpd_plugin::LogLevel::Info, &line);
+            }
+            HookResult::deny_soft("logflood-long: done")
+        }
+        "symlink" => {
+            #[allow(deprecated)] // `std::os::wasi::fs::symlink_path` is unstable; this is the same call
+            let made = std::fs::soft_link("../../../../etc/passwd", "/grant/rel");
+            report("symlink", made.map(|_| "made".into()))
+        }
+        "hardlink" => {
+            let made = std::fs::write("/grant/file", b"x").and_then(|_| std::fs::hard_link("/grant/file", "/grant/link"));
+            report("hardlink", made.map(|_| "made".into()))
+        }
+        "tempdirs" => {
+            let mut made = 0;
+            let err = loop {
+                match host::temp_dir() {
+                    Ok(_) => made += 1,
+                    Err(e) => break e,
+                }
+                if made == 1_000_000 {
+                    break "never refused".into();
+                }
+            };
+            HookResult::deny_soft(format!("tempdirs: refused after {made} directories: {err}"))
+        }
+        "tempsparse" => {
+            let Ok(name) = host::temp_file() else { return HookResult::deny_soft("tempsparse: no temp file") };
+            match host::write_file(&name, 1 << 40, b"x") {
+                Ok(()) => HookResult::deny_soft("tempsparse: allowed: written"),
+                Err(e) => HookResult::deny_soft(format!("tempsparse: denied: {e}")),
+            }
+        }
+        "wasi-tempdirs" => {
+            let made = (0..5000).take_while(|i| std::fs::create_dir(format!("/tmp/d{i}")).is_ok()).count();
+            HookResult::deny_soft(format!("wasi-tempdirs: made {made}"))
+        }
+        "wasi-tempsparse" => {
+            use std::io::{Seek, SeekFrom};
+            let written = std::fs::File::create("/tmp/sparse")
+                .and_then(|mut f| f.seek(SeekFrom::Start(1 << 40)).and_then(|_| f.write_all(b"x")));
+            report("wasi-tempsparse", written.map(|_| "written".into()))
         }
         "noteflood" => {
             let value = "n".repeat(64 * 1024);
