@@ -662,7 +662,8 @@ mod tests {
         assert_eq!(c.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["rcpt_ok", "queue/maildir"]);
         assert_eq!(c.limits.max_message_size, 50 << 20);
         // The standard plugins get the rights to do their job, and nothing more.
-        let rights = |i: usize| Right::ALL.into_iter().filter(|r| c.plugins[i].sandbox.rights.has(*r)).collect::<Vec<_>>();
+        let rights =
+            |i: usize| Right::ALL.into_iter().filter(|r| c.plugins[i].sandbox.rights.has(*r)).collect::<Vec<_>>();
         assert_eq!(rights(0), [Right::AcceptRecipient]);
         assert_eq!(rights(1), [Right::Queue]);
     }

@@ -139,7 +139,12 @@ fn without_the_right_a_plugin_cannot_accept_a_recipient() {
         } else {
             // Its OK counts as DECLINED: rcpt_ok decides.
             assert_eq!((r.code, r.text().as_str()), (550, "5.7.1 Relaying denied"));
-            assert_eq!(logged(&s, &["refused", "testing/hostile", "hook=\"rcpt\"", "accept-recipient"]), 1, "{}", s.log());
+            assert_eq!(
+                logged(&s, &["refused", "testing/hostile", "hook=\"rcpt\"", "accept-recipient"]),
+                1,
+                "{}",
+                s.log()
+            );
         }
     }
 }
@@ -179,7 +184,10 @@ fn without_the_right_a_plugin_cannot_authenticate_anyone() {
         let rights = if granted { "testing/hostile rights authenticate\n" } else { "" };
         let s = TestServer::start_with_chain(
             "testing/hostile auth ok\nrcpt_ok",
-            &[("auth", "failure_delay 0\n"), ("sandbox", &format!("queue/maildir grant-dir maildir /maildir rw\n{rights}"))],
+            &[
+                ("auth", "failure_delay 0\n"),
+                ("sandbox", &format!("queue/maildir grant-dir maildir /maildir rw\n{rights}")),
+            ],
         );
         let mut c = s.greeted();
         c.cmd("EHLO attacker.test", 250);

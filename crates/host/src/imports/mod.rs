@@ -105,7 +105,10 @@ impl host::Host for PluginState {
                     "set-relay-client(true) refused: the plugin lacks the right (grant it with `rights` in config/sandbox)"
                 );
             }
-            return Err(format!("not allowed: the operator has not granted this plugin the right `{}`", Right::RelayClient.name()));
+            return Err(format!(
+                "not allowed: the operator has not granted this plugin the right `{}`",
+                Right::RelayClient.name()
+            ));
         }
         self.call.connection.relay_client = allowed;
         Ok(())
