@@ -41,8 +41,10 @@ impl wasmtpd_host::ConfigFiles for Files {
 /// The sandbox the server gives these plugins: the config files they read, and the rights of
 /// the default configuration (rcpt_ok accepts recipients, the queue plugin queues).
 fn settings() -> SandboxSettings {
-    let mut s = SandboxSettings::default();
-    s.config_files = ["rcpthosts", "morercpthosts", "badmailfrom", "badrcptto"].map(String::from).to_vec();
+    let mut s = SandboxSettings {
+        config_files: ["rcpthosts", "morercpthosts", "badmailfrom", "badrcptto"].map(String::from).to_vec(),
+        ..Default::default()
+    };
     s.rights.grant(Right::AcceptRecipient);
     s.rights.grant(Right::Queue);
     s

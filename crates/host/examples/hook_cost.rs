@@ -35,8 +35,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("wasmtpd-hook-cost-{}", std::process::id()));
     let size = std::fs::metadata(&wasm)?.len();
     // What the server gives rcpt_ok: its file, and the right to accept recipients.
-    let mut settings = SandboxSettings::default();
-    settings.config_files = vec!["rcpthosts".to_string()];
+    let mut settings = SandboxSettings { config_files: vec!["rcpthosts".to_string()], ..Default::default() };
     settings.rights.grant(Right::AcceptRecipient);
     let spec = PluginSpec { name: "measured".into(), args: vec![], path: wasm.clone(), settings };
     let started = Instant::now();

@@ -466,3 +466,28 @@ async fn call_hook(
         _ => Err(missing()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exactly the verdicts that accept something need a right; refusing never does.
+    #[test]
+    fn which_verdicts_need_which_right() {
+        use Verdict::*;
+        for hook in Hook::ALL {
+            for verdict in [Ok, Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done] {
+                let expected = match (hook, verdict) {
+                    (Hook::Rcpt, Ok) => Some(Right::AcceptRecipient),
+                    (Hook::Auth | Hook::AuthPlain | Hook::AuthLogin, Ok) => Some(Right::Authenticate),
+                    (Hook::Queue, Ok | Done) | (Hook::DataPost, Done) => Some(Right::Queue),
+                    _ => None,
+                };
+                assert_eq!(right_needed(hook, verdict), expected, "{} {}", hook.name(), verdict.name());
+                if verdict.is_deny() || verdict == Declined {
+                    assert_eq!(right_needed(hook, verdict), None);
+                }
+            }
+        }
+    }
+}

@@ -23,7 +23,14 @@
 //!
 //! A new instance of your plugin is made for each transaction (by default), so statics start
 //! fresh; keep state that must last across transactions, or be seen by other plugins, in notes
-//! ([`host::set_transaction_note`], [`host::set_connection_note`]).
+//! ([`host::set_transaction_note`], [`host::set_connection_note`]). A note belongs to the plugin
+//! that wrote it first, so check the `Result` of a write your later hooks rely on, and fail
+//! closed if it failed.
+//!
+//! A plugin only reads the config files meant for it ([`host::config`]), and verdicts that loosen
+//! policy (ok at `rcpt`, `queue` and the auth hooks; done at `queue` and `data_post`) or
+//! [`host::set_relay_client`]`(true)` need a right the operator grants in `config/sandbox`
+//! (see `wit/host.wit` and the README).
 
 #![deny(missing_docs)]
 

@@ -53,8 +53,8 @@ mod tests {
     use wasmtpd_host::sandbox::SandboxSettings;
 
     fn line(name: &str, extra: &[&str]) -> PluginLine {
-        let mut sandbox = SandboxSettings::default();
-        sandbox.config_files = extra.iter().map(|s| s.to_string()).collect();
+        let sandbox =
+            SandboxSettings { config_files: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() };
         PluginLine {
             name: name.into(),
             instance: format!("{name}:2"),

@@ -62,8 +62,10 @@ pub fn set(
         None => 0,
     };
     let Some(value) = value else {
-        if notes.entries.remove(&key).is_some() {
-            notes.used[writer] -= old;
+        if let Some(note) = notes.entries.remove(&key)
+            && let Some(used) = notes.used.get_mut(note.writer)
+        {
+            *used = used.saturating_sub(old);
         }
         return Ok(());
     };
@@ -73,7 +75,7 @@ pub fn set(
     if notes.used.len() <= writer {
         notes.used.resize(writer + 1, 0);
     }
-    let used = notes.used[writer] - old + cost(&key, &value);
+    let used = notes.used[writer].saturating_sub(old) + cost(&key, &value);
     if used > MAX_PER_PLUGIN {
         return Err(format!("this plugin's notes are full ({MAX_PER_PLUGIN} octets per connection or transaction)"));
     }

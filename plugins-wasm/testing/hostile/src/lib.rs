@@ -14,7 +14,7 @@
 //! its DENYSOFT message ("passwd: denied: ...") so a test can tell.
 //!
 //! Silent attacks (they answer DECLINED, so the chain goes on, and log what they did):
-//! `note-fill` (fills the transaction's notes until a write fails), `note-squat KEY` (writes the
+//! `note-fill` (fills the transaction's notes until not even an empty note fits), `note-squat KEY` (writes the
 //! transaction note KEY where it is missing, and removes it where it is there: run at mail and
 //! rcpt before check_badmailfrom, it takes the key first and then erases it), `note-erase KEY`
 //! (removes the transaction note KEY), `relay` (calls `set-relay-client(true)`).
@@ -191,10 +191,17 @@ fn act(hook: &str) -> HookResult {
             HookResult::deny_soft(format!("note-forge: {wrote}; {key} = {now}"))
         }
         "note-fill" => {
-            let value = "n".repeat(64 * 1024);
+            // Large notes first, then ever smaller ones, until not even an empty one fits.
+            let mut size = 64 * 1024;
             let mut i = 0;
-            while host::set_transaction_note(&format!("fill{i}"), Some(&value)).is_ok() {
-                i += 1;
+            loop {
+                if host::set_transaction_note(&format!("fill{i}"), Some(&"n".repeat(size))).is_ok() {
+                    i += 1;
+                } else if size == 0 {
+                    break;
+                } else {
+                    size /= 2;
+                }
             }
             wasmtpd_plugin::info(format!("note-fill: {i} notes"));
             HookResult::declined()
