@@ -93,7 +93,7 @@ fn a_client_that_never_reads_its_replies_is_closed_at_the_write_timeout() {
     loop {
         assert!(start.elapsed() < Duration::from_secs(60), "the server never closed the connection");
         match flood.write(noops.as_bytes()) {
-            Ok(_) => stalled = None,
+            Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 stalled.get_or_insert_with(Instant::now);
             }
@@ -103,7 +103,9 @@ fn a_client_that_never_reads_its_replies_is_closed_at_the_write_timeout() {
             break;
         }
     }
-    let stalled = stalled.expect("our writes stalled before the server closed");
+    // Our writes may stall first, or the server may close before they do (the kernel buffers
+    // were large enough): either way it closes within seconds of our first stall.
+    let stalled = stalled.unwrap_or(start);
     let closed = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         s.log().contains("write timeout: the client does not read its replies")
