@@ -84,6 +84,11 @@ fn too_many_errors_closes_with_421() {
 fn a_client_that_never_reads_its_replies_is_closed_at_the_write_timeout() {
     let s = TestServer::start_delivering(&[("limits", "write_timeout 1s\nmax_connections 1\n")]);
     let mut flood = std::net::TcpStream::connect(s.addr).unwrap();
+    // The greeting first (talking before it is early talking, refused at once); then never a read.
+    let mut greeting = [0u8; 512];
+    flood.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = std::io::Read::read(&mut flood, &mut greeting).unwrap();
+    assert!(greeting[..n].starts_with(b"220"), "{:?}", String::from_utf8_lossy(&greeting[..n]));
     flood.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
     // Pipelined NOOPs, and never a read: our replies fill both socket buffers, the server
     // blocks writing and stops reading, and then our writes block too.
@@ -110,7 +115,7 @@ fn a_client_that_never_reads_its_replies_is_closed_at_the_write_timeout() {
         std::thread::sleep(Duration::from_millis(50));
         s.log().contains("write timeout: the client does not read its replies")
     });
-    assert!(closed, "the write timeout is logged");
+    assert!(closed, "the write timeout is logged:\n{}", s.log().lines().rev().take(15).collect::<Vec<_>>().join("\n"));
     assert!(stalled.elapsed() < Duration::from_secs(10), "closed within seconds of the stall");
     // The connection slot is free again (max_connections 1), while the flooder's socket is
     // still open on our side.
