@@ -422,6 +422,14 @@ fn load_plugins(source: &ConfigSource) -> Result<Vec<PluginLine>, ConfigError> {
     Ok(out)
 }
 
+impl ConfigError {
+    /// An error at `origin` (`file:line`, as kept in [`PluginLine::origin`]).
+    pub fn at(origin: &str, what: String) -> ConfigError {
+        let (path, line) = split_origin(origin);
+        ConfigError { path, line, what }
+    }
+}
+
 fn split_origin(origin: &str) -> (String, Option<usize>) {
     match origin.rsplit_once(':') {
         Some((p, l)) => (p.to_string(), l.parse().ok()),

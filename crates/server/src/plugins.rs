@@ -24,7 +24,7 @@ pub fn specs(config: &Config, dirs: &Dirs<'_>) -> Result<Vec<PluginSpec>, Config
     for line in &config.plugins {
         let path = dirs.plugin_dir.join(format!("{}.wasm", line.name));
         if !path.is_file() {
-            return Err(at(
+            return Err(ConfigError::at(
                 &line.origin,
                 format!(
                     "no component for plugin `{}`: {} does not exist (build the plugins with `cargo xtask build-plugins`, or pass --plugin-dir)",
@@ -38,19 +38,12 @@ pub fn specs(config: &Config, dirs: &Dirs<'_>) -> Result<Vec<PluginSpec>, Config
         for grant in &mut settings.grants {
             grant.host = dirs.state_dir.join(&grant.host);
             std::fs::create_dir_all(&grant.host)
-                .map_err(|e| at(&grant.origin, format!("grant-dir {}: {e}", grant.host.display())))?;
-            check_grant(grant, &reserved).map_err(|what| at(&grant.origin, what))?;
+                .map_err(|e| ConfigError::at(&grant.origin, format!("grant-dir {}: {e}", grant.host.display())))?;
+            check_grant(grant, &reserved).map_err(|what| ConfigError::at(&grant.origin, what))?;
         }
         out.push(PluginSpec { name: line.instance.clone(), args: line.args.clone(), path, settings });
     }
     Ok(out)
-}
-
-/// An error at `origin` (`file:line`).
-fn at(origin: &str, what: String) -> ConfigError {
-    let (path, line) =
-        origin.rsplit_once(':').map_or((origin.to_string(), None), |(p, n)| (p.to_string(), n.parse().ok()));
-    ConfigError { path, line, what }
 }
 
 /// The server's own directories (those that exist), resolved, with what they are.
