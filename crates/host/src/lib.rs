@@ -68,8 +68,9 @@ impl PluginHost {
             needs
         };
         let pool = sandbox::pool(max_connections, needs, max_memory, max_stack)?;
-        let engine = sandbox::engine(max_stack, pool)
-            .map_err(|e| anyhow::anyhow!("reserving the plugin instance pool for max_connections {max_connections}: {e:#}"))?;
+        let engine = sandbox::engine(max_stack, pool).map_err(|e| {
+            anyhow::anyhow!("reserving the plugin instance pool for max_connections {max_connections}: {e:#}")
+        })?;
         sandbox::start_epoch_ticker(&engine);
         tracing::debug!(max_connections, ?needs, "plugin instance pool");
         let linker = plugin::linker(&engine)?;

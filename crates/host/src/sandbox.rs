@@ -21,9 +21,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, LinkerInstance, Resource};
-use wasmtime_wasi::p2::bindings::filesystem::types::{Descriptor, ErrorCode, PathFlags};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::bindings::filesystem::types::{Descriptor, ErrorCode, PathFlags};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// How often the epoch advances: the granularity of time limits and of yielding.
@@ -158,8 +158,12 @@ pub struct PoolTooLarge {
 /// leave 1/16 + 16 connections of room. Stacks are one per instance: a store keeps the fiber
 /// stack of its last call for the next one. (Every plugin built in this tree, Rust, Python,
 /// JavaScript or C, has one linear memory and one or two tables.)
-pub fn pool(max_connections: usize, needs: ChainNeeds, max_memory: u64, max_stack: usize)
--> Result<PoolingAllocationConfig, PoolTooLarge> {
+pub fn pool(
+    max_connections: usize,
+    needs: ChainNeeds,
+    max_memory: u64,
+    max_stack: usize,
+) -> Result<PoolingAllocationConfig, PoolTooLarge> {
     let connections = max_connections.saturating_add(max_connections / 16 + 16);
     let memory_slot = MEMORY_RESERVATION.max(max_memory) + MEMORY_GUARD;
     let per_connection = needs.memories as u64 * memory_slot
@@ -435,8 +439,14 @@ mod tests {
             e.precompile_compatibility_hash().hash(&mut h);
             h.finish()
         };
-        let probe = engine(512 << 10, pool(1, ChainNeeds { instances: 1, memories: 1, tables: 1 }, 64 << 20, 512 << 10).unwrap());
-        let real = engine(512 << 10, pool(50, ChainNeeds { instances: 6, memories: 6, tables: 12 }, 64 << 20, 512 << 10).unwrap());
+        let probe = engine(
+            512 << 10,
+            pool(1, ChainNeeds { instances: 1, memories: 1, tables: 1 }, 64 << 20, 512 << 10).unwrap(),
+        );
+        let real = engine(
+            512 << 10,
+            pool(50, ChainNeeds { instances: 6, memories: 6, tables: 12 }, 64 << 20, 512 << 10).unwrap(),
+        );
         assert_eq!(hash(&probe.unwrap()), hash(&real.unwrap()));
     }
 }

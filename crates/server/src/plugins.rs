@@ -23,11 +23,14 @@ pub fn specs(config: &Config, dirs: &Dirs<'_>) -> Result<Vec<PluginSpec>, Config
     for line in &config.plugins {
         let path = dirs.plugin_dir.join(format!("{}.wasm", line.name));
         if !path.is_file() {
-            return Err(at(&line.origin, format!(
-                "no component for plugin `{}`: {} does not exist (build the plugins with `cargo xtask build-plugins`, or pass --plugin-dir)",
-                line.name,
-                path.display()
-            )));
+            return Err(at(
+                &line.origin,
+                format!(
+                    "no component for plugin `{}`: {} does not exist (build the plugins with `cargo xtask build-plugins`, or pass --plugin-dir)",
+                    line.name,
+                    path.display()
+                ),
+            ));
         }
         let mut settings = line.sandbox.clone();
         for grant in &mut settings.grants {
@@ -43,7 +46,8 @@ pub fn specs(config: &Config, dirs: &Dirs<'_>) -> Result<Vec<PluginSpec>, Config
 
 /// An error at `origin` (`file:line`).
 fn at(origin: &str, what: String) -> ConfigError {
-    let (path, line) = origin.rsplit_once(':').map_or((origin.to_string(), None), |(p, n)| (p.to_string(), n.parse().ok()));
+    let (path, line) =
+        origin.rsplit_once(':').map_or((origin.to_string(), None), |(p, n)| (p.to_string(), n.parse().ok()));
     ConfigError { path, line, what }
 }
 
@@ -115,6 +119,7 @@ pub fn load(config: &Config, dirs: &Dirs<'_>) -> anyhow::Result<PluginHost> {
 /// The error at the `max_connections` line of `limits` (the last one, which is the one used).
 fn max_connections_error(config: &Config, e: &PoolTooLarge) -> ConfigError {
     let lines = config.source.lines("limits").ok().flatten().unwrap_or_default();
-    let line = lines.iter().rev().find(|(_, l)| l.split_whitespace().next() == Some("max_connections")).map(|(n, _)| *n);
+    let line =
+        lines.iter().rev().find(|(_, l)| l.split_whitespace().next() == Some("max_connections")).map(|(n, _)| *n);
     ConfigError { path: config.source.display("limits"), line, what: e.to_string() }
 }

@@ -84,7 +84,8 @@ fn act(hook: &str) -> HookResult {
             report("symlink", made.map(|_| "made".into()))
         }
         "hardlink" => {
-            let made = std::fs::write("/grant/file", b"x").and_then(|_| std::fs::hard_link("/grant/file", "/grant/link"));
+            let made =
+                std::fs::write("/grant/file", b"x").and_then(|_| std::fs::hard_link("/grant/file", "/grant/link"));
             report("hardlink", made.map(|_| "made".into()))
         }
         "tempdirs" => {
