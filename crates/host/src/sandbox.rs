@@ -7,12 +7,15 @@
 //!   network (TCP, UDP and name lookup are off), stdin closed, stdout discarded, stderr to the
 //!   log (bounded);
 //! - only what the operator grants in `config/sandbox`: a WASI view of its own temporary
-//!   directory (`wasi-temp`), and host directories read-only or read-write (`grant-dir`).
+//!   directory (`wasi-temp`), and host directories read-only or read-write (`grant-dir`), in
+//!   none of which it can make a link ([`refuse_links`]).
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
 //! interruption: every 10 ms tick the plugin yields to other connections, and once its time is
-//! up it is interrupted), wasm stack (512 KiB), and a byte quota on its temporary files.
+//! up it is interrupted), wasm stack (512 KiB), and a quota on its temporary files (octets and
+//! entries, `imports/temp.rs`). Per server: the instance pool ([`pool`]) has room for every
+//! admitted connection to hold an instance of every plugin, so no client can starve another.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -132,7 +135,7 @@ impl ChainNeeds {
     }
 }
 
-/// A pool that cannot be backed: more address space than [`ADDRESS_SPACE_BUDGET`].
+/// A pool that cannot be backed: more address space than the pool may reserve (64 TiB).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "max_connections {max_connections} cannot be served: each connection may hold an instance of every plugin, \
