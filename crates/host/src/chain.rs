@@ -230,6 +230,8 @@ impl PluginHost {
                 InstanceScope::Connection => None,
             };
             let temp = TempLocation { scope_dir, generation, plugin: index };
+            // With `wasi-temp` its directory is made before instantiation, which may fail.
+            scope.temp_used |= plugin.settings.wasi_temp;
             let live = self.instantiate(plugin, temp).await?;
             scope.slots[index] = Some(live);
         }

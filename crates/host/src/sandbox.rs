@@ -7,13 +7,16 @@
 //!   network (TCP, UDP and name lookup are off), stdin closed, stdout discarded, stderr to the
 //!   log (bounded);
 //! - only what the operator grants in `config/sandbox`: a WASI view of its own temporary
-//!   directory (`wasi-temp`), host directories read-only or read-write (`grant-dir`), config
-//!   files beyond its own (`config-file`), and the [`Rights`] to loosen policy (`rights`).
+//!   directory (`wasi-temp`), host directories read-only or read-write (`grant-dir`), in none
+//!   of which it can make a link ([`refuse_links`]), config files beyond its own
+//!   (`config-file`), and the [`Rights`] to loosen policy (`rights`).
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
 //! interruption: every 10 ms tick the plugin yields to other connections, and once its time is
-//! up it is interrupted), wasm stack (512 KiB), and a byte quota on its temporary files.
+//! up it is interrupted), wasm stack (512 KiB), and a quota on its temporary files (octets and
+//! entries, `imports/temp.rs`). Per server: the instance pool ([`pool`]) has room for every
+//! admitted connection to hold an instance of every plugin, so no client can starve another.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -165,8 +168,9 @@ const TABLE_ELEMENTS: usize = 100_000;
 /// rest left to everything else in the process. Reserving is free (no memory is committed),
 /// but past the address space the engine cannot be made.
 const ADDRESS_SPACE_BUDGET: u64 = 64 << 40;
-/// Core instances per component instance. The pool only counts them (nothing is reserved per
-/// core instance), so the number is generous: a Rust plugin has about five, a Python one more.
+/// Core instances per component instance (its modules, the WASI adapter, the shims between
+/// them). The pool only counts them, nothing is reserved per core instance, so the number is
+/// generous.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 
 /// What one connection can hold at once: an instance of every plugin in the chain (a scope
@@ -189,7 +193,7 @@ impl ChainNeeds {
     }
 }
 
-/// A pool that cannot be backed: more address space than [`ADDRESS_SPACE_BUDGET`].
+/// A pool that cannot be backed: more address space than the pool may reserve (64 TiB).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "max_connections {max_connections} cannot be served: each connection may hold an instance of every plugin, \
@@ -212,8 +216,9 @@ pub struct PoolTooLarge {
 /// Every count is per connection times the connections, plus a margin: a scope ends before
 /// its connection's admission ticket, so at most `max_connections` scopes exist, but an unused
 /// slot costs only address space while a missing one turns into temporary failures, so we
-/// leave 1/16 + 16 connections of room. Stacks are one per connection: a connection runs one
-/// hook call (or instantiation) at a time, and a stack is held only during one.
+/// leave 1/16 + 16 connections of room. Stacks are one per instance: a store keeps the fiber
+/// stack of its last call for the next one. (Every plugin built in this tree, Rust, Python,
+/// JavaScript or C, has one linear memory and one or two tables.)
 pub fn pool(
     max_connections: usize,
     needs: ChainNeeds,
@@ -224,7 +229,7 @@ pub fn pool(
     let memory_slot = MEMORY_RESERVATION.max(max_memory) + MEMORY_GUARD;
     let per_connection = needs.memories as u64 * memory_slot
         + needs.tables as u64 * (TABLE_ELEMENTS as u64 * 8)
-        + async_stack_size(max_stack) as u64;
+        + needs.instances as u64 * async_stack_size(max_stack) as u64;
     let too_large = || PoolTooLarge {
         max_connections,
         memories: needs.memories,
@@ -241,7 +246,7 @@ pub fn pool(
         .total_core_instances(count(needs.instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))?)
         .total_memories(count(needs.memories)?)
         .total_tables(count(needs.tables)?)
-        .total_stacks(count(1)?)
+        .total_stacks(count(needs.instances)?)
         .max_memory_size(max_memory as usize)
         .max_component_instance_size(10 << 20)
         .max_core_instance_size(10 << 20)
@@ -462,5 +467,47 @@ impl tokio::io::AsyncWrite for StderrLog {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_sized_from_the_connections_and_the_chain() {
+        let needs = ChainNeeds { instances: 4, memories: 4, tables: 8 };
+        let pool = pool(400, needs, 64 << 20, 512 << 10).unwrap();
+        // 400 connections and a margin of 1/16 + 16.
+        assert_eq!(pool.get_total_component_instances(), 441 * 4);
+        assert_eq!(pool.get_total_memories(), 441 * 4);
+        assert_eq!(pool.get_total_tables(), 441 * 8);
+        assert_eq!(pool.get_total_stacks(), 441 * 4);
+        // A limit that cannot be reserved says how many would fit.
+        let e = super::pool(1_000_000, needs, 64 << 20, 512 << 10).unwrap_err();
+        assert!(e.fits > 1000 && e.fits < 5000, "{e}");
+        assert!(super::pool(e.fits, needs, 64 << 20, 512 << 10).is_ok(), "{e}");
+        assert!(super::pool(e.fits + 10, needs, 64 << 20, 512 << 10).is_err(), "{e}");
+    }
+
+    #[test]
+    fn the_probe_engine_compiles_for_the_real_one() {
+        // The pool's size is not part of the compatibility hash, so what the probe engine
+        // compiles (and caches) is what the engine that runs plugins loads.
+        use std::hash::{Hash, Hasher};
+        let hash = |e: &Engine| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            e.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        let probe = engine(
+            512 << 10,
+            pool(1, ChainNeeds { instances: 1, memories: 1, tables: 1 }, 64 << 20, 512 << 10).unwrap(),
+        );
+        let real = engine(
+            512 << 10,
+            pool(50, ChainNeeds { instances: 6, memories: 6, tables: 12 }, 64 << 20, 512 << 10).unwrap(),
+        );
+        assert_eq!(hash(&probe.unwrap()), hash(&real.unwrap()));
     }
 }

@@ -189,6 +189,25 @@ fn notes_hook_records_and_temp_files() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+#[test]
+fn a_connection_scoped_plugin_keeps_its_temp_files_across_transactions() {
+    // Its directory is not the transaction's: a new transaction must not remove it.
+    let s = TestServer::start_with_chain(
+        "testing/notes_temp -\nrcpt_ok",
+        &[("sandbox", "queue/maildir grant-dir maildir /maildir rw\ntesting/notes_temp scope connection\n")],
+    );
+    let mut c = s.greeted();
+    c.envelope("a@remote.test", &["b@example.com"]);
+    assert_eq!(c.data(b"Subject: one\r\n\r\nx").code, 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<c@example.com>", 250);
+    assert_eq!(c.data(b"Subject: two\r\n\r\nx").code, 250);
+    let second = String::from_utf8(s.delivered()[1].clone()).unwrap();
+    assert!(second.contains("X-Notes-Temp-File: c@example.com\r\n"), "{second}");
+    // The same instance: the first transaction's file is still there.
+    assert!(second.contains("X-Notes-Temp-Leaked: yes\r\n"), "{second}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -282,14 +282,16 @@ fn what_a_plugin_writes_through_wasi_is_measured_after_each_call() {
 
 #[test]
 fn removing_a_big_temp_directory_does_not_stall_the_worker() {
-    // One worker: the attacker and the bystander share its event loop. The attacker's 5000
-    // directories are removed when its instance is dropped; that must not hold up the loop.
+    // One worker: the attacker and the bystander share its event loop. The attacker's 10,000
+    // directories (removing them takes most of a second) go when its instance is dropped; that
+    // must not hold up the loop.
     let dir = wasmtpd_tests::TempDir::new("stall");
-    let sandbox = "queue/maildir grant-dir maildir /maildir rw\ntesting/hostile wasi-temp yes\n";
+    let sandbox =
+        "queue/maildir grant-dir maildir /maildir rw\ntesting/hostile wasi-temp yes\ntesting/hostile timeout 30s\n";
     let files = [
         ("me", "mx.test"),
         ("rcpthosts", "example.com\n"),
-        ("plugins", "testing/hostile rcpt wasi-tempdirs\nrcpt_ok\nqueue/maildir /maildir\n"),
+        ("plugins", "testing/hostile rcpt wasi-tempdirs 10000\nrcpt_ok\nqueue/maildir /maildir\n"),
         ("sandbox", sandbox),
     ];
     let s = TestServer::start_with_args(dir, &files, &["--workers", "1"]);
@@ -311,7 +313,7 @@ fn removing_a_big_temp_directory_does_not_stall_the_worker() {
     let mut done_at = None;
     let started = Instant::now();
     while done_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2)) {
-        assert!(started.elapsed() < Duration::from_secs(30), "the attack did not end");
+        assert!(started.elapsed() < Duration::from_secs(60), "the attack did not end");
         let sent = Instant::now();
         bystander.cmd("NOOP", 250);
         slowest = slowest.max(sent.elapsed());
@@ -321,7 +323,7 @@ fn removing_a_big_temp_directory_does_not_stall_the_worker() {
         std::thread::sleep(Duration::from_millis(5));
     }
     attacker.join().unwrap();
-    assert!(slowest < Duration::from_millis(500), "a NOOP waited {slowest:?}");
+    assert!(slowest < Duration::from_millis(300), "a NOOP waited {slowest:?}");
     assert_fault_logged(&s, "over its temp quota");
     bystander.cmd("MAIL FROM:<friend@remote.test>", 250);
     bystander.cmd("RCPT TO:<b@example.com>", 250);

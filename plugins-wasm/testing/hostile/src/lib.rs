@@ -25,7 +25,7 @@
 //! More: `logflood-long` (1500 lines of 4000 octets), `symlink` and `hardlink` (plant links in
 //! the read-write grant `/grant`, the symlink pointing out of it), `tempdirs` (makes temp
 //! directories until refused), `tempsparse` (writes one octet 1 TiB into a temp file), and with
-//! `wasi-temp`: `wasi-tempdirs` (makes 5000 directories in `/tmp`), `wasi-tempsparse` (one
+//! `wasi-temp`: `wasi-tempdirs [N]` (makes N directories in `/tmp`, default 5000), `wasi-tempsparse` (one
 //! octet 1 TiB into `/tmp/sparse`).
 
 use std::io::Write;
@@ -96,7 +96,8 @@ fn act(hook: &str) -> HookResult {
             report("symlink", made.map(|_| "made".into()))
         }
         "hardlink" => {
-            let made = std::fs::write("/grant/file", b"x").and_then(|_| std::fs::hard_link("/grant/file", "/grant/link"));
+            let made =
+                std::fs::write("/grant/file", b"x").and_then(|_| std::fs::hard_link("/grant/file", "/grant/link"));
             report("hardlink", made.map(|_| "made".into()))
         }
         "tempdirs" => {
@@ -120,7 +121,8 @@ fn act(hook: &str) -> HookResult {
             }
         }
         "wasi-tempdirs" => {
-            let made = (0..5000).take_while(|i| std::fs::create_dir(format!("/tmp/d{i}")).is_ok()).count();
+            let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5000);
+            let made = (0..n).take_while(|i| std::fs::create_dir(format!("/tmp/d{i}")).is_ok()).count();
             HookResult::deny_soft(format!("wasi-tempdirs: made {made}"))
         }
         "wasi-tempsparse" => {
