@@ -5,7 +5,8 @@
 //! - [`config_files`]: the config files plugins read (`host.config`), cached.
 //! - [`plugin_files`]: which config files each plugin may read.
 //! - [`admission`]: connection limits, total and per IP.
-//! - `connection`: one task per client; the only code that touches a client socket.
+//! - `connection`: one task per client, a handler per command; the only code that touches a
+//!   client's stream.
 //! - [`spool`]: where a message is written while DATA streams in; the Received header.
 //! - [`plugins`]: from `config/plugins` and `config/sandbox` to a loaded plugin chain.
 //! - [`tls`]: certificates, SNI, reload; the facts of a TLS session.

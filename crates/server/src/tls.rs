@@ -17,7 +17,6 @@ use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ProtocolVersion, ServerConfig};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use wasmtpd_smtp::TlsInfo;
@@ -133,7 +132,7 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// The facts of an established session, as plugins and the Received header see them.
-pub fn session_info(stream: &TlsStream<TcpStream>) -> TlsInfo {
+pub fn session_info<S>(stream: &TlsStream<S>) -> TlsInfo {
     let (_, conn) = stream.get_ref();
     let version = match conn.protocol_version() {
         Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),

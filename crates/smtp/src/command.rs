@@ -154,9 +154,9 @@ const IMPLEMENTED_VERBS: [&str; 13] =
 
 /// Whether `line` starts with the verb of a command this server carries out (any case),
 /// followed by a space or the end of the line. Used where a line may be either a command or a
-/// SASL response (after a refused AUTH, see `connection.rs`): base64 has no space, so a
-/// response can only look like a verb without arguments, and none of those repeats its line
-/// in a reply or a log.
+/// SASL response (after a refused AUTH, see the server's `connection/auth.rs`): base64 has no
+/// space, so a response can only look like a verb without arguments, and none of those repeats
+/// its line in a reply or a log.
 pub fn names_an_implemented_verb(line: &[u8]) -> bool {
     let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
     IMPLEMENTED_VERBS.iter().any(|v| v.as_bytes().eq_ignore_ascii_case(verb))

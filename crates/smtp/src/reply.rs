@@ -292,8 +292,8 @@ pub fn auth_mechanism_unknown() -> Reply {
 pub fn auth_encryption_required() -> Reply {
     Reply::new(538, e(5, 7, 11), "Encryption required for requested authentication mechanism")
 }
-/// A line a client sent for an AUTH exchange that was refused (see `connection.rs`): ignored,
-/// never run as a command.
+/// A line a client sent for an AUTH exchange that was refused (see the server's
+/// `connection/auth.rs`): ignored, never run as a command.
 pub fn auth_response_ignored() -> Reply {
     Reply::new(503, e(5, 5, 1), "AUTH was refused: authentication response ignored")
 }

@@ -195,11 +195,12 @@ impl Session {
         self.limits.max_errors != 0 && self.errors >= self.limits.max_errors
     }
 
-    /// HELO/EHLO accepted: remember the name, drop any transaction (RFC 5321 4.1.4).
-    /// Returns the dropped transaction, for the `reset_transaction` hook.
-    pub fn accept_hello(&mut self, esmtp: bool, host: &str) -> Option<Transaction> {
+    /// HELO/EHLO accepted: remember the name; no transaction goes on (RFC 5321 4.1.4). The
+    /// engine ends the transaction before (it runs `reset_transaction` and removes the spool
+    /// file).
+    pub fn accept_hello(&mut self, esmtp: bool, host: &str) {
         self.connection.hello = Some(Hello { esmtp, host: host.to_string() });
-        self.transaction.take()
+        self.transaction = None;
     }
 
     pub fn check_mail(&self, from: Option<&Address>, params: &MailParams) -> Result<(), Reply> {
@@ -288,7 +289,7 @@ impl Session {
 
     /// The TLS handshake succeeded: the session starts over (RFC 3207 section 4.2: the server
     /// "MUST discard any knowledge obtained from the client ... which was not obtained from the
-    /// TLS negotiation itself"). Returns the dropped transaction.
+    /// TLS negotiation itself"). The engine ends the transaction first, as for EHLO.
     ///
     /// Forgotten, because a man in the middle could have written or shaped it in plaintext:
     /// the EHLO name (a new EHLO is required), any transaction, an AUTH identity, the relay flag
@@ -300,14 +301,14 @@ impl Session {
     /// plaintext byte can change: the connection id, the remote and local addresses, whether
     /// the client talked before the greeting, and the count of protocol errors (`max_errors`
     /// is an allowance for the whole connection, not one per TLS session).
-    pub fn accept_starttls(&mut self, tls: TlsInfo) -> Option<Transaction> {
+    pub fn accept_starttls(&mut self, tls: TlsInfo) {
         let c = &mut self.connection;
         c.tls = Some(tls);
         c.hello = None;
         c.auth = None;
         c.relay_client = false;
         c.notes = Default::default();
-        self.transaction.take()
+        self.transaction = None;
     }
 
     /// Checks `AUTH <mechanism>`; `Ok` gives the mechanism to run.
@@ -389,8 +390,8 @@ mod tests {
         s.accept_rcpt(to.clone(), vec![]);
         assert_eq!(code(s.check_rcpt(&to, &[])), 452);
         assert_eq!(code(s.check_data()), 250);
-        assert!(s.accept_hello(true, "again").is_some(), "EHLO resets the transaction");
-        assert!(s.transaction.is_none());
+        s.accept_hello(true, "again");
+        assert!(s.transaction.is_none(), "EHLO resets the transaction");
     }
 
     #[test]

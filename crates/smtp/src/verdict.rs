@@ -1,7 +1,13 @@
 //! The one table that turns a hook's verdict into a reply: `(hook, verdict) → Decision`.
 //!
-//! The codes and default texts are qpsmtpd 1.00's (see `../shared/reference/features.md` 1.4),
-//! with RFC 3463 enhanced codes added. A verdict a hook does not allow falls through to the
+//! Every reply that follows a hook is made here, and so is everything the engine does because
+//! of a verdict: whether the command's own action happens, the transaction ends, the
+//! connection closes, a failed AUTH counts against the client, and what a `*_pre` hook's OK
+//! means ([`rewritten_path`]). The server carries a [`Decision`] out; it never looks at a
+//! verdict itself.
+//!
+//! The codes and default texts are qpsmtpd 1.00's (its `Qpsmtpd::SMTP` module), with RFC 3463
+//! enhanced codes added. A verdict a hook does not allow falls through to the
 //! hook's default, as in qpsmtpd (so for `queue` anything but OK/DENY/DENYSOFT/DONE is the soft
 //! failure 451). Differences from qpsmtpd, made because plugins here cannot write to the socket:
 //! - DONE means "the plugin has handled it": the engine skips its own action (the recipient is
@@ -15,7 +21,8 @@
 
 use std::net::IpAddr;
 
-use crate::hook::{Hook, HookResult, Verdict};
+use crate::address::Address;
+use crate::hook::{Hook, HookArgs, HookResult, Verdict};
 use crate::reply::{EnhancedCode, Reply};
 
 /// What the engine does after a hook: the reply, and whether to perform the command's own
@@ -26,6 +33,9 @@ pub struct Decision {
     pub accept: bool,
     pub reset: bool,
     pub close: bool,
+    /// The auth hooks checked the credentials and found them wrong (`535`): the attempt
+    /// counts against the client's address, and the reply is sent late.
+    pub bad_credentials: bool,
 }
 
 /// The facts default reply texts are made of.
@@ -36,20 +46,16 @@ pub struct ReplyContext<'a> {
     /// `config/smtpgreeting`, if set.
     pub greeting: Option<&'a str>,
     pub remote_ip: IpAddr,
-    /// The HELO/EHLO argument of this command (for `helo`/`ehlo`).
-    pub hello_host: &'a str,
     /// EHLO keywords (for `ehlo`).
     pub capabilities: &'a [String],
-    /// `<address>` of this command (for `mail`/`rcpt`).
-    pub address: &'a str,
 }
 
 const fn enh(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode(class, subject, detail))
 }
 
-/// The reply for `hook` when its chain answered `result`.
-pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decision {
+/// The reply for `hook`, run with `args`, when its chain answered `result`.
+pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyContext<'_>) -> Decision {
     use Verdict::*;
     let v = result.verdict;
     // Builds a reply from the plugin's text and enhanced code, or the defaults given.
@@ -57,15 +63,23 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         let text = result.message.as_deref().filter(|m| !m.trim().is_empty()).unwrap_or(default);
         Reply::new(code, result.enhanced.or(e), text)
     };
-    let accept = |reply: Reply| Decision { reply, accept: true, reset: false, close: false };
-    let refuse = |reply: Reply| Decision { reply, accept: false, reset: false, close: false };
-    let reset = |reply: Reply| Decision { reply, accept: false, reset: true, close: false };
-    let close = |reply: Reply| Decision { reply, accept: false, reset: true, close: true };
-    let done = |reply: Reply| Decision { reply, accept: false, reset: false, close: false };
-    let addr = ctx.address;
+    let decision = |reply: Reply, accept: bool, reset: bool, close: bool| Decision {
+        reply,
+        accept,
+        reset,
+        close,
+        bad_credentials: false,
+    };
+    let accept = |reply: Reply| decision(reply, true, false, false);
+    let refuse = |reply: Reply| decision(reply, false, false, false);
+    let reset = |reply: Reply| decision(reply, false, true, false);
+    let close = |reply: Reply| decision(reply, false, true, true);
+    let done = |reply: Reply| decision(reply, false, false, false);
+    let bad_credentials = |d: Decision| Decision { bad_credentials: true, ..d };
+    let addr = &path_text(args);
 
     if result.fault && !hook.result_is_ignored() {
-        return fault_decision(hook, ctx);
+        return fault_decision(hook, args, ctx);
     }
 
     let d = match hook {
@@ -89,8 +103,8 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
                 DenyDisconnect => close(r(550, None, &denied)),
                 DenySoftDisconnect => close(r(450, None, &denied)),
                 // The plugin may word the first line; what follows it is the server's.
-                Done => done(hello_reply(hook, ctx, result.message.as_deref())),
-                _ => accept(hello_reply(hook, ctx, None)),
+                Done => done(hello_reply(hook, args, ctx, result.message.as_deref())),
+                _ => accept(hello_reply(hook, args, ctx, None)),
             }
             .without_enhanced_reply()
         }
@@ -162,15 +176,15 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
                 ),
             }),
         },
-        Hook::Quit => Decision {
-            reply: match v {
+        Hook::Quit => decision(
+            match v {
                 Done => r(221, enh(2, 0, 0), &format!("{} closing connection. Have a wonderful day.", ctx.me)),
                 _ => Reply::new(221, enh(2, 0, 0), format!("{} closing connection. Have a wonderful day.", ctx.me)),
             },
-            accept: true,
-            reset: true,
-            close: true,
-        },
+            true,
+            true,
+            true,
+        ),
         Hook::UnrecognizedCommand => match v {
             Deny => refuse(r(500, enh(5, 5, 1), "Unrecognized command")),
             DenyDisconnect => close(r(521, enh(5, 5, 1), "Unrecognized command")),
@@ -181,15 +195,17 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
         // temporary failure. Nobody deciding is a failure (qpsmtpd), and so is DONE.
         Hook::Auth | Hook::AuthPlain | Hook::AuthLogin => match v {
             Ok => accept(r(235, enh(2, 7, 0), "Authentication successful")),
-            Deny => refuse(r(535, enh(5, 7, 8), "Authentication credentials invalid")),
+            Deny => bad_credentials(refuse(r(535, enh(5, 7, 8), "Authentication credentials invalid"))),
             DenySoft => refuse(r(454, enh(4, 7, 0), "Temporary authentication failure")),
-            DenyDisconnect => close(r(535, enh(5, 7, 8), "Authentication credentials invalid")),
+            DenyDisconnect => bad_credentials(close(r(535, enh(5, 7, 8), "Authentication credentials invalid"))),
             DenySoftDisconnect => close(r(421, enh(4, 7, 0), "Temporary authentication failure")),
-            Declined | Done => refuse(Reply::new(535, enh(5, 7, 8), "Authentication credentials invalid")),
+            Declined | Done => {
+                bad_credentials(refuse(Reply::new(535, enh(5, 7, 8), "Authentication credentials invalid")))
+            }
         },
         Hook::Disconnect | Hook::ResetTransaction | Hook::Deny | Hook::MailPre | Hook::RcptPre => {
-            // Their results are ignored, or (the `*_pre` hooks) used by the engine to rewrite
-            // an address (see `connection.rs`); no reply comes from here.
+            // Their results are ignored, or (the `*_pre` hooks) say how to rewrite an address
+            // (see `rewritten_path`); no reply comes from here.
             accept(Reply::new(250, None, ""))
         }
     };
@@ -197,26 +213,40 @@ pub fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decisi
     if d.reply.code() == 421 { Decision { close: true, reset: true, ..d } } else { d }
 }
 
+/// What a `mail_pre` or `rcpt_pre` answer means: OK with a message asks for the command to go
+/// on with that address instead; anything else (or a fault) leaves the command refused.
+pub fn rewritten_path(result: &HookResult) -> Option<&str> {
+    match (result.verdict, &result.message) {
+        (Verdict::Ok, Some(path)) if !result.fault => Some(path),
+        _ => None,
+    }
+}
+
 /// A plugin fault: a temporary failure for this command only. Connection-phase hooks close
 /// the connection with 421 (there is no transaction to fail); a fault while the message is
 /// being accepted ends the transaction; QUIT still says goodbye.
-fn fault_decision(hook: Hook, ctx: &ReplyContext<'_>) -> Decision {
+fn fault_decision(hook: Hook, args: &HookArgs<'_>, ctx: &ReplyContext<'_>) -> Decision {
     let text = "Temporary failure in plugin processing, try again later";
+    let decision =
+        |reply: Reply, reset: bool, close: bool| Decision { reply, accept: false, reset, close, bad_credentials: false };
     match hook {
-        Hook::Connect | Hook::Helo | Hook::Ehlo => {
-            Decision { reply: Reply::new(421, enh(4, 3, 0), text), accept: false, reset: true, close: true }
+        Hook::Connect | Hook::Helo | Hook::Ehlo => decision(Reply::new(421, enh(4, 3, 0), text), true, true),
+        Hook::Data | Hook::DataPost | Hook::Queue => decision(Reply::new(451, enh(4, 3, 0), text), true, false),
+        Hook::Quit => decide(hook, args, &HookResult::declined(), ctx),
+        Hook::Auth | Hook::AuthPlain | Hook::AuthLogin => {
+            decision(Reply::new(454, enh(4, 7, 0), "Temporary authentication failure"), false, false)
         }
-        Hook::Data | Hook::DataPost | Hook::Queue => {
-            Decision { reply: Reply::new(451, enh(4, 3, 0), text), accept: false, reset: true, close: false }
-        }
-        Hook::Quit => decide(hook, &HookResult::declined(), ctx),
-        Hook::Auth | Hook::AuthPlain | Hook::AuthLogin => Decision {
-            reply: Reply::new(454, enh(4, 7, 0), "Temporary authentication failure"),
-            accept: false,
-            reset: false,
-            close: false,
-        },
-        _ => Decision { reply: Reply::new(451, enh(4, 3, 0), text), accept: false, reset: false, close: false },
+        _ => decision(Reply::new(451, enh(4, 3, 0), text), false, false),
+    }
+}
+
+/// `<address>` of a MAIL or RCPT (`<>` for the null sender), for the reply texts.
+fn path_text(args: &HookArgs<'_>) -> String {
+    let show = |a: Option<&Address>| a.map_or_else(|| "<>".to_string(), |a| format!("<{a}>"));
+    match args {
+        HookArgs::Mail { from, .. } => show(*from),
+        HookArgs::Rcpt { to, .. } => show(Some(to)),
+        _ => String::new(),
     }
 }
 
@@ -240,10 +270,14 @@ fn greeting(ctx: &ReplyContext<'_>) -> String {
 /// keyword it reads (a plugin advertising AUTH, CHUNKING or XCLIENT would invite commands the
 /// server refuses, or worse). A plugin's `text` (DONE) can only replace the first line: its
 /// first line is taken, the rest dropped.
-fn hello_reply(hook: Hook, ctx: &ReplyContext<'_>, text: Option<&str>) -> Reply {
+fn hello_reply(hook: Hook, args: &HookArgs<'_>, ctx: &ReplyContext<'_>, text: Option<&str>) -> Reply {
+    let host = match args {
+        HookArgs::Hello { host } => host,
+        _ => "",
+    };
     let first = match text.and_then(|t| t.split('\n').next()).filter(|l| !l.trim().is_empty()) {
         Some(line) => line.to_string(),
-        None => format!("{} Hi {} [{}]", ctx.me, ctx.hello_host, ctx.remote_ip),
+        None => format!("{} Hi {} [{}]", ctx.me, host, ctx.remote_ip),
     };
     if hook == Hook::Helo {
         return Reply::new(250, None, first);
@@ -254,6 +288,7 @@ fn hello_reply(hook: Hook, ctx: &ReplyContext<'_>, text: Option<&str>) -> Reply 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::MailParams;
     use Verdict::*;
 
     const ALL: [Verdict; 7] = [Ok, Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done];
@@ -264,10 +299,25 @@ mod tests {
             me: "mx.example",
             greeting: None,
             remote_ip: "192.0.2.7".parse().unwrap(),
-            hello_host: "client.example",
             capabilities: CAPS.get_or_init(|| vec!["PIPELINING".into(), "SIZE 100".into()]),
-            address: "<a@b.example>",
         }
+    }
+
+    /// The arguments `hook` runs with: HELO `client.example`, the address `<a@b.example>`.
+    fn args(hook: Hook) -> HookArgs<'static> {
+        static ADDRESS: std::sync::OnceLock<Address> = std::sync::OnceLock::new();
+        static PARAMS: std::sync::OnceLock<MailParams> = std::sync::OnceLock::new();
+        let address = ADDRESS.get_or_init(|| Address::new("a", "b.example").unwrap());
+        match hook {
+            Hook::Helo | Hook::Ehlo => HookArgs::Hello { host: "client.example" },
+            Hook::Mail => HookArgs::Mail { from: Some(address), params: PARAMS.get_or_init(MailParams::default) },
+            Hook::Rcpt => HookArgs::Rcpt { to: address, params: &[] },
+            _ => HookArgs::None,
+        }
+    }
+
+    fn decide(hook: Hook, result: &HookResult, ctx: &ReplyContext<'_>) -> Decision {
+        super::decide(hook, &args(hook), result, ctx)
     }
 
     fn d(hook: Hook, v: Verdict) -> Decision {
@@ -430,5 +480,42 @@ mod tests {
         res.enhanced = Some(EnhancedCode(2, 1, 5));
         let got = decide(Hook::Rcpt, &res, &ctx());
         assert_eq!(got.reply.to_string(), "550-5.1.5 no thanks\r\n550 5.1.5 250 2.0.0 OK\r\n");
+    }
+
+    #[test]
+    fn only_checked_and_refused_credentials_count_as_failed_auth() {
+        for hook in [Hook::Auth, Hook::AuthPlain, Hook::AuthLogin] {
+            let counted: Vec<bool> = ALL.iter().map(|v| d(hook, *v).bad_credentials).collect();
+            // Ok, Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done
+            assert_eq!(counted, [false, true, false, true, false, true, true], "{}", hook.name());
+            assert!(!decide(hook, &HookResult::fault("broken"), &ctx()).bad_credentials);
+        }
+        for hook in Hook::ALL.into_iter().filter(|h| !matches!(h, Hook::Auth | Hook::AuthPlain | Hook::AuthLogin)) {
+            assert!(ALL.iter().all(|v| !d(hook, *v).bad_credentials), "{}", hook.name());
+        }
+    }
+
+    #[test]
+    fn a_pre_hook_rewrites_only_with_ok_and_an_address() {
+        assert_eq!(rewritten_path(&HookResult::new(Ok).with_message("<a@b.example>")), Some("<a@b.example>"));
+        assert_eq!(rewritten_path(&HookResult::new(Ok)), None);
+        for v in [Deny, DenySoft, DenyDisconnect, DenySoftDisconnect, Declined, Done] {
+            assert_eq!(rewritten_path(&HookResult::new(v).with_message("<a@b.example>")), None, "{}", v.name());
+        }
+        let mut fault = HookResult::new(Ok).with_message("<a@b.example>");
+        fault.fault = true;
+        assert_eq!(rewritten_path(&fault), None);
+    }
+
+    #[test]
+    fn a_421_always_closes() {
+        for hook in Hook::ALL {
+            for v in ALL {
+                let got = d(hook, v);
+                if got.reply.code() == 421 {
+                    assert!(got.close && got.reset, "{} {}", hook.name(), v.name());
+                }
+            }
+        }
     }
 }
