@@ -227,8 +227,13 @@ pub fn rewritten_path(result: &HookResult) -> Option<&str> {
 /// being accepted ends the transaction; QUIT still says goodbye.
 fn fault_decision(hook: Hook, args: &HookArgs<'_>, ctx: &ReplyContext<'_>) -> Decision {
     let text = "Temporary failure in plugin processing, try again later";
-    let decision =
-        |reply: Reply, reset: bool, close: bool| Decision { reply, accept: false, reset, close, bad_credentials: false };
+    let decision = |reply: Reply, reset: bool, close: bool| Decision {
+        reply,
+        accept: false,
+        reset,
+        close,
+        bad_credentials: false,
+    };
     match hook {
         Hook::Connect | Hook::Helo | Hook::Ehlo => decision(Reply::new(421, enh(4, 3, 0), text), true, true),
         Hook::Data | Hook::DataPost | Hook::Queue => decision(Reply::new(451, enh(4, 3, 0), text), true, false),

@@ -4,7 +4,7 @@
 //! are read and thrown away, within the DATA timeouts, and only then is BDAT answered `502`.
 //! A chunk larger than `max_message_size` is not skipped: `552` and close.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tracing::{info, warn};
 use wasmtpd_smtp::HookRunner;

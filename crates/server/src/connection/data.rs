@@ -2,7 +2,7 @@
 //! 354 the message streams into the spool (dot-unstuffed and bounded by `DataReader`), then
 //! `data_post` and `queue` decide. The client hears `250` only when a queue plugin said OK.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tracing::{info, warn};
 use wasmtpd_smtp::reply::{self, Reply};

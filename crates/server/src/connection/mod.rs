@@ -98,8 +98,7 @@ pub(crate) async fn serve<R: HookRunner, S: ClientIo>(
         Ok(t) => t,
         Err(reply) => return refuse_connection(stream, &session, reply, limits.write_timeout).await,
     };
-    let transport =
-        Transport::new(stream, session.limits().max_command_line, &limits, shared.shutdown.clone());
+    let transport = Transport::new(stream, session.limits().max_command_line, &limits, shared.shutdown.clone());
     let scope = shared.runner.open_scope();
     let mut conn = ClientConnection { transport, shared, session, scope, transactions: 0, refused_sasl_lines: 0 };
     info!("connected");

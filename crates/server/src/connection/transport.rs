@@ -12,7 +12,9 @@
 //!   more is written.
 //! - The TLS swap: the plain stream is handed to the handshake and the session goes on over TLS.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
@@ -79,10 +81,6 @@ impl<S: ClientIo> Transport<S> {
             limits: limits.clone(),
             shutdown,
         }
-    }
-
-    pub(super) fn write_failed(&self) -> bool {
-        self.write_failed
     }
 
     /// Octets the client sent that are not read yet.

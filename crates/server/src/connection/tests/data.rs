@@ -105,7 +105,7 @@ async fn bdat_is_skipped_whole_then_refused() {
     let mut c = Setup::new(Scripted::accepting()).connect().await;
     c.ehlo().await;
     // The chunk holds what looks like commands: none of them may run.
-    c.send(b"BDAT 24 LAST\r\nRSET\r\nQUIT\r\nVRFY root\r\n").await;
+    c.send(b"BDAT 23 LAST\r\nRSET\r\nQUIT\r\nVRFY root\r\n").await;
     assert_eq!(c.reply().await, "502 5.5.1 BDAT is not implemented\r\n");
     assert!(c.still_open().await);
     assert!(!c.hooks().contains(&Hook::Quit) && !c.hooks().contains(&Hook::Vrfy), "{:?}", c.hooks());

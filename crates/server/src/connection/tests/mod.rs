@@ -174,7 +174,7 @@ impl Setup {
         let dir = TempDir::new();
         let (tls, client_tls) = if self.starttls || self.implicit_tls {
             let cert = TestCertificate::new(&dir.0);
-            (Tls::load(&[cert.files.clone()], &dir.0).expect("certificate loads"), Some(cert.client_config()))
+            (Tls::load(std::slice::from_ref(&cert.files), &dir.0).expect("certificate loads"), Some(cert.client_config()))
         } else {
             (Tls::load(&[], &dir.0).expect("no certificates"), None)
         };
@@ -199,8 +199,8 @@ impl Setup {
         let remote: SocketAddr = "192.0.2.7:40000".parse().unwrap();
         let local: SocketAddr = "198.51.100.1:25".parse().unwrap();
         let offer = Offer { starttls: self.starttls, auth_mechanisms, auth_without_tls: true };
-        let session = Session::new(Connection::new("t1".into(), remote, local), shared.config.limits.clone())
-            .with_offer(offer);
+        let session =
+            Session::new(Connection::new("t1".into(), remote, local), shared.config.limits.clone()).with_offer(offer);
         let admission = Admission::new(10, 10);
         let ticket = admission.admit(remote.ip());
         let (client, server) = tokio::io::duplex(1 << 16);
@@ -241,7 +241,11 @@ impl Client {
                 }
                 let mut chunk = [0u8; 4096];
                 let n = self.io.read(&mut chunk).await.expect("read");
-                assert!(n > 0, "the server closed instead of replying; unread: {:?}", String::from_utf8_lossy(&self.read));
+                assert!(
+                    n > 0,
+                    "the server closed instead of replying; unread: {:?}",
+                    String::from_utf8_lossy(&self.read)
+                );
                 self.read.extend_from_slice(&chunk[..n]);
             }
         };
@@ -287,9 +291,9 @@ impl Client {
         tokio::time::timeout(REPLY_WAIT, &mut self.task).await.is_ok()
     }
 
-    /// Whether the session is still open: a NOOP is answered.
+    /// Whether the session is still open: a RSET (which no hook decides) is answered.
     pub async fn still_open(&mut self) -> bool {
-        self.send(b"NOOP\r\n").await;
+        self.send(b"RSET\r\n").await;
         let mut chunk = [0u8; 4096];
         loop {
             if let Some(end) = reply_end(&self.read) {
@@ -422,8 +426,11 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir()
-            .join(format!("wasmtpd-transcript-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "wasmtpd-transcript-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         TempDir(dir)
     }

@@ -256,4 +256,6 @@ async fn the_session_hooks_run_in_qpsmtpd_order() {
         [Connect, Ehlo, Mail, Rcpt, Data, DataPost, Queue, ResetTransaction, Quit, Disconnect],
         "the transaction ends when the message is queued; disconnect runs last"
     );
+    assert_eq!(c.calls_of(Mail)[0].transaction.as_deref(), Some("t1.1"), "MAIL's hook sees its transaction");
+    assert_eq!(c.calls_of(Ehlo)[0].transaction, None);
 }
