@@ -2,12 +2,16 @@
 //! ARCHITECTURE.md, README.md and docs/security.md say exists must exist.
 //!
 //! - Every path in ARCHITECTURE.md's code map is a file or directory of the repository.
-//! - README's hook table lists exactly the hooks of `wit/hooks.wit`, in its order.
+//! - README's hook table lists exactly the hooks of `wit/hooks.wit`.
+//! - The server's hook table (`wasmtpd_smtp::for_each_hook!`, seen as `Hook::ALL`), the
+//!   interfaces of `wit/hooks.wit` and the exports of `wit/world.wit`'s world `plugin` name the
+//!   same hooks in the same order.
 //! - Every test docs/security.md names is a function of the repository (a row whose test was
 //!   renamed or removed is a claim nobody checks any more).
 
 use std::path::{Path, PathBuf};
 
+use wasmtpd_smtp::Hook;
 use wasmtpd_tests::repo_root;
 
 fn read(path: &str) -> String {
@@ -78,14 +82,43 @@ fn the_code_map_names_only_paths_that_exist() {
     assert!(checked > 30, "only {checked} paths found in the code map: is the table still there?");
 }
 
-#[test]
-fn the_readme_lists_the_hooks_of_the_wit() {
+/// The interfaces of `wit/hooks.wit`, in order.
+fn hook_interfaces() -> Vec<String> {
     let wit: Vec<String> = read("wit/hooks.wit")
         .lines()
         .filter_map(|l| l.strip_prefix("interface "))
         .map(|l| l.trim_end_matches(" {").trim().to_string())
         .collect();
     assert!(wit.len() > 15, "hooks.wit: {wit:?}");
+    wit
+}
+
+/// What `wit/world.wit`'s world `plugin` exports, in order.
+fn world_exports() -> Vec<String> {
+    let text = read("wit/world.wit");
+    let body = text.split_once("world plugin {").expect("world.wit has a world `plugin`").1;
+    let body = body.split_once('}').expect("world `plugin` ends").0;
+    body.lines().filter_map(|l| l.trim().strip_prefix("export ")).map(|l| l.trim_end_matches(';').to_string()).collect()
+}
+
+#[test]
+fn the_hook_table_names_the_hooks_of_the_wit_in_order() {
+    let table: Vec<String> = Hook::ALL.iter().map(|h| h.name().replace('_', "-")).collect();
+    assert_eq!(
+        table,
+        world_exports(),
+        "the hook table (crates/smtp/src/hook_table.rs) and wit/world.wit's `plugin` exports disagree"
+    );
+    assert_eq!(
+        table,
+        hook_interfaces(),
+        "the hook table (crates/smtp/src/hook_table.rs) and wit/hooks.wit's interfaces disagree"
+    );
+}
+
+#[test]
+fn the_readme_lists_the_hooks_of_the_wit() {
+    let wit = hook_interfaces();
     let readme = read("README.md");
     let mut listed = Vec::new();
     // The table whose header is `| hook | runs | ... |`; its first column holds the hooks

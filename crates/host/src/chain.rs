@@ -27,7 +27,7 @@ use crate::PluginHost;
 use crate::bindings::{self, wit};
 use crate::imports::message::MessageView;
 use crate::imports::temp::{self, TempArea, TempLocation};
-use crate::plugin::{HookExports, LoadedPlugin};
+use crate::plugin::LoadedPlugin;
 use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, Right, StderrLog, wasi_ctx};
 use crate::state::{CallData, PluginState};
 
@@ -249,7 +249,7 @@ impl PluginHost {
         // Epochs stop wasm that computes; a plugin blocked in a host call (WASI sleep or poll)
         // is stopped here instead, by dropping the call (the instance is then unusable).
         let limit = plugin.settings.timeout + BLOCKED_GRACE;
-        let result = within(limit, call_hook(&plugin.exports, store, instance, hook, args)).await;
+        let result = within(limit, plugin.exports.call(store, instance, hook, args)).await;
         let data = store.data_mut();
         data.limits.deadline = None;
         scope.temp_used |= data.temp.is_open();
@@ -404,68 +404,6 @@ fn describe_error(e: &wasmtime::Error, store: &Store<PluginState>, plugin: &Load
         Some(Trap::StackOverflow) => "stack overflow".to_string(),
         Some(trap) => format!("trapped: {trap}"),
         None => format!("{e:#}"),
-    }
-}
-
-/// Calls `hook` on an instance, with its arguments converted to WIT types.
-async fn call_hook(
-    exports: &HookExports,
-    store: &mut Store<PluginState>,
-    instance: &Instance,
-    hook: Hook,
-    args: HookArgs<'_>,
-) -> wasmtime::Result<wit::HookResult> {
-    let missing = || wasmtime::format_err!("{} called with the arguments of another hook", hook.name());
-    macro_rules! load {
-        ($field:ident) => {
-            exports
-                .$field
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("{} not exported", hook.name()))?
-                .load(&mut *store, instance)?
-        };
-    }
-    match (hook, args) {
-        (Hook::Connect, _) => load!(connect).call_connect(&mut *store).await,
-        (Hook::Helo, HookArgs::Hello { host }) => load!(helo).call_helo(&mut *store, host).await,
-        (Hook::Ehlo, HookArgs::Hello { host }) => load!(ehlo).call_ehlo(&mut *store, host).await,
-        (Hook::MailPre, HookArgs::Pre { path }) => load!(mail_pre).call_mail_pre(&mut *store, path).await,
-        (Hook::RcptPre, HookArgs::Pre { path }) => load!(rcpt_pre).call_rcpt_pre(&mut *store, path).await,
-        (Hook::Mail, HookArgs::Mail { from, params }) => {
-            let sender = from.map(wit::Address::from);
-            load!(mail).call_mail(&mut *store, sender.as_ref(), &bindings::mail_params(params)).await
-        }
-        (Hook::Rcpt, HookArgs::Rcpt { to, params }) => {
-            load!(rcpt).call_rcpt(&mut *store, &wit::Address::from(to), &bindings::params(params)).await
-        }
-        (Hook::Data, _) => load!(data).call_data(&mut *store).await,
-        (Hook::DataPost, _) => load!(data_post).call_data_post(&mut *store).await,
-        (Hook::Queue, _) => load!(queue).call_queue(&mut *store).await,
-        (Hook::Quit, _) => load!(quit).call_quit(&mut *store).await,
-        (Hook::Disconnect, _) => load!(disconnect).call_disconnect(&mut *store).await,
-        (Hook::Vrfy, HookArgs::Vrfy { argument }) => load!(vrfy).call_vrfy(&mut *store, argument).await,
-        (Hook::Noop, _) => load!(noop).call_noop(&mut *store).await,
-        (Hook::Help, HookArgs::Help { argument }) => load!(help).call_help(&mut *store, argument).await,
-        (Hook::UnrecognizedCommand, HookArgs::Unrecognized { verb, args }) => {
-            load!(unrecognized_command).call_unrecognized_command(&mut *store, verb, args).await
-        }
-        (Hook::ResetTransaction, _) => load!(reset_transaction).call_reset_transaction(&mut *store).await,
-        (Hook::Deny, HookArgs::Deny { hook: denied, result }) => {
-            let plugin = result.plugin.as_deref().unwrap_or("");
-            load!(deny)
-                .call_deny(&mut *store, denied.name(), plugin, result.verdict.into(), result.message.as_deref())
-                .await
-        }
-        (Hook::AuthPlain, HookArgs::Auth { user, password, .. }) => {
-            load!(auth_plain).call_auth_plain(&mut *store, user, password.expose()).await
-        }
-        (Hook::AuthLogin, HookArgs::Auth { user, password, .. }) => {
-            load!(auth_login).call_auth_login(&mut *store, user, password.expose()).await
-        }
-        (Hook::Auth, HookArgs::Auth { mechanism, user, password }) => {
-            load!(auth).call_auth(&mut *store, mechanism.name(), user, password.expose()).await
-        }
-        _ => Err(missing()),
     }
 }
 

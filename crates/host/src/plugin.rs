@@ -11,10 +11,9 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
-use wasmtpd_smtp::Hook;
 
+pub use crate::bindings::HookExports;
 use crate::bindings::Plugin;
-use crate::bindings::exports::wasmtpd::plugin as hooks;
 use crate::sandbox::SandboxSettings;
 use crate::state::{ConfigGrant, PluginMeta, PluginState};
 
@@ -122,54 +121,4 @@ impl LoadedPlugin {
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })
     }
-}
-
-macro_rules! hook_exports {
-    ($($field:ident => $hook:ident),* $(,)?) => {
-        /// Which hook interfaces a plugin exports, with the indices to call them.
-        pub struct HookExports {
-            $(pub $field: Option<hooks::$field::GuestIndices>,)*
-        }
-
-        impl HookExports {
-            /// Looks each hook's interface up in the component; absent ones are `None`.
-            pub fn discover(pre: &InstancePre<PluginState>) -> HookExports {
-                HookExports { $($field: hooks::$field::GuestIndices::new(pre).ok(),)* }
-            }
-
-            pub fn implements(&self, hook: Hook) -> bool {
-                match hook { $(Hook::$hook => self.$field.is_some(),)* }
-            }
-
-            pub fn hooks(&self) -> Vec<Hook> {
-                let mut out = Vec::new();
-                $(if self.$field.is_some() { out.push(Hook::$hook); })*
-                out
-            }
-        }
-    };
-}
-
-hook_exports! {
-    connect => Connect,
-    helo => Helo,
-    ehlo => Ehlo,
-    mail_pre => MailPre,
-    mail => Mail,
-    rcpt_pre => RcptPre,
-    rcpt => Rcpt,
-    data => Data,
-    data_post => DataPost,
-    queue => Queue,
-    quit => Quit,
-    disconnect => Disconnect,
-    vrfy => Vrfy,
-    noop => Noop,
-    help => Help,
-    unrecognized_command => UnrecognizedCommand,
-    reset_transaction => ResetTransaction,
-    deny => Deny,
-    auth_plain => AuthPlain,
-    auth_login => AuthLogin,
-    auth => Auth,
 }

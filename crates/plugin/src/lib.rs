@@ -34,6 +34,9 @@
 
 #![deny(missing_docs)]
 
+// The `Plugin` trait made by `hook_trait!` names this crate as `::wasmtpd_plugin`.
+extern crate self as wasmtpd_plugin;
+
 pub use wasmtpd_plugin_macros::plugin;
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
@@ -121,95 +124,10 @@ pub fn debug(message: impl AsRef<str>) {
     host::log(LogLevel::Debug, message.as_ref());
 }
 
-/// The hooks. Implement the ones you need inside an `impl Plugin for T` block marked
-/// `#[wasmtpd_plugin::plugin]`; see `wit/hooks.wit` for when each runs and what each verdict
-/// does there.
-#[allow(unused_variables)]
-pub trait Plugin {
-    /// A client connected, before the greeting.
-    fn connect() -> HookResult {
-        HookResult::declined()
-    }
-    /// HELO with the client's name.
-    fn helo(host: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// EHLO with the client's name.
-    fn ehlo(host: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// MAIL FROM with an address not in angle brackets: return `ok_with("<address>")` to
-    /// rewrite it.
-    fn mail_pre(address: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// RCPT TO with an address not in angle brackets: return `ok_with("<address>")` to
-    /// rewrite it.
-    fn rcpt_pre(address: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// MAIL FROM (`sender` is `None` for `<>`).
-    fn mail(sender: Option<Address>, params: Vec<EsmtpParam>) -> HookResult {
-        HookResult::declined()
-    }
-    /// RCPT TO. With no plugin saying ok, the recipient is soft-denied.
-    fn rcpt(recipient: Address, params: Vec<EsmtpParam>) -> HookResult {
-        HookResult::declined()
-    }
-    /// DATA, before the 354.
-    fn data() -> HookResult {
-        HookResult::declined()
-    }
-    /// The message has been received.
-    fn data_post() -> HookResult {
-        HookResult::declined()
-    }
-    /// Queue the message; say ok only once it is durable.
-    fn queue() -> HookResult {
-        HookResult::declined()
-    }
-    /// QUIT.
-    fn quit() -> HookResult {
-        HookResult::declined()
-    }
-    /// The connection is closing (result ignored).
-    fn disconnect() -> HookResult {
-        HookResult::declined()
-    }
-    /// VRFY.
-    fn vrfy(argument: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// NOOP.
-    fn noop() -> HookResult {
-        HookResult::declined()
-    }
-    /// HELP.
-    fn help(argument: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// A command the server does not know.
-    fn unrecognized_command(verb: String, args: Vec<String>) -> HookResult {
-        HookResult::declined()
-    }
-    /// The transaction ends (result ignored).
-    fn reset_transaction() -> HookResult {
-        HookResult::declined()
-    }
-    /// Another plugin denied something (the reply cannot be changed).
-    fn deny(hook: String, plugin: String, verdict: Verdict, message: Option<String>) -> HookResult {
-        HookResult::declined()
-    }
-    /// AUTH PLAIN credentials: ok authenticates the client. Runs before [`Plugin::auth`].
-    fn auth_plain(user: String, password: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// AUTH LOGIN credentials: ok authenticates the client. Runs before [`Plugin::auth`].
-    fn auth_login(user: String, password: String) -> HookResult {
-        HookResult::declined()
-    }
-    /// Credentials of any mechanism ("PLAIN", "LOGIN"), when the mechanism's own hook declined.
-    fn auth(mechanism: String, user: String, password: String) -> HookResult {
-        HookResult::declined()
-    }
+wasmtpd_plugin_macros::hook_trait! {
+    /// The hooks. Implement the ones you need inside an `impl Plugin for T` block marked
+    /// `#[wasmtpd_plugin::plugin]`. There is one method per hook interface of `wit/hooks.wit`,
+    /// made from it (with its documentation: when each runs and what each verdict does there),
+    /// and each defaults to [`HookResult::declined`].
+    pub trait Plugin {}
 }

@@ -1,101 +1,26 @@
 //! The hooks a session runs, what a hook answers, and [`HookRunner`]: the one seam through
 //! which plugins decide what happens.
 //!
-//! Hook names and verdicts are qpsmtpd's (see `wit/` once the plugin host lands). The engine
-//! calls the runner at every point where qpsmtpd runs a hook, then turns the answer into a
-//! reply with [`crate::verdict::decide`]. A runner that declines everything gives qpsmtpd's
-//! defaults: RCPT is soft-denied and a message is not queued.
+//! Hook names and verdicts are qpsmtpd's; plugins see them in `wit/hooks.wit` (one interface per
+//! hook, with its arguments and what each verdict does). The hooks are declared once, in
+//! [`crate::hook_table`], from which [`Hook`] is generated. The engine calls the runner at every
+//! point where qpsmtpd runs a hook, then turns the answer into a reply with
+//! [`crate::verdict::decide`]. A runner that declines everything gives qpsmtpd's defaults: RCPT
+//! is soft-denied and a message is not queued.
 
 use std::future::Future;
 
 use crate::address::Address;
 use crate::command::{EsmtpParam, MailParams};
+use crate::hook_table::hook_enum;
 use crate::reply::EnhancedCode;
 use crate::sasl::{Mechanism, Secret};
 use crate::session::Connection;
 use crate::transaction::Transaction;
 
-/// Every hook of the session, in qpsmtpd's vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Hook {
-    Connect,
-    Helo,
-    Ehlo,
-    MailPre,
-    Mail,
-    RcptPre,
-    Rcpt,
-    Data,
-    DataPost,
-    Queue,
-    Quit,
-    Disconnect,
-    Vrfy,
-    Noop,
-    Help,
-    UnrecognizedCommand,
-    ResetTransaction,
-    Deny,
-    /// AUTH PLAIN credentials (qpsmtpd's `auth-plain`); runs before `auth`.
-    AuthPlain,
-    /// AUTH LOGIN credentials (qpsmtpd's `auth-login`); runs before `auth`.
-    AuthLogin,
-    /// Credentials of any mechanism, when the mechanism's own hook declined (qpsmtpd's `auth`).
-    Auth,
-}
+crate::for_each_hook!(hook_enum);
 
 impl Hook {
-    pub const ALL: [Hook; 21] = [
-        Hook::Connect,
-        Hook::Helo,
-        Hook::Ehlo,
-        Hook::MailPre,
-        Hook::Mail,
-        Hook::RcptPre,
-        Hook::Rcpt,
-        Hook::Data,
-        Hook::DataPost,
-        Hook::Queue,
-        Hook::Quit,
-        Hook::Disconnect,
-        Hook::Vrfy,
-        Hook::Noop,
-        Hook::Help,
-        Hook::UnrecognizedCommand,
-        Hook::ResetTransaction,
-        Hook::Deny,
-        Hook::AuthPlain,
-        Hook::AuthLogin,
-        Hook::Auth,
-    ];
-
-    /// qpsmtpd's name for the hook (`data_post`, `unrecognized_command`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Connect => "connect",
-            Hook::Helo => "helo",
-            Hook::Ehlo => "ehlo",
-            Hook::MailPre => "mail_pre",
-            Hook::Mail => "mail",
-            Hook::RcptPre => "rcpt_pre",
-            Hook::Rcpt => "rcpt",
-            Hook::Data => "data",
-            Hook::DataPost => "data_post",
-            Hook::Queue => "queue",
-            Hook::Quit => "quit",
-            Hook::Disconnect => "disconnect",
-            Hook::Vrfy => "vrfy",
-            Hook::Noop => "noop",
-            Hook::Help => "help",
-            Hook::UnrecognizedCommand => "unrecognized_command",
-            Hook::ResetTransaction => "reset_transaction",
-            Hook::Deny => "deny",
-            Hook::AuthPlain => "auth_plain",
-            Hook::AuthLogin => "auth_login",
-            Hook::Auth => "auth",
-        }
-    }
-
     /// The hook of a SASL mechanism, which runs before the generic `auth`.
     pub fn for_mechanism(mechanism: Mechanism) -> Hook {
         match mechanism {

@@ -9,6 +9,7 @@
 //! - [`session`]: which command may follow which; the envelope-level checks.
 //! - [`transaction`]: the envelope (sender, recipients, ESMTP parameters) and its spooled message.
 //! - [`hook`]: the hooks a session runs and the [`HookRunner`] seam plugins plug into.
+//! - [`hook_table`]: the one list of hooks, from which [`Hook`] and the plugin host's calls are made.
 //! - [`notes`]: what plugins leave for each other, and the server's records of their answers.
 //! - [`sasl`]: AUTH's SASL exchanges (PLAIN, LOGIN): from base64 lines to credentials.
 //! - [`verdict`]: the one table that turns a hook's verdict into a reply.
@@ -18,6 +19,7 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod hook;
+pub mod hook_table;
 pub mod line;
 pub mod notes;
 pub mod reply;
