@@ -21,14 +21,16 @@ use super::wasi::{StderrLog, wasi_ctx};
 use crate::imports::temp::TempArea;
 use crate::state::{CallData, PluginMeta, PluginState};
 
-/// The `memory` a plugin may be given. At least 1 MiB: no plugin built here can be
-/// instantiated in less (a Rust component starts with a 1 MiB shadow stack in its memory). At
-/// most 4 GiB: a 32-bit linear memory, which every component has, cannot grow past it.
+/// The `memory` a plugin may be given. At least 1 MiB: less is a slip (`64` for `64M`), and no
+/// component built here starts in less (a Rust one needs 1.06 MiB before it runs, its 1 MiB
+/// shadow stack and its data; a component whose initial memory is over the limit does not
+/// load). At most 4 GiB: a 32-bit linear memory, which every component has, cannot grow past it.
 pub const MEMORY_RANGE: RangeInclusive<u64> = (1 << 20)..=(4 << 30);
-/// The `stack` a plugin may be given. At least 64 KiB: a smaller stack overflows in calls
-/// that any plugin makes (formatting a reply, a host call through the WASI adapter). At most
-/// 64 MiB: every instance slot of the pool reserves a fiber stack this large (plus 1 MiB), so
-/// the whole pool's stacks grow with it, and a recursion deeper than that is a bug.
+/// The `stack` a plugin may be given. At least 64 KiB: less is a slip (`512` for `512k`) that
+/// would make ordinary plugin code fault (2000 calls deep of the hostile fixture's recursion
+/// already overflow 64 KiB). At most 64 MiB: every instance slot of the pool reserves a fiber
+/// stack this large (plus 1 MiB), so the whole pool's stacks grow with it, and a recursion
+/// deeper than that is a bug.
 pub const STACK_RANGE: RangeInclusive<usize> = (64 << 10)..=(64 << 20);
 
 /// How long past its time limit a call may stay blocked outside wasm (sleeping or waiting in
