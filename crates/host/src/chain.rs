@@ -28,11 +28,8 @@ use crate::bindings::{self, wit};
 use crate::imports::message::MessageView;
 use crate::imports::temp::{self, TempArea, TempLocation};
 use crate::plugin::LoadedPlugin;
-use crate::sandbox::{FaultPolicy, InstanceScope, PluginLimits, Right, StderrLog, wasi_ctx};
+use crate::sandbox::{self, BLOCKED_GRACE, FaultPolicy, InstanceScope, Right};
 use crate::state::{CallData, PluginState};
-
-/// How long past its time limit a call may stay blocked outside wasm before it is dropped.
-const BLOCKED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why a plugin did not answer.
 enum Failure {
@@ -281,31 +278,11 @@ impl PluginHost {
     async fn instantiate(&self, plugin: &LoadedPlugin, temp_dir: TempLocation) -> Result<Live, Failure> {
         let settings = &plugin.settings;
         let mut temp = TempArea::new(temp_dir, settings.temp_quota);
-        let wasi_temp = match settings.wasi_temp {
-            true => {
-                temp.open().map_err(Failure::Fault)?;
-                Some(temp.path().to_path_buf())
-            }
-            false => None,
-        };
-        let stderr = StderrLog::default();
-        let wasi = wasi_ctx(settings, wasi_temp.as_deref(), stderr.clone())
+        if settings.wasi_temp {
+            temp.open().map_err(Failure::Fault)?;
+        }
+        let mut store = sandbox::store(&self.engine, settings, plugin.meta.clone(), temp)
             .map_err(|e| Failure::Fault(format!("sandbox: {e:#}")))?;
-        let state = PluginState {
-            wasi,
-            table: wasmtime::component::ResourceTable::new(),
-            limits: PluginLimits::new(settings),
-            meta: plugin.meta.clone(),
-            call: CallData::default(),
-            temp,
-            stderr,
-            log_lines: 0,
-            relay_refusal_logged: false,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| Ok(ctx.data().limits.epoch_callback()));
         store.data_mut().limits.deadline = Some(Instant::now() + settings.timeout);
         let limit = settings.timeout + BLOCKED_GRACE;
         let instantiated = match within(limit, plugin.pre.instantiate_async(&mut store)).await {

@@ -2,7 +2,8 @@
 //! component. It implements the engine's [`HookRunner`] seam.
 //!
 //! Code map:
-//! - [`sandbox`]: the engine, per-plugin limits and capabilities (where the sandbox is set up).
+//! - [`sandbox`]: the engine and pool, each store's limits, WASI and grants (where the sandbox
+//!   is set up, one file per question).
 //! - [`plugin`]: loading a component (compile or precompiled cache) and finding its hooks.
 //! - `chain`: running a hook's chain, per-scope instances, and turning faults into verdicts.
 //! - [`breaker`]: disabling a plugin that keeps faulting, for a cool-down.
@@ -51,8 +52,10 @@ impl PluginHost {
         cache_dir: &Path,
         max_connections: usize,
     ) -> Result<PluginHost> {
-        let max_memory = specs.iter().map(|s| s.settings.memory).max().unwrap_or(64 << 20);
-        let max_stack = specs.iter().map(|s| s.settings.stack).max().unwrap_or(512 << 10);
+        // The pool's slots and the engine's stack fit the largest limits of any plugin.
+        let defaults = sandbox::SandboxSettings::default();
+        let max_memory = specs.iter().map(|s| s.settings.memory).max().unwrap_or(defaults.memory);
+        let max_stack = specs.iter().map(|s| s.settings.stack).max().unwrap_or(defaults.stack);
         // What a connection's instances hold is known only from the compiled components: a
         // probe engine with a one-connection pool compiles them (or finds them in the cache),
         // then the engine that runs them gets its pool sized from them.

@@ -38,7 +38,7 @@ pub struct LoadedPlugin {
 }
 
 /// The linker every plugin is instantiated with: WASI (deny-by-default contexts, and no
-/// links, see `sandbox.rs`) and the `host` interface.
+/// links, see `sandbox/wasi.rs`) and the `host` interface.
 pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -22,7 +22,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmtpd_host::sandbox::{DirGrant, FaultPolicy, InstanceScope, Right, Rights, SandboxSettings};
+use wasmtpd_host::sandbox::{
+    DirGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings,
+};
 use wasmtpd_host::state::MAX_CONFIG_NAME;
 use wasmtpd_smtp::Limits;
 
@@ -31,6 +33,9 @@ use crate::tls::CertificateFiles;
 
 /// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
 pub const SERVER_FILES: &[&str] = &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting"];
+
+/// Where a setting was written (file and line), carried to the errors found after parsing.
+pub use wasmtpd_host::sandbox::Origin;
 
 /// A configuration error: which file, which line, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,8 +177,8 @@ pub struct PluginLine {
     /// The instance name as written (`rcpt_ok:2`), unique within the chain.
     pub instance: String,
     pub args: Vec<String>,
-    /// Where the line is (file and line), for error messages.
-    pub origin: String,
+    /// Where the line is, for error messages.
+    pub origin: Origin,
     /// Its sandbox, from `config/sandbox` (grant paths still relative to the state directory).
     pub sandbox: SandboxSettings,
 }
@@ -226,7 +231,7 @@ impl Config {
         let mut plugins = load_plugins(&source)?;
         load_sandbox(&source, &mut plugins)?;
         let tls = load_tls(&source)?;
-        refuse_keys_to_plugins(&source, &tls, &plugins)?;
+        refuse_keys_to_plugins(&tls, &plugins)?;
         let auth = load_auth(&source)?;
         Ok(Config { source, me, greeting, limits, server, plugins, tls, auth })
     }
@@ -257,7 +262,7 @@ pub fn load_tls(source: &ConfigSource) -> Result<Vec<CertificateFiles>, ConfigEr
         out.push(CertificateFiles {
             chain: PathBuf::from(chain),
             key: PathBuf::from(key),
-            origin: format!("{}:{n}", source.display("tls")),
+            origin: Origin { file: source.display("tls"), line: n },
         });
     }
     Ok(out)
@@ -265,26 +270,20 @@ pub fn load_tls(source: &ConfigSource) -> Result<Vec<CertificateFiles>, ConfigEr
 
 /// A certificate or key file named in `tls` may not be granted to a plugin with `config-file`
 /// (the keys stay in the server).
-fn refuse_keys_to_plugins(
-    source: &ConfigSource,
-    tls: &[CertificateFiles],
-    plugins: &[PluginLine],
-) -> Result<(), ConfigError> {
+fn refuse_keys_to_plugins(tls: &[CertificateFiles], plugins: &[PluginLine]) -> Result<(), ConfigError> {
     for cert in tls {
         for file in [&cert.chain, &cert.key] {
             let Some(p) = plugins.iter().find(|p| p.sandbox.config_files.iter().any(|f| Path::new(f) == file)) else {
                 continue;
             };
-            let (_, line) = split_origin(&cert.origin);
-            return Err(ConfigError {
-                path: source.display("tls"),
-                line,
-                what: format!(
+            return Err(ConfigError::at(
+                &cert.origin,
+                format!(
                     "{} is granted to plugin `{}` with config-file in config/sandbox; certificates and keys never go to plugins",
                     file.display(),
                     p.instance
                 ),
-            });
+            ));
         }
     }
     Ok(())
@@ -315,7 +314,7 @@ fn load_auth(source: &ConfigSource) -> Result<AuthSettings, ConfigError> {
                     v => return Err(err(format!("plaintext is `never`, `loopback` or `always`, not `{v}`"))),
                 }
             }
-            "max_failures" => auth.max_failures = parse_count(value, 0).map_err(err)? as u32,
+            "max_failures" => auth.max_failures = parse_u32(value).map_err(err)?,
             "failure_window" => auth.failure_window = parse_duration(value).map_err(err)?,
             "failure_delay" => auth.failure_delay = parse_duration(value).map_err(err)?,
             _ => return Err(err(format!("unknown auth setting `{key}`"))),
@@ -330,7 +329,7 @@ fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &
         "max_recipients" => limits.max_recipients = parse_count(value, 1)?,
         "max_command_line" => limits.max_command_line = parse_count(value, 512)?,
         "max_text_line" => limits.max_text_line = parse_count(value, 0)?,
-        "max_errors" => limits.max_errors = parse_count(value, 0)? as u32,
+        "max_errors" => limits.max_errors = parse_u32(value)?,
         "spool_threshold" => limits.spool_threshold = parse_size(value)?,
         "max_connections" => server.max_connections = parse_count(value, 1)?,
         "max_connections_per_ip" => server.max_connections_per_ip = parse_count(value, 1)?,
@@ -353,6 +352,33 @@ fn parse_count(v: &str, min: usize) -> Result<usize, String> {
         return Err(format!("`{v}` is below the minimum of {min}"));
     }
     Ok(n)
+}
+
+/// A count that must fit 32 bits (larger is an error, never cut short).
+fn parse_u32(v: &str) -> Result<u32, String> {
+    let n = parse_count(v, 0)?;
+    u32::try_from(n).map_err(|_| format!("`{v}` is above the maximum of {}", u32::MAX))
+}
+
+/// A size (see [`parse_size`]) within `range`: out of it is an error that says the range, never
+/// a value quietly raised or lowered into it.
+fn in_range(setting: &str, v: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    let n = parse_size(v)?;
+    if !range.contains(&n) {
+        let (min, max) = (show_size(*range.start()), show_size(*range.end()));
+        return Err(format!("{setting} `{v}` is out of range: it must be from {min} to {max}"));
+    }
+    Ok(n)
+}
+
+/// A size as it would be written in the config (`64k`, `4G`), for messages.
+fn show_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}G", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}k", n >> 10),
+        n => n.to_string(),
+    }
 }
 
 /// `1000`, `64k`, `50M`, `1G` (powers of 1024).
@@ -408,32 +434,22 @@ fn load_plugins(source: &ConfigSource) -> Result<Vec<PluginLine>, ConfigError> {
     let mut seen = BTreeMap::new();
     for p in &out {
         if let Some(first) = seen.insert(p.instance.clone(), p.origin.clone()) {
-            let (path, line) = split_origin(&p.origin);
-            return Err(ConfigError {
-                path,
-                line,
-                what: format!(
+            return Err(ConfigError::at(
+                &p.origin,
+                format!(
                     "plugin `{}` is already listed at {first}; give a second instance a name such as `{}:2`",
                     p.instance, p.name
                 ),
-            });
+            ));
         }
     }
     Ok(out)
 }
 
 impl ConfigError {
-    /// An error at `origin` (`file:line`, as kept in [`PluginLine::origin`]).
-    pub fn at(origin: &str, what: String) -> ConfigError {
-        let (path, line) = split_origin(origin);
-        ConfigError { path, line, what }
-    }
-}
-
-fn split_origin(origin: &str) -> (String, Option<usize>) {
-    match origin.rsplit_once(':') {
-        Some((p, l)) => (p.to_string(), l.parse().ok()),
-        None => (origin.to_string(), None),
+    /// An error at `origin` (as kept in [`PluginLine::origin`]).
+    pub fn at(origin: &Origin, what: String) -> ConfigError {
+        ConfigError { path: origin.file.clone(), line: Some(origin.line), what }
     }
 }
 
@@ -493,7 +509,7 @@ fn parse_plugins(
             name: name.to_string(),
             instance: first.to_string(),
             args: words.map(str::to_string).collect(),
-            origin: format!("{path}:{n}"),
+            origin: Origin { file: path.to_string(), line: n },
             sandbox: SandboxSettings::default(),
         });
     }
@@ -505,9 +521,9 @@ fn parse_plugins(
 ///
 /// | setting | value | default |
 /// |---|---|---|
-/// | `memory` | size of the plugin's linear memory | `64M` |
+/// | `memory` | size of the plugin's linear memory, from `1M` to `4G` (`sandbox::MEMORY_RANGE`) | `64M` |
 /// | `timeout` | wall time per hook call | `10s` |
-/// | `stack` | wasm stack size | `512k` |
+/// | `stack` | wasm stack size, from `64k` to `64M` (`sandbox::STACK_RANGE`) | `512k` |
 /// | `temp-quota` | bytes its temporary files may take | `16M` |
 /// | `scope` | `transaction` (a fresh instance per transaction) or `connection` | `transaction` |
 /// | `on-fault` | `tempfail` (451/421) or `declined` (fail open) | `tempfail` |
@@ -535,27 +551,27 @@ fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(),
         if matching.is_empty() && *target != "*" {
             return Err(err(format!("no plugin `{target}` in config/plugins")));
         }
+        let origin = Origin { file: source.display("sandbox"), line: n };
         for i in matching {
-            set_sandbox(&mut plugins[i].sandbox, setting, values).map_err(err)?;
-            if *setting == "grant-dir"
-                && let Some(grant) = plugins[i].sandbox.grants.last_mut()
-            {
-                grant.origin = format!("{}:{n}", source.display("sandbox"));
-            }
+            set_sandbox(&mut plugins[i].sandbox, setting, values, &origin).map_err(err)?;
         }
     }
     Ok(())
 }
 
-fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Result<(), String> {
+/// Applies one setting of `config/sandbox`, written at `origin`.
+fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str], origin: &Origin) -> Result<(), String> {
     let one = || match values {
         [v] => Ok(*v),
         _ => Err(format!("`{setting}` takes one value")),
     };
     match setting {
-        "memory" => s.memory = parse_size(one()?)?.max(1 << 20),
+        "memory" => s.memory = in_range("memory", one()?, MEMORY_RANGE)?,
         "timeout" => s.timeout = parse_duration(one()?)?,
-        "stack" => s.stack = parse_size(one()?)?.clamp(64 << 10, 64 << 20) as usize,
+        "stack" => {
+            let range = *STACK_RANGE.start() as u64..=*STACK_RANGE.end() as u64;
+            s.stack = in_range("stack", one()?, range)? as usize // at most 64 MiB
+        }
         "temp-quota" => s.temp_quota = parse_size(one()?)?,
         "scope" => {
             s.scope = match one()? {
@@ -576,7 +592,7 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
             let [faults, window, cooldown] = values else {
                 return Err("breaker takes FAULTS WINDOW COOLDOWN (e.g. `5 1m 30s`; 0 faults = never)".into());
             };
-            s.breaker.faults = parse_count(faults, 0)? as u32;
+            s.breaker.faults = parse_u32(faults)?;
             s.breaker.window = parse_duration(window)?;
             s.breaker.cooldown = parse_duration(cooldown)?;
         }
@@ -599,7 +615,7 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str]) -> Resul
                     return Err(format!("grant-dir paths may not contain `..`: `{path}`"));
                 }
             }
-            let origin = String::new(); // set by `load_sandbox`, which knows the line
+            let origin = origin.clone();
             s.grants.push(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable, origin });
         }
         "config-file" => {
@@ -807,7 +823,11 @@ mod tests {
         assert_eq!(c.plugins[0].sandbox.on_fault, FaultPolicy::Declined);
         assert_eq!(c.plugins[1].sandbox.timeout, SandboxSettings::default().timeout);
         assert_eq!(c.plugins[1].sandbox.grants[0].guest, "/maildir");
-        assert!(c.plugins[1].sandbox.grants[0].origin.ends_with("sandbox:4"), "{:?}", c.plugins[1].sandbox.grants[0]);
+        assert!(
+            c.plugins[1].sandbox.grants[0].origin.to_string().ends_with("sandbox:4"),
+            "{:?}",
+            c.plugins[1].sandbox.grants[0]
+        );
         for (bad, what) in [
             ("nosuch memory 1M", "no plugin `nosuch`"),
             ("* colour blue", "unknown sandbox setting"),
@@ -824,6 +844,51 @@ mod tests {
         }
     }
 
+    /// A limit out of its range is an error at its line that says the range; at the ends of the
+    /// range it is taken as written.
+    #[test]
+    fn sandbox_limits_out_of_range_are_errors_not_clamped() {
+        for (setting, value, range) in [
+            ("memory", "512k", "from 1M to 4G"),
+            ("memory", "0", "from 1M to 4G"),
+            ("memory", "5G", "from 1M to 4G"),
+            ("stack", "32k", "from 64k to 64M"),
+            ("stack", "1G", "from 64k to 64M"),
+        ] {
+            let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\nrcpt_ok {setting} {value}\n"))]);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.path.ends_with("sandbox"), "{e}");
+            assert_eq!(e.what, format!("{setting} `{value}` is out of range: it must be {range}"), "{e}");
+            assert!(
+                e.to_string().ends_with(&format!("sandbox:2: {setting} `{value}` is out of range: it must be {range}"))
+            );
+        }
+        let (_d, src) =
+            dir(&[("plugins", "a\nb\n"), ("sandbox", "a memory 1M\na stack 64k\nb memory 4G\nb stack 64M\n")]);
+        let c = Config::load(src).unwrap();
+        assert_eq!((c.plugins[0].sandbox.memory, c.plugins[0].sandbox.stack), (1 << 20, 64 << 10));
+        assert_eq!((c.plugins[1].sandbox.memory, c.plugins[1].sandbox.stack), (4 << 30, 64 << 20));
+    }
+
+    /// Counts kept in 32 bits are refused past them, never cut to their low bits.
+    #[test]
+    fn counts_past_32_bits_are_errors_not_truncated() {
+        let big = "4294967296"; // 2^32, which `as u32` made 0
+        for (file, text) in [
+            ("limits", format!("max_errors {big}\n")),
+            ("auth", format!("max_failures {big}\n")),
+            ("sandbox", format!("rcpt_ok breaker {big} 1m 30s\n")),
+        ] {
+            let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), (file, &text)]);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!(e.line, Some(1), "{e}");
+            assert_eq!(e.what, format!("`{big}` is above the maximum of 4294967295"), "{e}");
+        }
+        let (_d, src) = dir(&[("limits", "max_errors 4294967295\n")]);
+        assert_eq!(Config::load(src).unwrap().limits.max_errors, u32::MAX);
+    }
+
     #[test]
     fn tls_and_auth_files() {
         let (_d, src) = dir(&[
@@ -833,7 +898,7 @@ mod tests {
         let c = Config::load(src).unwrap();
         assert_eq!(c.tls.len(), 2);
         assert_eq!(c.tls[0].chain, PathBuf::from("tls/a.pem"));
-        assert!(c.tls[1].origin.ends_with("tls:3"), "{}", c.tls[1].origin);
+        assert!(c.tls[1].origin.to_string().ends_with("tls:3"), "{}", c.tls[1].origin);
         assert_eq!(c.auth.plaintext, PlaintextAuth::Never);
         assert_eq!((c.auth.max_failures, c.auth.failure_delay), (3, Duration::ZERO));
         for (file, text, what) in [

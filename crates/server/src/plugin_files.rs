@@ -59,7 +59,7 @@ mod tests {
             name: name.into(),
             instance: format!("{name}:2"),
             args: vec![],
-            origin: "plugins:1".into(),
+            origin: crate::config::Origin { file: "plugins".into(), line: 1 },
             sandbox,
         }
     }

@@ -1,19 +1,15 @@
 //! From the configuration to a running plugin chain: each line of `config/plugins` names a
-//! component `<plugin dir>/<name>.wasm`; its sandbox comes from `config/sandbox`, with granted
-//! host directories taken relative to the state directory (and created if missing), and the
-//! config files it may read resolved by `plugin_files.rs`.
-//!
-//! A granted directory may not be, contain or lie inside a directory the server itself keeps
-//! (the spool with the plugins' temporary directories, the plugin cache, the plugins, the
-//! config): a plugin could otherwise read or change other connections' messages, the machine
-//! code the server runs, or its own sandbox.
+//! component `<plugin dir>/<name>.wasm`; its sandbox comes from `config/sandbox`, and the
+//! config files it may read from `plugin_files.rs`. The host's sandbox decides which granted
+//! directories it gives (`wasmtpd_host::sandbox::grant_dirs`: relative to the state directory,
+//! and overlapping none of the server's own directories, which `reserved_dirs` names).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use wasmtpd_host::PluginHost;
 use wasmtpd_host::plugin::PluginSpec;
-use wasmtpd_host::sandbox::{DirGrant, PoolTooLarge};
+use wasmtpd_host::sandbox::{self, PoolTooLarge, ReservedDirs};
 
 use crate::config::{Config, ConfigError, ConfigSource};
 
@@ -35,19 +31,17 @@ pub fn specs(config: &Config, dirs: &Dirs<'_>) -> Result<Vec<PluginSpec>, Config
         }
         let mut settings = line.sandbox.clone();
         settings.config_files = crate::plugin_files::granted(line);
-        for grant in &mut settings.grants {
-            grant.host = dirs.state_dir.join(&grant.host);
-            std::fs::create_dir_all(&grant.host)
-                .map_err(|e| ConfigError::at(&grant.origin, format!("grant-dir {}: {e}", grant.host.display())))?;
-            check_grant(grant, &reserved).map_err(|what| ConfigError::at(&grant.origin, what))?;
-        }
+        sandbox::grant_dirs(&mut settings.grants, dirs.state_dir, &reserved)
+            .map_err(|e| ConfigError::at(&e.origin, e.what))?;
         out.push(PluginSpec { name: line.instance.clone(), args: line.args.clone(), path, settings });
     }
     Ok(out)
 }
 
-/// The server's own directories (those that exist), resolved, with what they are.
-fn reserved_dirs(config: &Config, dirs: &Dirs<'_>) -> Vec<(&'static str, PathBuf)> {
+/// The server's own directories, with what they are: no grant may overlap them (a plugin could
+/// otherwise read or change other connections' messages, the machine code the server runs, or
+/// its own sandbox).
+fn reserved_dirs(config: &Config, dirs: &Dirs<'_>) -> ReservedDirs {
     let mut reserved = vec![
         ("the plugins' temporary directories", dirs.spool_dir.join("plugins")),
         ("the spool", dirs.spool_dir.to_path_buf()),
@@ -57,28 +51,7 @@ fn reserved_dirs(config: &Config, dirs: &Dirs<'_>) -> Vec<(&'static str, PathBuf
     if let ConfigSource::Dir(d) = &config.source {
         reserved.push(("the config directory", d.clone()));
     }
-    reserved.into_iter().filter_map(|(what, p)| Some((what, resolve(&p)?))).collect()
-}
-
-/// `path` with symlinks resolved; one that does not exist yet (the temporary directories' root
-/// is made on first use) is resolved through its parent.
-fn resolve(path: &Path) -> Option<PathBuf> {
-    path.canonicalize().ok().or_else(|| Some(path.parent()?.canonicalize().ok()?.join(path.file_name()?)))
-}
-
-/// A grant that is, contains or lies inside one of the server's own directories is refused.
-fn check_grant(grant: &DirGrant, reserved: &[(&str, PathBuf)]) -> Result<(), String> {
-    let host = grant.host.canonicalize().map_err(|e| format!("grant-dir {}: {e}", grant.host.display()))?;
-    for (what, dir) in reserved {
-        if host.starts_with(dir) || dir.starts_with(&host) {
-            return Err(format!(
-                "grant-dir {} overlaps {what} ({}): a plugin may not reach the server's own files",
-                grant.host.display(),
-                dir.display()
-            ));
-        }
-    }
-    Ok(())
+    ReservedDirs::new(reserved)
 }
 
 /// Where the chain keeps its files.

@@ -28,8 +28,8 @@ pub struct CertificateFiles {
     pub chain: PathBuf,
     /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// `file:line` of the config line, for error messages.
-    pub origin: String,
+    /// Where the config line is, for error messages.
+    pub origin: crate::config::Origin,
 }
 
 /// The server's TLS state: one rustls config whose certificates can be swapped.

@@ -378,36 +378,6 @@ fn parse_size(v: &str) -> Result<u64, CommandError> {
     v.parse().map_err(|_| CommandError::BadSize)
 }
 
-/// Decodes RFC 3461 xtext (`+XX` hex escapes), as used by ORCPT and ENVID. A decoded control
-/// character (CR, LF, NUL, ...) is an error: xtext must not become a way to smuggle them.
-pub fn decode_xtext(v: &str) -> Result<String, CommandError> {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                let hex = v.get(i + 1..i + 3).ok_or(CommandError::BadParameter)?;
-                if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
-                    return Err(CommandError::BadParameter);
-                }
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| CommandError::BadParameter)?);
-                i += 3;
-            }
-            c @ 33..=126 if c != b'=' => {
-                out.push(c);
-                i += 1;
-            }
-            _ => return Err(CommandError::BadParameter),
-        }
-    }
-    let s = String::from_utf8(out).map_err(|_| CommandError::BadParameter)?;
-    if s.chars().any(char::is_control) {
-        return Err(CommandError::BadParameter);
-    }
-    Ok(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,13 +545,5 @@ mod tests {
         assert_eq!(UnbracketedPath::find(b"MAIL FROM:<a@b.example>"), None);
         assert_eq!(UnbracketedPath::find(b"MAIL FROM:a@b\r.example"), None);
         assert_eq!(UnbracketedPath::find(b"DATA x"), None);
-    }
-
-    #[test]
-    fn xtext_never_decodes_to_controls() {
-        assert_eq!(decode_xtext("rfc822+3Ba+2Bb@example.com").unwrap(), "rfc822;a+b@example.com");
-        for bad in ["a+0D+0Ab", "a+00", "a+0", "a+zz", "a=b", "a b"] {
-            assert!(decode_xtext(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -7,6 +7,10 @@
 //! point where qpsmtpd runs a hook, then turns the answer into a reply with
 //! [`crate::verdict::decide`]. A runner that declines everything gives qpsmtpd's defaults: RCPT
 //! is soft-denied and a message is not queued.
+//!
+//! Two runners exist: the plugin host (`wasmtpd_host::PluginHost`), and the scripted runner of
+//! the server's transcript tests (`crates/server/src/connection/tests/`), a table of hook →
+//! verdict.
 
 use std::future::Future;
 
@@ -191,24 +195,6 @@ pub trait HookRunner: Send + Sync + 'static {
         args: HookArgs<'_>,
         ctx: HookContext<'_>,
     ) -> impl Future<Output = HookResult> + Send;
-}
-
-/// The runner with no plugins: every hook declines, so every default applies.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoPlugins;
-
-impl HookRunner for NoPlugins {
-    type Scope = ();
-
-    fn open_scope(&self) {}
-
-    fn implements(&self, _: Hook) -> bool {
-        false
-    }
-
-    async fn run(&self, _: &mut (), _: Hook, _: HookArgs<'_>, _: HookContext<'_>) -> HookResult {
-        HookResult::declined()
-    }
 }
 
 #[cfg(test)]

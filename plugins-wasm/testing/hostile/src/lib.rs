@@ -4,7 +4,9 @@
 //! connect: every client).
 //!
 //! Behaviours: `trap` (panics), `loop` (spins forever), `alloc` (allocates without bound),
-//! `stack` (recurses without bound), `passwd` (reads /etc/passwd), `escape` (writes outside its
+//! `stack` (recurses without bound), each of the last three bounded by a number if one follows
+//! (`loop MS` spins that many milliseconds, `alloc MIB` holds that many MiB, `stack DEPTH`
+//! recurses that deep, then they answer DENYSOFT saying so), `passwd` (reads /etc/passwd), `escape` (writes outside its
 //! temp dir with `..`), `tcp` (opens a TCP connection), `env` (reads the environment), `crlf`
 //! (answers with CR/LF in its message), `logflood`, `noteflood`, `headerflood` (data_post),
 //! `tempfill`, `wasi-escape` (with the `wasi-temp` grant), `bigmessage` (a 10 MB reply), `sleep`
@@ -47,6 +49,27 @@ fn act(hook: &str) -> HookResult {
     }
     match args.get(1).map(String::as_str).unwrap_or("fine") {
         "trap" => panic!("hostile plugin panics on purpose"),
+        "loop" if args.len() > 2 => {
+            let ms: u64 = args[2].parse().expect("loop MS");
+            let started = std::time::Instant::now();
+            let mut x: u64 = 1;
+            while started.elapsed().as_millis() < ms as u128 {
+                for _ in 0..1000 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            HookResult::deny_soft(format!("loop: spun {ms} ms"))
+        }
+        "alloc" if args.len() > 2 => {
+            let mib: usize = args[2].parse().expect("alloc MIB");
+            let hoard: Vec<Vec<u8>> = (0..mib).map(|i| vec![i as u8; 1 << 20]).collect();
+            HookResult::deny_soft(format!("alloc: held {} MiB", std::hint::black_box(hoard).len()))
+        }
+        "stack" if args.len() > 2 => {
+            let depth: u64 = args[2].parse().expect("stack DEPTH");
+            recurse_to(1, depth);
+            HookResult::deny_soft(format!("stack: {depth} deep"))
+        }
         "loop" => {
             let mut x: u64 = 1;
             loop {
@@ -246,6 +269,15 @@ fn report(what: &str, r: std::io::Result<String>) -> HookResult {
 #[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
     let deeper = recurse(std::hint::black_box(n + 1));
+    std::hint::black_box(deeper) + n
+}
+
+/// [`recurse`] that stops at `depth`.
+fn recurse_to(n: u64, depth: u64) -> u64 {
+    if n >= depth {
+        return n;
+    }
+    let deeper = recurse_to(std::hint::black_box(n + 1), depth);
     std::hint::black_box(deeper) + n
 }
 

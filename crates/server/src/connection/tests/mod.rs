@@ -174,7 +174,10 @@ impl Setup {
         let dir = TempDir::new();
         let (tls, client_tls) = if self.starttls || self.implicit_tls {
             let cert = TestCertificate::new(&dir.0);
-            (Tls::load(std::slice::from_ref(&cert.files), &dir.0).expect("certificate loads"), Some(cert.client_config()))
+            (
+                Tls::load(std::slice::from_ref(&cert.files), &dir.0).expect("certificate loads"),
+                Some(cert.client_config()),
+            )
         } else {
             (Tls::load(&[], &dir.0).expect("no certificates"), None)
         };
@@ -454,7 +457,11 @@ impl TestCertificate {
         let (chain, key) = (dir.join("mx.test.pem"), dir.join("mx.test.key"));
         std::fs::write(&chain, certified.cert.pem()).unwrap();
         std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-        let files = crate::tls::CertificateFiles { chain, key, origin: "test:1".to_string() };
+        let files = crate::tls::CertificateFiles {
+            chain,
+            key,
+            origin: crate::config::Origin { file: "test".to_string(), line: 1 },
+        };
         TestCertificate { files, der: certified.cert.der().clone() }
     }
 

@@ -1,0 +1,169 @@
+//! What the operator grants a plugin beyond nothing, and which grants the host refuses: host
+//! directories (`grant-dir`) and the [`Rights`] to loosen policy (`rights`). (The config files
+//! it may read are named in [`SandboxSettings::config_files`](super::SandboxSettings) and
+//! checked by `state::ConfigGrant`.)
+//!
+//! A granted directory may not be, contain or lie inside a directory the server itself keeps
+//! (the server names them: the spool with the plugins' temporary directories, the plugin cache,
+//! the plugins, the config): a plugin could otherwise read or change other connections'
+//! messages, the machine code the server runs, or its own sandbox ([`grant_dirs`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where a setting was written: a configuration file (as it is named in messages) and a line of
+/// it, from 1. Shown as `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A host directory granted to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+    /// Where it was granted, for error messages.
+    pub origin: Origin,
+}
+
+/// The server's own directories, which no grant may overlap, each with what it is (for the
+/// error), resolved (symlinks followed) once.
+pub struct ReservedDirs(Vec<(&'static str, PathBuf)>);
+
+impl ReservedDirs {
+    /// Those of `dirs` that exist, resolved; one that does not exist yet (the temporary
+    /// directories' root is made on first use) is resolved through its parent.
+    pub fn new(dirs: impl IntoIterator<Item = (&'static str, PathBuf)>) -> ReservedDirs {
+        ReservedDirs(dirs.into_iter().filter_map(|(what, p)| Some((what, resolve(&p)?))).collect())
+    }
+}
+
+fn resolve(path: &Path) -> Option<PathBuf> {
+    path.canonicalize().ok().or_else(|| Some(path.parent()?.canonicalize().ok()?.join(path.file_name()?)))
+}
+
+/// A `grant-dir` the host does not give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {what}")]
+pub struct GrantRefused {
+    pub origin: Origin,
+    pub what: String,
+}
+
+/// Makes `grants` ready to give: each host directory taken relative to `state_dir` and created
+/// if missing, and refused if it is, contains or lies inside one of `reserved`.
+pub fn grant_dirs(grants: &mut [DirGrant], state_dir: &Path, reserved: &ReservedDirs) -> Result<(), GrantRefused> {
+    for grant in grants {
+        grant.host = state_dir.join(&grant.host);
+        let refused = |what: String| GrantRefused { origin: grant.origin.clone(), what };
+        std::fs::create_dir_all(&grant.host)
+            .map_err(|e| refused(format!("grant-dir {}: {e}", grant.host.display())))?;
+        check_grant(grant, reserved).map_err(refused)?;
+    }
+    Ok(())
+}
+
+fn check_grant(grant: &DirGrant, reserved: &ReservedDirs) -> Result<(), String> {
+    let host = grant.host.canonicalize().map_err(|e| format!("grant-dir {}: {e}", grant.host.display()))?;
+    for (what, dir) in &reserved.0 {
+        if host.starts_with(dir) || dir.starts_with(&host) {
+            return Err(format!(
+                "grant-dir {} overlaps {what} ({}): a plugin may not reach the server's own files",
+                grant.host.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Something a plugin may do that loosens policy, granted per plugin with `rights` in
+/// `config/sandbox`. Without the right, the call fails or the verdict counts as DECLINED (see
+/// `chain.rs`), and a warning names the plugin, the hook and the right: plugins can only make
+/// things stricter unless the operator says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// `set-relay-client(true)`: the client may send anywhere.
+    RelayClient,
+    /// OK at `auth`, `auth_plain`, `auth_login`: a successful AUTH makes the client a relay
+    /// client.
+    Authenticate,
+    /// OK at `rcpt`: the recipient is accepted.
+    AcceptRecipient,
+    /// OK or DONE at `queue`, and DONE at `data_post`: the client gets 250 for its message.
+    Queue,
+}
+
+impl Right {
+    pub const ALL: [Right; 4] = [Right::RelayClient, Right::Authenticate, Right::AcceptRecipient, Right::Queue];
+
+    /// The name in `config/sandbox`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Right::RelayClient => "relay-client",
+            Right::Authenticate => "authenticate",
+            Right::AcceptRecipient => "accept-recipient",
+            Right::Queue => "queue",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Right> {
+        Right::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// The rights a plugin was granted (none by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rights(u8);
+
+impl Rights {
+    pub fn grant(&mut self, right: Right) {
+        self.0 |= 1 << right as u8;
+    }
+
+    pub fn has(self, right: Right) -> bool {
+        self.0 & (1 << right as u8) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(host: &str, line: usize) -> DirGrant {
+        let origin = Origin { file: "sandbox".into(), line };
+        DirGrant { host: host.into(), guest: "/g".into(), writable: true, origin }
+    }
+
+    #[test]
+    fn a_grant_may_not_overlap_the_servers_own_directories() {
+        let root = std::env::temp_dir().join(format!("wasmtpd-grants-test-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("spool")).unwrap();
+        let reserved = ReservedDirs::new([
+            ("the spool", root.join("spool")),
+            ("the plugins' temporary directories", root.join("spool/plugins")),
+            ("nothing (it does not exist)", root.join("nowhere/at/all")),
+        ]);
+        assert_eq!(reserved.0.len(), 2, "the root of temp directories resolves through its parent");
+        let mut fine = [grant("maildir", 3)];
+        grant_dirs(&mut fine, &root, &reserved).unwrap();
+        assert_eq!(fine[0].host, root.join("maildir"));
+        assert!(fine[0].host.is_dir(), "made");
+        for (host, what) in [("spool/mine", "overlaps the spool"), (".", "overlaps the spool")] {
+            let e = grant_dirs(&mut [grant(host, 7)], &root, &reserved).unwrap_err();
+            assert_eq!(e.origin, Origin { file: "sandbox".into(), line: 7 });
+            assert!(e.what.contains(what) && e.what.contains("a plugin may not reach"), "{e}");
+            assert!(e.to_string().starts_with("sandbox:7: grant-dir "), "{e}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

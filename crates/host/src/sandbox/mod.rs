@@ -1,0 +1,104 @@
+//! Where the plugin sandbox is configured: the engine, the limits of each plugin instance, and
+//! the capabilities it gets. Everything a plugin can reach or use up is decided in this module,
+//! one file per question:
+//!
+//! - `engine.rs`: the engine and its instance pool ([`pool`]: room for every admitted connection
+//!   to hold an instance of every plugin, so no client can starve another), and the epoch ticker.
+//! - `limits.rs`: one instance's store and its limits (memory, stack, time per call), and the
+//!   ranges the configuration may set them in.
+//! - `wasi.rs`: what the instance sees of WASI, links refused ([`refuse_links`]), its stderr.
+//! - `grants.rs`: the directories and [`Rights`] granted, and which grants are refused.
+//!
+//! Deny by default. A plugin instance gets:
+//! - the `host` interface (`wit/host.wit`), which is its whole view of the server;
+//! - WASI with nothing in it: no preopened directories, no environment, no arguments, no
+//!   network (TCP, UDP and name lookup are off), stdin closed, stdout discarded, stderr to the
+//!   log (bounded);
+//! - only what the operator grants in `config/sandbox`: a WASI view of its own temporary
+//!   directory (`wasi-temp`), host directories read-only or read-write (`grant-dir`), in none
+//!   of which it can make a link, config files beyond its own (`config-file`), and the
+//!   [`Rights`] to loosen policy (`rights`).
+//!
+//! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
+//! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
+//! interruption: every 10 ms tick the plugin yields to other connections, and once its time is
+//! up it is interrupted), wasm stack (512 KiB), and a quota on its temporary files (octets and
+//! entries, `imports/temp.rs`).
+
+use std::time::Duration;
+
+mod engine;
+mod grants;
+mod limits;
+mod wasi;
+
+pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
+pub use grants::{DirGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, grant_dirs};
+pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, store};
+pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
+
+/// Which instance serves a plugin's hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceScope {
+    /// A fresh instance per transaction (the connection phase before MAIL is its own scope).
+    Transaction,
+    /// One instance for the whole connection: cheaper for plugins with a large runtime, but
+    /// state can pass from one transaction to the next.
+    Connection,
+}
+
+/// What a plugin fault turns into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPolicy {
+    /// A temporary failure for the transaction (451 4.3.0; 421 in the connection phase).
+    TempFail,
+    /// As if the plugin had declined: the chain goes on (fail open).
+    Declined,
+}
+
+/// The sandbox of one plugin (one line of `config/plugins`), from `config/sandbox`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// Most octets of linear memory, within [`MEMORY_RANGE`]. Default 64 MiB: a Python or
+    /// JavaScript runtime with its heap fits, and a plugin that allocates without bound is
+    /// stopped long before the machine feels it.
+    pub memory: u64,
+    /// Wall time per hook call. Default 10 s: far more than a hook needs (a DNS lookup, a
+    /// scan of the message), and well within what an SMTP client waits for a reply.
+    pub timeout: Duration,
+    /// Octets of wasm stack, within [`STACK_RANGE`]. Default 512 KiB, wasmtime's own default.
+    pub stack: usize,
+    /// Octets (and, counted apart, entries) its temporary files may take. Default 16 MiB: a
+    /// decoded attachment or two of a common message.
+    pub temp_quota: u64,
+    pub scope: InstanceScope,
+    pub on_fault: FaultPolicy,
+    pub wasi_temp: bool,
+    pub grants: Vec<DirGrant>,
+    /// The config files `host.config(name)` may read. From `config/sandbox` the files granted
+    /// with `config-file`; the server adds the plugin's own (see its `plugin_files.rs`).
+    /// Every other name reads as missing.
+    pub config_files: Vec<String>,
+    /// What it may do that loosens policy.
+    pub rights: Rights,
+    /// When repeated faults disable the plugin for a while.
+    pub breaker: crate::breaker::BreakerSettings,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            memory: 64 << 20,
+            timeout: Duration::from_secs(10),
+            stack: 512 << 10,
+            temp_quota: 16 << 20,
+            scope: InstanceScope::Transaction,
+            on_fault: FaultPolicy::TempFail,
+            wasi_temp: false,
+            grants: Vec::new(),
+            config_files: Vec::new(),
+            rights: Rights::default(),
+            breaker: crate::breaker::BreakerSettings::default(),
+        }
+    }
+}
