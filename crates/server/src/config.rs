@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wasmtpd_host::sandbox::{
-    DirGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings,
+    DirGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings, TIMEOUT_RANGE,
 };
 use wasmtpd_host::state::MAX_CONFIG_NAME;
 use wasmtpd_smtp::Limits;
@@ -522,7 +522,7 @@ fn parse_plugins(
 /// | setting | value | default |
 /// |---|---|---|
 /// | `memory` | size of the plugin's linear memory, from `1M` to `4G` (`sandbox::MEMORY_RANGE`) | `64M` |
-/// | `timeout` | wall time per hook call | `10s` |
+/// | `timeout` | wall time per hook call, from `1ms` to `60m` (`sandbox::TIMEOUT_RANGE`) | `10s` |
 /// | `stack` | wasm stack size, from `64k` to `64M` (`sandbox::STACK_RANGE`) | `512k` |
 /// | `temp-quota` | bytes its temporary files may take | `16M` |
 /// | `scope` | `transaction` (a fresh instance per transaction) or `connection` | `transaction` |
@@ -567,7 +567,13 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str], origin: 
     };
     match setting {
         "memory" => s.memory = in_range("memory", one()?, MEMORY_RANGE)?,
-        "timeout" => s.timeout = parse_duration(one()?)?,
+        "timeout" => {
+            let v = one()?;
+            s.timeout = parse_duration(v)?;
+            if !TIMEOUT_RANGE.contains(&s.timeout) {
+                return Err(format!("timeout `{v}` is out of range: it must be from 1ms to 60m"));
+            }
+        }
         "stack" => {
             let range = *STACK_RANGE.start() as u64..=*STACK_RANGE.end() as u64;
             s.stack = in_range("stack", one()?, range)? as usize // at most 64 MiB
@@ -854,6 +860,9 @@ mod tests {
             ("memory", "5G", "from 1M to 4G"),
             ("stack", "32k", "from 64k to 64M"),
             ("stack", "1G", "from 64k to 64M"),
+            ("timeout", "0", "from 1ms to 60m"),
+            ("timeout", "61m", "from 1ms to 60m"),
+            ("timeout", "99999999999999m", "from 1ms to 60m"),
         ] {
             let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\nrcpt_ok {setting} {value}\n"))]);
             let e = Config::load(src).unwrap_err();

@@ -32,6 +32,12 @@ pub const MEMORY_RANGE: RangeInclusive<u64> = (1 << 20)..=(4 << 30);
 /// stack this large (plus 1 MiB), so the whole pool's stacks grow with it, and a recursion
 /// deeper than that is a bug.
 pub const STACK_RANGE: RangeInclusive<usize> = (64 << 10)..=(64 << 20);
+/// The `timeout` a hook call may be given. At least 1 ms: `0` would fail every call. At most
+/// one hour: a hook runs while a client waits for its reply, longer than any client waits (the
+/// default DATA deadline is 20 minutes); and a deadline is `now + timeout`, which must not
+/// overflow (`timeout 99999999999999m` would otherwise parse, then panic at the first call).
+pub const TIMEOUT_RANGE: RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(1)..=std::time::Duration::from_secs(3600);
 
 /// How long past its time limit a call may stay blocked outside wasm (sleeping or waiting in
 /// WASI) before it is dropped: a few epoch ticks, so a call that epochs would have interrupted

@@ -34,7 +34,7 @@ mod wasi;
 
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
 pub use grants::{DirGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, grant_dirs};
-pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, store};
+pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
 
 /// Which instance serves a plugin's hooks.
