@@ -1,4 +1,4 @@
-//! 10,000 idle connections: each one connects and reads the greeting, then stays open while
+//! 2,000 idle connections: each one connects and reads the greeting, then stays open while
 //! the server's memory (PSS of its process) is read.
 
 use std::io::Read;
