@@ -63,13 +63,7 @@ pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyC
         let text = result.message.as_deref().filter(|m| !m.trim().is_empty()).unwrap_or(default);
         Reply::new(code, result.enhanced.or(e), text)
     };
-    let decision = |reply: Reply, accept: bool, reset: bool, close: bool| Decision {
-        reply,
-        accept,
-        reset,
-        close,
-        bad_credentials: false,
-    };
+    let decision = Decision::new;
     let accept = |reply: Reply| decision(reply, true, false, false);
     let refuse = |reply: Reply| decision(reply, false, false, false);
     let reset = |reply: Reply| decision(reply, false, true, false);
@@ -227,13 +221,7 @@ pub fn rewritten_path(result: &HookResult) -> Option<&str> {
 /// being accepted ends the transaction; QUIT still says goodbye.
 fn fault_decision(hook: Hook, args: &HookArgs<'_>, ctx: &ReplyContext<'_>) -> Decision {
     let text = "Temporary failure in plugin processing, try again later";
-    let decision = |reply: Reply, reset: bool, close: bool| Decision {
-        reply,
-        accept: false,
-        reset,
-        close,
-        bad_credentials: false,
-    };
+    let decision = |reply: Reply, reset: bool, close: bool| Decision::new(reply, false, reset, close);
     match hook {
         Hook::Connect | Hook::Helo | Hook::Ehlo => decision(Reply::new(421, enh(4, 3, 0), text), true, true),
         Hook::Data | Hook::DataPost | Hook::Queue => decision(Reply::new(451, enh(4, 3, 0), text), true, false),
@@ -256,6 +244,11 @@ fn path_text(args: &HookArgs<'_>) -> String {
 }
 
 impl Decision {
+    /// A decision that counts no AUTH failure.
+    fn new(reply: Reply, accept: bool, reset: bool, close: bool) -> Decision {
+        Decision { reply, accept, reset, close, bad_credentials: false }
+    }
+
     /// The greeting and the HELO/EHLO replies carry no enhanced code (RFC 2034 section 3).
     fn without_enhanced_reply(self) -> Self {
         Decision { reply: self.reply.without_enhanced(), ..self }

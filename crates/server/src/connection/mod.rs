@@ -98,16 +98,15 @@ pub(crate) async fn serve<R: HookRunner, S: ClientIo>(
         Ok(t) => t,
         Err(reply) => return refuse_connection(stream, &session, reply, limits.write_timeout).await,
     };
-    let transport = Transport::new(stream, session.limits().max_command_line, &limits, shared.shutdown.clone());
+    let transport = Transport::new(stream, session.limits().max_command_line, limits, shared.shutdown.clone());
     let scope = shared.runner.open_scope();
     let mut conn = ClientConnection { transport, shared, session, scope, transactions: 0, refused_sasl_lines: 0 };
     info!("connected");
     conn.converse().await;
     conn.end_transaction().await;
     conn.run_hook(Hook::Disconnect, HookArgs::None).await;
-    let ClientConnection { transport, .. } = conn;
-    if let Err(stop) = transport.close().await {
-        log_failed_close(&stop, limits.write_timeout);
+    if let Err(stop) = conn.transport.close().await {
+        conn.stopped(stop, false);
     }
     info!("disconnected");
 }
@@ -124,7 +123,7 @@ async fn refuse_connection<S: ClientIo>(
     reply.write_to(&mut out);
     let limit = REFUSED_HANDSHAKE_LIMIT.min(write_timeout);
     match transport::write_within(&mut stream, &out, limit).await {
-        Ok(()) => transport::linger(stream, limit).await,
+        Ok(()) => transport::linger(&mut stream, limit).await,
         Err(stop) => debug!(?stop, "could not send the refusal"),
     }
 }
@@ -297,16 +296,5 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
                 self.send(reply::shutting_down());
             }
         }
-    }
-}
-
-/// The last write (our final replies) failed: nothing is left to answer.
-fn log_failed_close(stop: &Stop, write_timeout: Duration) {
-    match stop {
-        Stop::WriteTimeout => {
-            warn!(limit = ?write_timeout, "write timeout: the client does not read its replies; closing")
-        }
-        Stop::Write(e) => warn!(error = %e, "write error"),
-        other => debug!(?other, "closing"),
     }
 }

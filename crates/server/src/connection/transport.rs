@@ -68,7 +68,7 @@ impl<S: ClientIo> Transport<S> {
     pub(super) fn new(
         stream: ClientStream<S>,
         max_command_line: usize,
-        limits: &ServerLimits,
+        limits: ServerLimits,
         shutdown: CancellationToken,
     ) -> Self {
         Transport {
@@ -78,7 +78,7 @@ impl<S: ClientIo> Transport<S> {
             output: Vec::new(),
             write_failed: false,
             lines: LineReader::new(max_command_line),
-            limits: limits.clone(),
+            limits,
             shutdown,
         }
     }
@@ -250,10 +250,10 @@ impl<S: ClientIo> Transport<S> {
     }
 
     /// Flushes what is queued and closes (see [`linger`]).
-    pub(super) async fn close(mut self) -> Result<(), Stop> {
+    pub(super) async fn close(&mut self) -> Result<(), Stop> {
         if !self.write_failed {
             self.flush().await?;
-            linger(self.stream, self.limits.write_timeout).await;
+            linger(&mut self.stream, self.limits.write_timeout).await;
         }
         Ok(())
     }
@@ -298,7 +298,7 @@ pub(super) async fn write_within<S: ClientIo>(
 /// drops whatever the client still sends, briefly. Closing a socket with unread input makes
 /// the kernel send a RST, which can destroy our last reply (a 421 or 554) before the client
 /// reads it.
-pub(super) async fn linger<S: ClientIo>(mut stream: ClientStream<S>, write_limit: Duration) {
+pub(super) async fn linger<S: ClientIo>(stream: &mut ClientStream<S>, write_limit: Duration) {
     match tokio::time::timeout(write_limit, stream.shutdown()).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return,

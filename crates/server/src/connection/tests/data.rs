@@ -9,10 +9,7 @@ use super::{MESSAGE, MESSAGE_SPOOLED, Scripted, Setup, code_of, without_received
 /// message the queue hook saw (after the Received header).
 async fn queued(pieces: &[&[u8]]) -> Vec<u8> {
     let mut c = Setup::new(Scripted::accepting()).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     for piece in pieces {
         c.send(piece).await;
         tokio::task::yield_now().await;
@@ -37,10 +34,7 @@ async fn the_message_is_the_same_at_every_split_of_the_stream() {
 async fn a_dot_that_is_not_alone_on_its_line_does_not_end_the_message() {
     let message: &[u8] = b"a\r\n.x\r\n.\r\nstill\r\n\r\n.\r\n";
     let mut c = Setup::new(Scripted::accepting()).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     // `.\r\n` after CRLF ends it: the text after is the next command (`still` is unrecognized).
     c.send(message).await;
     assert_eq!(code_of(&c.reply().await), 250);
@@ -53,20 +47,14 @@ async fn a_dot_that_is_not_alone_on_its_line_does_not_end_the_message() {
 async fn bare_newlines_and_long_lines_are_refused_and_the_transaction_ends() {
     for (message, code) in [(&b"a\nb\r\n.\r\n"[..], 550), (&b"a\rb\r\n.\r\n"[..], 550)] {
         let mut c = Setup::new(Scripted::accepting()).connect().await;
-        c.ehlo().await;
-        c.expect("MAIL FROM:<a@b.test>", 250).await;
-        c.expect("RCPT TO:<c@d.test>", 250).await;
-        c.expect("DATA", 354).await;
+        c.start_message().await;
         c.send(message).await;
         assert_eq!(code_of(&c.reply().await), code, "{message:?}");
         c.expect("RCPT TO:<c@d.test>", 503).await;
         assert!(!c.hooks().contains(&Hook::Queue));
     }
     let mut c = Setup::new(Scripted::accepting()).config(|c| c.limits.max_text_line = 100).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     c.send(&[b"x".repeat(200).as_slice(), b"\r\n.\r\n"].concat()).await;
     assert_eq!(c.reply().await, "550 5.6.0 Message has a line longer than 100 octets\r\n");
 }
@@ -74,10 +62,7 @@ async fn bare_newlines_and_long_lines_are_refused_and_the_transaction_ends() {
 #[tokio::test(start_paused = true)]
 async fn a_message_over_the_size_limit_is_refused_whole() {
     let mut c = Setup::new(Scripted::accepting()).config(|c| c.limits.max_message_size = 1000).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     for _ in 0..20 {
         c.send(&[b"y".repeat(98).as_slice(), b"\r\n"].concat()).await;
     }
@@ -90,10 +75,7 @@ async fn a_message_over_the_size_limit_is_refused_whole() {
 #[tokio::test(start_paused = true)]
 async fn a_message_over_the_spool_threshold_goes_to_a_file_and_reaches_the_queue_hook() {
     let mut c = Setup::new(Scripted::accepting()).config(|c| c.limits.spool_threshold = 10).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     c.send(MESSAGE).await;
     assert_eq!(code_of(&c.reply().await), 250);
     let seen = c.calls_of(Hook::Queue)[0].message.clone().unwrap();

@@ -45,10 +45,7 @@ async fn a_command_dripped_slower_than_its_deadline_is_cut_off() {
 async fn a_silent_client_during_data_hears_421_at_the_data_timeout() {
     let mut c =
         Setup::new(Scripted::accepting()).config(|c| c.server.data_timeout = Duration::from_secs(180)).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     c.send(b"Subject: half\r\n").await;
     assert_eq!(c.reply().await, "421 4.4.2 Timeout waiting for message data, closing connection\r\n");
     assert!(c.closed().await);
@@ -64,10 +61,7 @@ async fn a_message_dripped_slower_than_the_data_deadline_is_cut_off() {
         })
         .connect()
         .await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     // A line every 50 s, within the idle timeout; the transfer as a whole passes 300 s.
     let started = tokio::time::Instant::now();
     for _ in 0..6 {
@@ -139,10 +133,7 @@ async fn at_shutdown_a_waiting_client_hears_421() {
 #[tokio::test(start_paused = true)]
 async fn a_message_in_flight_at_shutdown_finishes() {
     let mut c = Setup::new(Scripted::accepting()).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     c.send(b"Subject: late\r\n").await;
     tokio::task::yield_now().await;
     c.shut_down();

@@ -236,23 +236,25 @@ impl Client {
 
     /// Reads one whole reply (all its lines), as text with CRLFs.
     pub async fn reply(&mut self) -> String {
-        let read = async {
-            loop {
-                if let Some(end) = reply_end(&self.read) {
-                    let reply: Vec<u8> = self.read.drain(..end).collect();
-                    return String::from_utf8(reply).expect("replies are UTF-8");
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.io.read(&mut chunk).await.expect("read");
-                assert!(
-                    n > 0,
-                    "the server closed instead of replying; unread: {:?}",
-                    String::from_utf8_lossy(&self.read)
-                );
-                self.read.extend_from_slice(&chunk[..n]);
+        match self.next_reply().await {
+            Some(reply) => reply,
+            None => panic!("no reply; unread: {:?}", String::from_utf8_lossy(&self.read)),
+        }
+    }
+
+    /// The next whole reply, or `None` if the server closed (or said nothing) first.
+    async fn next_reply(&mut self) -> Option<String> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = reply_end(&self.read) {
+                let reply: Vec<u8> = self.read.drain(..end).collect();
+                return Some(String::from_utf8(reply).expect("replies are UTF-8"));
             }
-        };
-        tokio::time::timeout(REPLY_WAIT, read).await.expect("a reply")
+            match tokio::time::timeout(REPLY_WAIT, self.io.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(n)) => self.read.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// Sends a command line and reads its reply.
@@ -273,6 +275,15 @@ impl Client {
         let greeting = self.reply().await;
         assert_eq!(code_of(&greeting), 220, "{greeting}");
         self.expect("EHLO client.test", 250).await;
+    }
+
+    /// Reads the greeting, then EHLO, `MAIL FROM:<a@b.test>`, `RCPT TO:<c@d.test>` and DATA,
+    /// each accepted: the server waits for the message.
+    pub async fn start_message(&mut self) {
+        self.ehlo().await;
+        self.expect("MAIL FROM:<a@b.test>", 250).await;
+        self.expect("RCPT TO:<c@d.test>", 250).await;
+        self.expect("DATA", 354).await;
     }
 
     /// Whether the server closed the connection (having nothing more to say).
@@ -297,17 +308,7 @@ impl Client {
     /// Whether the session is still open: a RSET (which no hook decides) is answered.
     pub async fn still_open(&mut self) -> bool {
         self.send(b"RSET\r\n").await;
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = reply_end(&self.read) {
-                let reply: Vec<u8> = self.read.drain(..end).collect();
-                return reply.starts_with(b"250");
-            }
-            match tokio::time::timeout(REPLY_WAIT, self.io.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-                Ok(Ok(n)) => self.read.extend_from_slice(&chunk[..n]),
-            }
-        }
+        self.next_reply().await.is_some_and(|r| r.starts_with("250"))
     }
 
     /// The hooks that ran, in order.

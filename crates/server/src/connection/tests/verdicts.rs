@@ -192,10 +192,7 @@ async fn a_refused_data_ends_the_transaction() {
 #[tokio::test(start_paused = true)]
 async fn data_post_done_answers_250_without_queueing() {
     let mut c = Setup::new(Scripted::accepting().answer(Hook::DataPost, Verdict::Done)).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     c.send(MESSAGE).await;
     assert_eq!(code_of(&c.reply().await), 250);
     assert!(!c.hooks().contains(&Hook::Queue), "{:?}", c.hooks());
@@ -242,10 +239,7 @@ async fn a_pre_hook_rewrites_an_unbracketed_address() {
 #[tokio::test(start_paused = true)]
 async fn the_session_hooks_run_in_qpsmtpd_order() {
     let mut c = Setup::new(Scripted::accepting()).connect().await;
-    c.ehlo().await;
-    c.expect("MAIL FROM:<a@b.test>", 250).await;
-    c.expect("RCPT TO:<c@d.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.start_message().await;
     c.send(MESSAGE).await;
     assert_eq!(code_of(&c.reply().await), 250);
     c.expect("QUIT", 221).await;
