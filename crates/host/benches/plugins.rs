@@ -70,7 +70,8 @@ fn host(plugins: &[(&str, &[&str])]) -> PluginHost {
         .collect();
     let dir = std::env::temp_dir().join(format!("wasmtpd-bench-{}", std::process::id()));
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-plugin-cache");
-    PluginHost::load(&specs, Arc::new(Files), &dir.join("spool"), &cache, 1000).expect("loading the plugins")
+    PluginHost::load(&specs, Arc::new(Files), &Default::default(), &dir.join("spool"), &cache, 1000)
+        .expect("loading the plugins")
 }
 
 fn ctx<'a>(connection: &'a mut Connection, transaction: &'a mut Transaction) -> HookContext<'a> {
@@ -165,7 +166,11 @@ fn transaction(c: &mut Criterion) {
                 assert_eq!(r.verdict, wasmtpd_smtp::Verdict::Ok);
                 txn.recipients.push(Recipient { address: to.clone(), params: vec![] });
                 chain.run(&mut scope, Hook::Data, HookArgs::None, ctx(&mut conn, &mut txn)).await;
-                txn.message = Some(Message { content: Content::Memory(body.clone()), size: body.len() as u64 });
+                txn.message = Some(Message {
+                    content: Content::Memory(body.clone()),
+                    size: body.len() as u64,
+                    authentication_results: None,
+                });
                 chain.run(&mut scope, Hook::DataPost, HookArgs::None, ctx(&mut conn, &mut txn)).await;
                 let r = chain.run(&mut scope, Hook::Queue, HookArgs::None, ctx(&mut conn, &mut txn)).await;
                 assert_eq!(r.verdict, wasmtpd_smtp::Verdict::Ok);

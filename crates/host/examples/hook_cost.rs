@@ -39,10 +39,18 @@ fn main() -> anyhow::Result<()> {
     settings.rights.grant(Right::AcceptRecipient);
     let spec = PluginSpec { name: "measured".into(), args: vec![], path: wasm.clone(), settings };
     let started = Instant::now();
-    drop(PluginHost::load(std::slice::from_ref(&spec), Arc::new(Files), &dir.join("spool"), &dir.join("cache"), 1000)?);
+    drop(PluginHost::load(
+        std::slice::from_ref(&spec),
+        Arc::new(Files),
+        &Default::default(),
+        &dir.join("spool"),
+        &dir.join("cache"),
+        1000,
+    )?);
     let first = started.elapsed();
     let started = Instant::now();
-    let host = PluginHost::load(&[spec], Arc::new(Files), &dir.join("spool"), &dir.join("cache"), 1000)?;
+    let host =
+        PluginHost::load(&[spec], Arc::new(Files), &Default::default(), &dir.join("spool"), &dir.join("cache"), 1000)?;
     println!(
         "{}: {} KiB; first start (compile) {:?}; second start (precompiled, cached) {:?}",
         wasm.display(),

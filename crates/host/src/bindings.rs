@@ -18,9 +18,14 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "wasmtpd:plugin/plugin",
     exports: { default: async },
+    // A DNS lookup waits on the network: it suspends the plugin's call (its fiber), and the
+    // worker thread serves other sessions meanwhile.
+    imports: { "wasmtpd:plugin/dns": async },
 });
 
 use exports::wasmtpd::plugin as hooks;
+pub use wasmtpd::plugin::authentication_results;
+pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
 pub use wasmtpd::plugin::types as wit;
 

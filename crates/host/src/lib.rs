@@ -7,7 +7,9 @@
 //! - [`plugin`]: loading a component (compile or precompiled cache) and finding its hooks.
 //! - `chain`: running a hook's chain, per-scope instances, and turning faults into verdicts.
 //! - [`breaker`]: disabling a plugin that keeps faulting, for a cool-down.
-//! - `imports`: the host side of `wit/host.wit`.
+//! - `imports`: the host side of the interfaces plugins import (`wit/host.wit`, `wit/dns.wit`,
+//!   `wit/authentication-results.wit`), one file per interface or group of functions.
+//! - [`resolver`]: the server's DNS resolver and cache, shared by plugins and the server.
 //! - `bindings`: the one `bindgen!` site and the conversions to engine types.
 //! - `state`: the data of one instance's store.
 
@@ -16,6 +18,7 @@ pub mod breaker;
 mod chain;
 mod imports;
 pub mod plugin;
+pub mod resolver;
 pub mod sandbox;
 pub mod state;
 
@@ -30,6 +33,13 @@ pub use chain::Scope;
 use plugin::{LoadedPlugin, PluginSpec};
 use sandbox::ChainNeeds;
 pub use state::ConfigFiles;
+
+/// What the server lends plugins beyond the host interface, to those granted it: the resolver
+/// (`dns` in `config/sandbox`). Without one, every DNS question is refused.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub resolver: Option<resolver::Resolver>,
+}
 
 /// The loaded plugin chain.
 pub struct PluginHost {
@@ -48,6 +58,7 @@ impl PluginHost {
     pub fn load(
         specs: &[PluginSpec],
         config: Arc<dyn ConfigFiles>,
+        services: &Services,
         spool_dir: &Path,
         cache_dir: &Path,
         max_connections: usize,
@@ -81,7 +92,7 @@ impl PluginHost {
         let mut plugins = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
             let position = plugin::ChainPosition { index, chain: chain.clone() };
-            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), cache_dir, position)
+            let loaded = LoadedPlugin::load(&engine, &linker, spec, config.clone(), services, cache_dir, position)
                 .map_err(|e| anyhow::anyhow!("plugin `{}`: {e:#}", spec.name))?;
             tracing::info!(
                 plugin = %spec.name,

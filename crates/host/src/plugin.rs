@@ -38,7 +38,8 @@ pub struct LoadedPlugin {
 }
 
 /// The linker every plugin is instantiated with: WASI (deny-by-default contexts, and no
-/// links, see `sandbox/wasi.rs`) and the `host` interface.
+/// links, see `sandbox/wasi.rs`) and the interfaces of `wit/` (`host`, `dns`,
+/// `authentication-results`).
 pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -94,6 +95,7 @@ impl LoadedPlugin {
         linker: &Linker<PluginState>,
         spec: &PluginSpec,
         config: Arc<dyn crate::state::ConfigFiles>,
+        services: &crate::Services,
         cache_dir: &Path,
         position: ChainPosition,
     ) -> Result<LoadedPlugin> {
@@ -117,6 +119,9 @@ impl LoadedPlugin {
             index: position.index,
             chain: position.chain,
             log_rate: Default::default(),
+            dns: spec.settings.dns.clone(),
+            dns_queries: spec.settings.dns_queries,
+            resolver: services.resolver.clone(),
         });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })

@@ -9,7 +9,8 @@ use wasmtpd_smtp::{Connection, Hook, Transaction};
 
 use crate::imports::message::MessageView;
 use crate::imports::temp::TempArea;
-use crate::sandbox::{PluginLimits, Rights, StderrLog};
+use crate::resolver::Resolver;
+use crate::sandbox::{DnsGrant, PluginLimits, Rights, StderrLog};
 
 /// Longest config file name a plugin may ask for (longer names are refused unread).
 pub const MAX_CONFIG_NAME: usize = 255;
@@ -39,6 +40,11 @@ pub struct PluginMeta {
     pub chain: Arc<[String]>,
     /// Its server-wide log rate, shared by all its instances.
     pub log_rate: crate::imports::log::LogRate,
+    /// The names it may look up, and how many questions per transaction.
+    pub dns: DnsGrant,
+    pub dns_queries: u32,
+    /// The server's resolver (asked only for granted names).
+    pub resolver: Option<Resolver>,
 }
 
 /// The config files one plugin may read. Asking for any other reads as missing, and is
@@ -116,6 +122,8 @@ pub struct PluginState {
     pub log_lines: u32,
     /// A refused `set-relay-client(true)` was logged (once per instance).
     pub relay_refusal_logged: bool,
+    /// The DNS questions it asked in this transaction (`imports/dns.rs`).
+    pub dns: crate::imports::dns::DnsUse,
 }
 
 impl WasiView for PluginState {

@@ -55,7 +55,8 @@ fn hostile(args: &[&str], settings: SandboxSettings) -> PluginHost {
     };
     let spool = std::env::temp_dir().join(format!("wasmtpd-host-limits-{}", std::process::id()));
     let cache = repo().join("target/host-test-plugin-cache");
-    PluginHost::load(&[spec], Arc::new(NoFiles), &spool, &cache, 1).expect("loading testing/hostile")
+    PluginHost::load(&[spec], Arc::new(NoFiles), &Default::default(), &spool, &cache, 1)
+        .expect("loading testing/hostile")
 }
 
 /// What the plugin answered at `connect`, and what the host logged meanwhile.

@@ -49,16 +49,16 @@ mod bindings {
     });
 }
 
+/// The server's iprev, SPF, DKIM and DMARC results (see `wit/authentication-results.wit`).
+pub use bindings::wasmtpd::plugin::authentication_results;
+/// DNS through the server's resolver: typed lookups, parallel lookups and DNS list checks,
+/// answered only for the names the operator grants (see `wit/dns.wit`).
+pub use bindings::wasmtpd::plugin::dns;
 /// What the server lends a plugin: logging, config, facts, notes, the message, temp files.
 /// See `wit/host.wit` for every function's contract.
 pub use bindings::wasmtpd::plugin::host;
 /// The WIT `types` interface (used by the generated export glue).
 pub use bindings::wasmtpd::plugin::types;
-/// DNS through the server's resolver: typed lookups, parallel lookups and DNS list checks,
-/// answered only for the names the operator grants (see `wit/dns.wit`).
-pub use bindings::wasmtpd::plugin::dns;
-/// The server's iprev, SPF, DKIM and DMARC results (see `wit/authentication-results.wit`).
-pub use bindings::wasmtpd::plugin::authentication_results;
 
 pub use host::{AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
 pub use types::{Address, EsmtpParam, HookResult, LogLevel, Verdict};

@@ -9,6 +9,8 @@
 //! | `sandbox`     | per-plugin limits and grants, `plugin setting value...` per line |
 //! | `tls`         | certificates for STARTTLS and implicit TLS: `certificate CHAIN.pem KEY.pem` per line |
 //! | `auth`        | the server's AUTH rules (plaintext policy, failure limit), `name value` per line |
+//! | `resolver`    | the DNS resolver: `nameserver ADDR[:PORT]` (repeatable; default: `/etc/resolv.conf`), `timeout`, `attempts`, `cache-size` |
+//! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -22,17 +24,21 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wasmtpd_host::resolver::ResolverSettings;
 use wasmtpd_host::sandbox::{
-    DirGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings, TIMEOUT_RANGE,
+    DirGrant, DnsGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings,
+    TIMEOUT_RANGE,
 };
 use wasmtpd_host::state::MAX_CONFIG_NAME;
 use wasmtpd_smtp::Limits;
 
 use crate::auth::{AuthSettings, PlaintextAuth};
+use crate::authentication::Checks;
 use crate::tls::CertificateFiles;
 
 /// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
-pub const SERVER_FILES: &[&str] = &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting"];
+pub const SERVER_FILES: &[&str] =
+    &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting", "resolver", "authentication"];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
 pub use wasmtpd_host::sandbox::Origin;
@@ -195,6 +201,9 @@ pub struct Config {
     /// Certificates, in order (the first is the default); paths as written in `config/tls`.
     pub tls: Vec<CertificateFiles>,
     pub auth: AuthSettings,
+    pub resolver: ResolverSettings,
+    /// The email authentication checks the server makes (`authentication`).
+    pub checks: Checks,
 }
 
 impl Config {
@@ -233,7 +242,9 @@ impl Config {
         let tls = load_tls(&source)?;
         refuse_keys_to_plugins(&tls, &plugins)?;
         let auth = load_auth(&source)?;
-        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth })
+        let resolver = load_resolver(&source)?;
+        let checks = load_checks(&source)?;
+        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks })
     }
 
     /// The directory relative paths in the config (certificates) are taken from: the config
@@ -321,6 +332,62 @@ fn load_auth(source: &ConfigSource) -> Result<AuthSettings, ConfigError> {
         }
     }
     Ok(auth)
+}
+
+/// Reads `resolver`: `nameserver ADDR[:PORT]` lines (port 53 by default), `timeout DURATION`,
+/// `attempts N`, `cache-size N`.
+fn load_resolver(source: &ConfigSource) -> Result<ResolverSettings, ConfigError> {
+    let mut settings = ResolverSettings::default();
+    for (n, line) in source.lines("resolver")?.unwrap_or_default() {
+        let err = |what: String| ConfigError { path: source.display("resolver"), line: Some(n), what };
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(value), None) = (words.next(), words.next(), words.next()) else {
+            return Err(err(format!("expected `name value`, found `{line}`")));
+        };
+        match key {
+            "nameserver" => {
+                let addr = value
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| value.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .map_err(|_| err(format!("nameserver `{value}` is not an IP address, or ADDR:PORT")))?;
+                settings.name_servers.push(addr);
+            }
+            "timeout" => {
+                settings.timeout = parse_nonzero_duration(value).map_err(err)?;
+                if settings.timeout > Duration::from_secs(60) {
+                    return Err(err(format!("timeout `{value}` is out of range: it must be from 1ms to 60s")));
+                }
+            }
+            "attempts" => {
+                settings.attempts = parse_count(value, 1).map_err(err)?;
+                if settings.attempts > 10 {
+                    return Err(err(format!("attempts `{value}` is out of range: it must be from 1 to 10")));
+                }
+            }
+            "cache-size" => settings.cache_size = parse_count(value, 0).map_err(err)? as u64,
+            _ => {
+                return Err(err(format!(
+                    "unknown resolver setting `{key}` (nameserver, timeout, attempts, cache-size)"
+                )));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// Reads `authentication`: the names of the checks to make, one or more per line.
+fn load_checks(source: &ConfigSource) -> Result<Checks, ConfigError> {
+    let mut checks = Checks::default();
+    for (n, line) in source.lines("authentication")?.unwrap_or_default() {
+        for word in line.split_whitespace() {
+            checks.enable(word).map_err(|what| ConfigError {
+                path: source.display("authentication"),
+                line: Some(n),
+                what,
+            })?;
+        }
+    }
+    Ok(checks)
 }
 
 fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &str) -> Result<(), String> {
@@ -645,6 +712,8 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str], origin: 
                 }
             }
         }
+        "dns" => s.dns = DnsGrant::parse(values)?,
+        "dns-queries" => s.dns_queries = parse_u32(one()?)?,
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
     Ok(())
@@ -846,6 +915,125 @@ mod tests {
             let (_d, src) = dir(&[("plugins", "rcpt_ok\n"), ("sandbox", &format!("# c\n{bad}\n"))]);
             let e = Config::load(src).unwrap_err();
             assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.what.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn dns_grants_resolver_and_checks() {
+        let (_d, src) = dir(&[
+            (
+                "plugins",
+                "dnsbl
+spf
+",
+            ),
+            (
+                "sandbox",
+                "dnsbl dns zen.example. DBL.example
+dnsbl dns-queries 8
+spf dns any
+",
+            ),
+            (
+                "resolver",
+                "nameserver 127.0.0.1:5353
+nameserver ::1
+timeout 2s
+attempts 3
+cache-size 100
+",
+            ),
+            (
+                "authentication",
+                "iprev
+dmarc
+",
+            ),
+        ]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.plugins[0].sandbox.dns, DnsGrant::Zones(vec!["zen.example".into(), "dbl.example".into()]));
+        assert_eq!(c.plugins[0].sandbox.dns_queries, 8);
+        assert_eq!(c.plugins[1].sandbox.dns, DnsGrant::Any);
+        assert_eq!(c.plugins[1].sandbox.dns_queries, SandboxSettings::default().dns_queries);
+        assert_eq!(
+            c.resolver.name_servers,
+            vec!["127.0.0.1:5353".parse::<std::net::SocketAddr>().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+        assert_eq!((c.resolver.timeout, c.resolver.attempts, c.resolver.cache_size), (Duration::from_secs(2), 3, 100));
+        assert_eq!(c.checks, Checks { iprev: true, spf: true, dkim: true, dmarc: true });
+        let (_d, src) = dir(&[(
+            "plugins", "rcpt_ok
+",
+        )]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.plugins[0].sandbox.dns, DnsGrant::Nothing, "no DNS unless granted");
+        assert!(!c.checks.any(), "no checks unless enabled");
+        for (file, text, what) in [
+            (
+                "sandbox",
+                "rcpt_ok dns
+",
+                "dns takes",
+            ),
+            (
+                "sandbox",
+                "rcpt_ok dns 10.0.0.1:53
+",
+                "not a zone name",
+            ),
+            (
+                "resolver",
+                "nameserver dns.example
+",
+                "not an IP address",
+            ),
+            (
+                "resolver",
+                "timeout 0
+",
+                "more than zero",
+            ),
+            (
+                "resolver",
+                "timeout 2m
+",
+                "out of range",
+            ),
+            (
+                "resolver",
+                "attempts 0
+",
+                "below the minimum",
+            ),
+            (
+                "resolver",
+                "search example.com
+",
+                "unknown resolver setting",
+            ),
+            (
+                "authentication",
+                "spf arc
+",
+                "unknown check `arc`",
+            ),
+        ] {
+            let (_d, src) = dir(&[
+                (
+                    "plugins", "rcpt_ok
+",
+                ),
+                (
+                    file,
+                    &format!(
+                        "# c
+{text}"
+                    ),
+                ),
+            ]);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!((e.line, e.path.ends_with(file)), (Some(2), true), "{e}");
             assert!(e.what.contains(what), "{e}");
         }
     }

@@ -12,10 +12,13 @@
 //! - [`tls`]: certificates, SNI, reload; the facts of a TLS session.
 //! - `stream`: the client's byte stream, plain or TLS.
 //! - [`auth`]: AUTH's rules and its limit on failed attempts.
+//! - [`authentication`]: the iprev, SPF, DKIM and DMARC checks, and the
+//!   `Authentication-Results` field.
 //! - [`users`]: the users file of `auth_flat_file`, and `wasmtpd add-user`.
 
 pub mod admission;
 pub mod auth;
+pub mod authentication;
 pub mod config;
 pub mod config_files;
 mod connection;
@@ -40,6 +43,7 @@ use wasmtpd_smtp::{Hook, HookRunner, Mechanism, Offer, Session};
 
 use crate::admission::Admission;
 use crate::auth::AuthFailures;
+use crate::authentication::Authenticator;
 use crate::config::Config;
 use crate::spool::Spool;
 use crate::tls::Tls;
@@ -53,6 +57,8 @@ pub(crate) struct Shared<R> {
     /// The SASL mechanisms some plugin can check (AUTH is offered only if there is one).
     pub auth_mechanisms: Vec<Mechanism>,
     pub auth_failures: AuthFailures,
+    /// The email authentication checks, when the operator enabled any.
+    pub authenticator: Option<Authenticator>,
     pub shutdown: CancellationToken,
 }
 
@@ -150,6 +156,7 @@ pub async fn serve<R: HookRunner>(
     runner: R,
     spool: Spool,
     tls: Arc<Tls>,
+    authenticator: Option<Authenticator>,
     shutdown: impl Future<Output = ()>,
 ) {
     let grace = config.server.shutdown_grace;
@@ -161,8 +168,16 @@ pub async fn serve<R: HookRunner>(
         .filter(|m| runner.implements(Hook::for_mechanism(*m)) || runner.implements(Hook::Auth))
         .collect();
     let auth_failures = AuthFailures::new(&config.auth);
-    let shared =
-        Arc::new(Shared { config, runner, spool, tls, auth_mechanisms, auth_failures, shutdown: token.clone() });
+    let shared = Arc::new(Shared {
+        config,
+        runner,
+        spool,
+        tls,
+        auth_mechanisms,
+        auth_failures,
+        authenticator,
+        shutdown: token.clone(),
+    });
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let acceptor = Acceptor {
         shared,

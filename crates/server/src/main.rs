@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use wasmtpd::authentication::Authenticator;
 use wasmtpd::config::{Config, ConfigSource};
 use wasmtpd::spool::Spool;
 use wasmtpd::tls::Tls;
+use wasmtpd_host::resolver::Resolver;
+use wasmtpd_host::sandbox::DnsGrant;
 
 // mimalloc: the server allocates and frees small objects at a high rate (replies, plugin
 // stores); against glibc's malloc it gave about a quarter more messages per second (one
@@ -107,7 +110,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         spool_dir: spool.dir(),
         cache_dir: &cache_dir,
     };
-    let runner = wasmtpd::plugins::load(&config, &dirs)?;
+    // The resolver is made only when something will ask it: a plugin granted DNS, or a check.
+    let wants_dns = config.checks.any() || config.plugins.iter().any(|p| p.sandbox.dns != DnsGrant::Nothing);
+    let resolver = match wants_dns {
+        false => None,
+        true => Some(
+            Resolver::new(&config.resolver)
+                .map_err(|e| anyhow::anyhow!("configuration error: {}: {e}", config.source.display("resolver")))?,
+        ),
+    };
+    let services = wasmtpd_host::Services { resolver: resolver.clone() };
+    let runner = wasmtpd::plugins::load(&config, &dirs, &services)?;
+    let authenticator = match (&resolver, config.checks.any()) {
+        (Some(r), true) => Some(Authenticator::new(config.checks, r, &config.me)),
+        _ => None,
+    };
     let base = config.base_dir(&args.state_dir).to_path_buf();
     let mut certificates = config.tls.clone();
     if matches!(config.source, ConfigSource::Embedded) {
@@ -163,7 +180,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             "ready"
         );
         tokio::spawn(reload_on_sighup(tls.clone(), config.source.clone(), base));
-        wasmtpd::serve(listeners, config, runner, spool, tls, shutdown_signal()).await;
+        wasmtpd::serve(listeners, config, runner, spool, tls, authenticator, shutdown_signal()).await;
         Ok::<_, anyhow::Error>(())
     })?;
     // Connections still open after the grace period are dropped with the runtime.

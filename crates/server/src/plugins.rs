@@ -69,7 +69,7 @@ pub struct Dirs<'a> {
 /// Loads the chain: compiles (or loads precompiled) every component, with an instance pool for
 /// `max_connections` connections. Any failure stops start-up; a pool that cannot be reserved
 /// is a configuration error at `limits` `max_connections`.
-pub fn load(config: &Config, dirs: &Dirs<'_>) -> anyhow::Result<PluginHost> {
+pub fn load(config: &Config, dirs: &Dirs<'_>, services: &wasmtpd_host::Services) -> anyhow::Result<PluginHost> {
     // Made now (it would be at the first compile anyway) so that grants can be checked against it.
     std::fs::create_dir_all(dirs.cache_dir)
         .map_err(|e| anyhow::anyhow!("plugin cache {}: {e}", dirs.cache_dir.display()))?;
@@ -77,7 +77,7 @@ pub fn load(config: &Config, dirs: &Dirs<'_>) -> anyhow::Result<PluginHost> {
     let granted = specs.iter().flat_map(|s| s.settings.config_files.iter().cloned()).collect();
     let files = crate::config_files::CachedConfigFiles::new(config.source.clone(), granted);
     let max_connections = config.server.max_connections;
-    PluginHost::load(&specs, Arc::new(files), dirs.spool_dir, dirs.cache_dir, max_connections).map_err(|e| {
+    PluginHost::load(&specs, Arc::new(files), services, dirs.spool_dir, dirs.cache_dir, max_connections).map_err(|e| {
         match e.downcast_ref::<PoolTooLarge>() {
             Some(too_large) => anyhow::anyhow!("configuration error: {}", max_connections_error(config, too_large)),
             None => e,

@@ -92,7 +92,7 @@ impl Incoming {
                 Content::File(self.path)
             }
         };
-        Ok(Message { content, size: self.written })
+        Ok(Message { content, size: self.written, authentication_results: None })
     }
 
     /// Throws the message away (a refused or broken transfer).

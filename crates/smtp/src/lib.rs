@@ -11,11 +11,13 @@
 //! - [`hook`]: the hooks a session runs and the [`HookRunner`] seam plugins plug into.
 //! - [`hook_table`]: the one list of hooks, from which [`Hook`] and the plugin host's calls are made.
 //! - [`notes`]: what plugins leave for each other, and the server's records of their answers.
+//! - [`authentication`]: the results of the server's iprev, SPF, DKIM and DMARC checks.
 //! - [`sasl`]: AUTH's SASL exchanges (PLAIN, LOGIN): from base64 lines to credentials.
 //! - [`verdict`]: the one table that turns a hook's verdict into a reply.
 //! - [`reply`]: the reply type, and every fixed reply text the server sends.
 
 pub mod address;
+pub mod authentication;
 pub mod command;
 pub mod data;
 pub mod hook;

@@ -76,6 +76,8 @@ pub struct Connection {
     pub tls: Option<TlsInfo>,
     /// Who the client authenticated as, after a successful AUTH.
     pub auth: Option<AuthInfo>,
+    /// Forward-confirmed reverse DNS of the client's address, once the server checked it.
+    pub iprev: Option<crate::authentication::AuthCheck>,
     /// Notes for the whole connection (plugins share state here), and the server's records.
     pub notes: Notes,
 }
@@ -136,6 +138,7 @@ impl Connection {
             relay_client: false,
             tls: None,
             auth: None,
+            iprev: None,
             notes: Notes::default(),
         }
     }

@@ -22,6 +22,8 @@ pub struct Transaction {
     pub rcpt_attempted: bool,
     /// The message, once DATA has ended.
     pub message: Option<Message>,
+    /// The server's SPF, DKIM and DMARC results, as far as they are computed.
+    pub authentication: crate::authentication::MessageAuthentication,
     /// Notes for this transaction (plugins share state here), and the server's records.
     pub notes: Notes,
 }
@@ -39,6 +41,10 @@ pub struct Message {
     pub content: Content,
     /// Size in octets.
     pub size: u64,
+    /// The value of the server's `Authentication-Results` field, when it checked the message
+    /// (it starts with the server's authserv-id). Wherever the message is read, this field is
+    /// added on top and fields that claim the same authserv-id are removed as forged.
+    pub authentication_results: Option<String>,
 }
 
 /// Where a received message is: small ones stay in memory, larger ones go to a spool file
@@ -67,6 +73,7 @@ impl Transaction {
             recipients: Vec::new(),
             rcpt_attempted: false,
             message: None,
+            authentication: Default::default(),
             notes: Notes::default(),
         }
     }

@@ -68,6 +68,15 @@ impl Field {
     }
 }
 
+/// The authserv-id of an `Authentication-Results` value: what comes before its first `;`,
+/// without spaces, comments (`(...)`) and the version that may follow the id.
+fn authserv_id(value: &[u8]) -> &[u8] {
+    let end = value.iter().position(|&b| b == b';' || b == b'(').unwrap_or(value.len());
+    let id = value[..end].trim_ascii();
+    let id_end = id.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(id.len());
+    &id[..id_end]
+}
+
 /// Where the received bytes are read from.
 enum Source {
     Memory(Arc<[u8]>),
@@ -148,6 +157,12 @@ impl MessageView {
             edited: false,
             rendered: None,
         })
+        .and_then(|mut view| {
+            if let Some(value) = &message.authentication_results {
+                view.add_authentication_results(value)?;
+            }
+            Ok(view)
+        })
     }
 
     /// The header as plugins read it.
@@ -211,14 +226,19 @@ impl MessageView {
     }
 
     pub fn remove_header(&mut self, name: &str) -> u32 {
+        self.remove_fields(|field_name, _| field_name.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Removes every field for which `matches(name, value)` holds; returns how many.
+    fn remove_fields(&mut self, matches: impl Fn(&[u8], &[u8]) -> bool) -> u32 {
         let before = self.top.len() + self.fields.len();
         let mut gone = 0;
         let keep = |f: &Field, buf: &[u8], gone: &mut usize| {
-            let matches = f.name(buf).eq_ignore_ascii_case(name.as_bytes());
-            if matches {
+            let hit = matches(f.name(buf), f.value(buf));
+            if hit {
                 *gone += f.len();
             }
-            !matches
+            !hit
         };
         let added = &self.added;
         self.top.retain(|f| keep(f, added, &mut gone));
@@ -230,6 +250,17 @@ impl MessageView {
             self.edited();
         }
         removed
+    }
+
+    /// The server's own `Authentication-Results` field (RFC 8601), `value` starting with its
+    /// authserv-id: fields that claim that id are forged (section 5) and removed, then ours is
+    /// added on top.
+    fn add_authentication_results(&mut self, value: &str) -> Result<(), String> {
+        let id = authserv_id(value.as_bytes()).to_vec();
+        self.remove_fields(|name, value| {
+            name.eq_ignore_ascii_case(b"Authentication-Results") && authserv_id(value).eq_ignore_ascii_case(&id)
+        });
+        self.add_header("Authentication-Results", value)
     }
 
     /// Drops the bytes of removed added fields (their live bytes are at most `MAX_HEADER`).
@@ -324,8 +355,15 @@ mod tests {
         ));
         std::fs::write(&p, content).unwrap();
         let size = content.len() as u64;
-        let file = MessageView::open(&Message { content: Content::File(p.clone()), size }).unwrap();
-        let memory = MessageView::open(&Message { content: Content::Memory(Arc::from(content)), size }).unwrap();
+        let file =
+            MessageView::open(&Message { content: Content::File(p.clone()), size, authentication_results: None })
+                .unwrap();
+        let memory = MessageView::open(&Message {
+            content: Content::Memory(Arc::from(content)),
+            size,
+            authentication_results: None,
+        })
+        .unwrap();
         (file, memory, p)
     }
 
@@ -368,6 +406,26 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_authentication_results_replace_forged_ones() {
+        let msg = b"Authentication-Results: mx.example; spf=pass (forged)\r\n\
+Authentication-Results: MX.example (v1); dkim=pass\r\n\
+Authentication-Results: upstream.example; spf=fail\r\n\
+Subject: hi\r\n\r\nbody\r\n";
+        let message = Message {
+            content: Content::Memory(Arc::from(&msg[..])),
+            size: msg.len() as u64,
+            authentication_results: Some("mx.example; spf=softfail smtp.mailfrom=a.example".into()),
+        };
+        let mut v = MessageView::open(&message).unwrap();
+        assert_eq!(
+            all(&mut v),
+            b"Authentication-Results: mx.example; spf=softfail smtp.mailfrom=a.example\r\n\
+Authentication-Results: upstream.example; spf=fail\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(authserv_id(b" mx.example (comment) 1; none"), b"mx.example");
+    }
+
+    #[test]
     fn a_message_without_header_is_all_body() {
         let (file, memory, p) = views(b"no header here\r\njust text\r\n");
         for mut v in [file, memory] {
@@ -382,7 +440,11 @@ mod tests {
         // 1 MiB of `a:` lines: 262,144 fields, each three allocations before (23 MiB in all).
         let header = b"a:\r\n".repeat(MAX_HEADER / 4);
         let msg = [&header[..], b"\r\nbody\r\n"].concat();
-        let message = Message { content: Content::Memory(Arc::from(&msg[..])), size: msg.len() as u64 };
+        let message = Message {
+            content: Content::Memory(Arc::from(&msg[..])),
+            size: msg.len() as u64,
+            authentication_results: None,
+        };
         let (view, peak) = counting::measure(|| MessageView::open(&message).unwrap());
         let held = counting::measure(|| drop(view)).1;
         assert!(peak <= 2 * MAX_HEADER, "parsing peaked at {peak} octets");

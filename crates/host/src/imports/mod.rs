@@ -1,9 +1,13 @@
-//! The host side of `wit/host.wit`: what a plugin may call. One file per group of functions;
-//! this file wires them to the generated `Host` trait and holds the small ones.
+//! The host side of the interfaces a plugin imports. `wit/host.wit` is here, one file per group
+//! of its functions (this file wires them to the generated `Host` trait and holds the small
+//! ones); each other interface has a file of its own: `dns.rs` (`wit/dns.wit`) and
+//! `authentication_results.rs` (`wit/authentication-results.wit`).
 //!
 //! Every function is bounded: strings and lists a plugin hands us are size-checked, reads
 //! return at most 64 KiB, and errors come back as `Err(reason)` to the plugin, never as a trap.
 
+pub mod authentication_results;
+pub mod dns;
 pub mod log;
 pub mod message;
 pub mod notes;

@@ -135,6 +135,65 @@ impl Rights {
     }
 }
 
+/// The names a plugin may look up in DNS (`dns` in `config/sandbox`). A DNS query carries its
+/// name to whoever serves the zone, so a grant limited to zones keeps a plugin from sending
+/// data anywhere else that way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DnsGrant {
+    /// No DNS at all (the default).
+    #[default]
+    Nothing,
+    /// Any name (`dns any`).
+    Any,
+    /// Only names at or under these zones (`dns zen.example dbl.example`), lower case, without
+    /// the final dot.
+    Zones(Vec<String>),
+}
+
+impl DnsGrant {
+    /// `dns` followed by `values`: `any`, `none`, or zones.
+    pub fn parse(values: &[&str]) -> Result<DnsGrant, String> {
+        match values {
+            [] => Err("dns takes `any`, `none`, or one or more zones".into()),
+            ["any"] => Ok(DnsGrant::Any),
+            ["none"] => Ok(DnsGrant::Nothing),
+            zones => {
+                let mut granted = Vec::new();
+                for zone in zones {
+                    let z = zone.trim_end_matches('.').to_ascii_lowercase();
+                    let label_ok = |l: &str| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    };
+                    if z.is_empty() || z.len() > 253 || !z.split('.').all(label_ok) {
+                        return Err(format!("dns: `{zone}` is not a zone name (or `any`, or `none`)"));
+                    }
+                    granted.push(z);
+                }
+                Ok(DnsGrant::Zones(granted))
+            }
+        }
+    }
+
+    /// Whether the plugin may look up `name` (case and a final dot do not matter).
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            DnsGrant::Nothing => false,
+            DnsGrant::Any => true,
+            DnsGrant::Zones(zones) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                zones.iter().any(|z| {
+                    name == *z
+                        || (name.len() > z.len()
+                            && name.ends_with(z.as_str())
+                            && name.as_bytes()[name.len() - z.len() - 1] == b'.')
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +224,22 @@ mod tests {
             assert!(e.to_string().starts_with("sandbox:7: grant-dir "), "{e}");
         }
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_dns_grant_of_zones_allows_only_names_under_them() {
+        let grant = DnsGrant::parse(&["zen.Example.", "dbl.example"]).unwrap();
+        for name in ["zen.example", "2.0.0.127.zen.example", "x.DBL.example."] {
+            assert!(grant.allows(name), "{name}");
+        }
+        for name in ["example", "xzen.example", "zen.example.evil", "data.exfil.example", ""] {
+            assert!(!grant.allows(name), "{name}");
+        }
+        assert!(DnsGrant::Any.allows("anything.example"));
+        assert!(!DnsGrant::default().allows("zen.example"));
+        assert_eq!(DnsGrant::parse(&["none"]), Ok(DnsGrant::Nothing));
+        for bad in [&[][..], &["a..b"], &["zen example"], &["127.0.0.1:53"]] {
+            assert!(DnsGrant::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -74,6 +74,7 @@ pub fn store(
         stderr,
         log_lines: 0,
         relay_refusal_logged: false,
+        dns: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -16,8 +16,9 @@
 //!   log (bounded);
 //! - only what the operator grants in `config/sandbox`: a WASI view of its own temporary
 //!   directory (`wasi-temp`), host directories read-only or read-write (`grant-dir`), in none
-//!   of which it can make a link, config files beyond its own (`config-file`), and the
-//!   [`Rights`] to loosen policy (`rights`).
+//!   of which it can make a link, config files beyond its own (`config-file`), the
+//!   [`Rights`] to loosen policy (`rights`), and DNS for any name or names under zones
+//!   ([`DnsGrant`], `dns`), at most `dns-queries` per transaction.
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
@@ -33,7 +34,7 @@ mod limits;
 mod wasi;
 
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
-pub use grants::{DirGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, grant_dirs};
+pub use grants::{DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, grant_dirs};
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
 
@@ -81,6 +82,11 @@ pub struct SandboxSettings {
     pub config_files: Vec<String>,
     /// What it may do that loosens policy.
     pub rights: Rights,
+    /// The names it may look up in DNS (none by default).
+    pub dns: DnsGrant,
+    /// Most DNS questions it may ask per transaction (the connection phase counts as one).
+    /// Default 64: a blocklist plugin asks one per zone, SPF-like logic a dozen.
+    pub dns_queries: u32,
     /// When repeated faults disable the plugin for a while.
     pub breaker: crate::breaker::BreakerSettings,
 }
@@ -98,6 +104,8 @@ impl Default for SandboxSettings {
             grants: Vec::new(),
             config_files: Vec::new(),
             rights: Rights::default(),
+            dns: DnsGrant::default(),
+            dns_queries: 64,
             breaker: crate::breaker::BreakerSettings::default(),
         }
     }

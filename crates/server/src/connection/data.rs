@@ -1,6 +1,7 @@
 //! DATA (RFC 5321 4.1.1.4): the `data` hook decides whether the client may send; after our
-//! 354 the message streams into the spool (dot-unstuffed and bounded by `DataReader`), then
-//! `data_post` and `queue` decide. The client hears `250` only when a queue plugin said OK.
+//! 354 the message streams into the spool (dot-unstuffed and bounded by `DataReader`), the
+//! server checks DKIM and DMARC and records its results (when enabled), then `data_post` and
+//! `queue` decide. The client hears `250` only when a queue plugin said OK.
 
 use tokio::time::Instant;
 
@@ -39,6 +40,9 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
         };
         if let Some(txn) = &mut self.session.transaction {
             txn.message = Some(message);
+            if let Some(authenticator) = &self.shared.authenticator {
+                authenticator.message(&self.session.connection, txn).await;
+            }
         }
         self.post_and_queue().await
     }

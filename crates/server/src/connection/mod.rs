@@ -160,6 +160,9 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
             None => return Flow::Close, // closed before the greeting
             Some(early) => self.session.connection.early_talker = early,
         }
+        if let Some(authenticator) = &self.shared.authenticator {
+            self.session.connection.iprev = authenticator.iprev(self.session.connection.remote.ip()).await;
+        }
         let args = HookArgs::None;
         let result = self.run_hook(Hook::Connect, args).await;
         let decision = self.decide(Hook::Connect, &args, &result);

@@ -195,6 +195,7 @@ impl Setup {
             spool: Spool::open(dir.0.join("spool")).expect("spool"),
             tls: Arc::new(tls),
             auth_mechanisms: auth_mechanisms.clone(),
+            authenticator: None,
             shutdown: shutdown.clone(),
             runner,
             config,
