@@ -75,7 +75,11 @@ pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<
         .map_err(|e| anyhow::Error::from(e).context(format!("compiling {}", path.display())))?;
     tracing::info!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
     std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
-    let tmp = cache_dir.join(format!("{key}.cwasm.tmp{}", std::process::id()));
+    // Unique per compile, not only per process: two threads (tests in parallel) compiling the
+    // same component must not rename each other's file away.
+    static COMPILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COMPILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = cache_dir.join(format!("{key}.cwasm.tmp{}.{n}", std::process::id()));
     std::fs::write(&tmp, &compiled).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &cached)?;
     // SAFETY: written just above from `precompile_component` of this engine.
