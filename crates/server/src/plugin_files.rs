@@ -22,6 +22,10 @@ pub const DOCUMENTED: &[(&str, &[&str])] = &[
     ("check_spamhelo", &["badhelo"]),
     ("hosts_allow", &["hosts_allow"]),
     ("auth_flat_file", &["auth_users"]),
+    ("dnsbl", &["dnsbl_zones", "dnsbl_allow", "dnsbl_rejectmsg"]),
+    ("rhsbl", &["rhsbl_zones"]),
+    ("resolvable_fromhost", &["invalid_resolvable_fromhost"]),
+    ("helo", &["badhelo", "me"]),
 ];
 
 /// Files a plugin never gets by its name alone: the server's, and `auth_users` (the password

@@ -19,7 +19,7 @@ impl Plugin for HostsAllow {
             let mut words = line.splitn(3, char::is_whitespace);
             let (Some(net), Some(verdict)) = (words.next(), words.next()) else { continue };
             let message = words.next().map(str::trim).filter(|m| !m.is_empty());
-            if !matches(net, ip) {
+            if !policy::in_network(net, ip) {
                 continue;
             }
             return match (verdict.to_ascii_lowercase().as_str(), message) {
@@ -34,26 +34,5 @@ impl Plugin for HostsAllow {
             };
         }
         HookResult::declined()
-    }
-}
-
-/// `192.0.2.0/24`, `2001:db8::/32`, or a single address.
-fn matches(net: &str, ip: IpAddr) -> bool {
-    let (addr, prefix) = match net.split_once('/') {
-        Some((a, p)) => (a, p.parse::<u32>().ok()),
-        None => (net, None),
-    };
-    match (addr.parse::<IpAddr>(), ip) {
-        (Ok(IpAddr::V4(n)), IpAddr::V4(i)) => {
-            let p = prefix.unwrap_or(32).min(32);
-            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (Ok(IpAddr::V6(n)), IpAddr::V6(i)) => {
-            let p = prefix.unwrap_or(128).min(128);
-            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
     }
 }

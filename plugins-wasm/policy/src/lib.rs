@@ -1,0 +1,181 @@
+//! What the standard plugins share (a library, not a plugin).
+//!
+//! qpsmtpd's plugins take their arguments as `key value` pairs (`dnsbl reject_type disconnect`)
+//! and agree on two of them:
+//! - `reject 0|1`: whether a failed check refuses the mail (1) or is only logged and noted (0);
+//! - `reject_type temp|perm|disconnect|temp_disconnect` (also `soft`, `hard`): how it refuses
+//!   ([`RejectType`]).
+//!
+//! A client that authenticated or that a plugin made a relay client is immune: the checks run
+//! for strangers, not for the operator's own users (qpsmtpd's `is_immune`).
+
+use wasmtpd_plugin::{HookResult, host};
+
+/// A plugin's arguments as `key value` pairs, in the order given.
+pub struct Options {
+    pairs: Vec<(String, String)>,
+}
+
+impl Options {
+    /// The plugin's arguments (`host::args()`). A key without a value, and keys not in `known`,
+    /// are logged and ignored.
+    pub fn from_args(known: &[&str]) -> Options {
+        let warn = wasmtpd_plugin::warn;
+        let args = host::args();
+        let mut pairs = Vec::new();
+        let mut words = args.iter();
+        while let Some(key) = words.next() {
+            let Some(value) = words.next() else {
+                warn(format!("argument `{key}` has no value; ignored"));
+                break;
+            };
+            if known.contains(&key.as_str()) {
+                pairs.push((key.clone(), value.clone()));
+            } else {
+                warn(format!("unknown argument `{key}` (this plugin takes: {}); ignored", known.join(", ")));
+            }
+        }
+        Options { pairs }
+    }
+
+    /// The last value given for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A `0|1` argument (also `no|yes`, `false|true`, `off|on`).
+    pub fn flag(&self, key: &str, default: bool) -> bool {
+        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
+            None => default,
+            Some("1" | "yes" | "true" | "on") => true,
+            Some("0" | "no" | "false" | "off") => false,
+            Some(other) => {
+                wasmtpd_plugin::warn(format!("`{key} {other}`: expected 0 or 1; using {}", u8::from(default)));
+                default
+            }
+        }
+    }
+
+    /// A number argument.
+    pub fn number(&self, key: &str, default: u32) -> u32 {
+        match self.get(key) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                wasmtpd_plugin::warn(format!("`{key} {v}`: expected a number; using {default}"));
+                default
+            }),
+        }
+    }
+
+    /// `reject_type`, or `default` when it is not given (or not one of the known values).
+    pub fn reject_type(&self, default: RejectType) -> RejectType {
+        match self.get("reject_type") {
+            None => default,
+            Some(v) => RejectType::parse(v).unwrap_or_else(|| {
+                wasmtpd_plugin::warn(format!(
+                    "`reject_type {v}`: expected temp, perm, disconnect or temp_disconnect; using {default:?}"
+                ));
+                default
+            }),
+        }
+    }
+}
+
+/// How a failed check refuses (qpsmtpd's `reject_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectType {
+    /// 4xx: try again later (`temp`, `soft`).
+    Temp,
+    /// 5xx (`perm`, `hard`).
+    Perm,
+    /// 5xx and the connection closed (`disconnect`).
+    Disconnect,
+    /// 4xx and the connection closed (`temp_disconnect`).
+    TempDisconnect,
+}
+
+impl RejectType {
+    pub fn parse(text: &str) -> Option<RejectType> {
+        match text.to_ascii_lowercase().as_str() {
+            "temp" | "soft" => Some(RejectType::Temp),
+            "perm" | "hard" => Some(RejectType::Perm),
+            "disconnect" => Some(RejectType::Disconnect),
+            "temp_disconnect" => Some(RejectType::TempDisconnect),
+            _ => None,
+        }
+    }
+
+    /// The refusal with this text and the enhanced code for a permanent refusal (`5.7.1`,
+    /// say; its class is turned into `4` for the temporary kinds).
+    pub fn refuse(self, message: impl Into<String>, enhanced: &str) -> HookResult {
+        let temp = format!("4{}", enhanced.get(1..).unwrap_or_default());
+        match self {
+            RejectType::Temp => HookResult::deny_soft(message).with_enhanced_code(temp),
+            RejectType::Perm => HookResult::deny(message).with_enhanced_code(enhanced),
+            RejectType::Disconnect => HookResult::deny_disconnect(message).with_enhanced_code(enhanced),
+            RejectType::TempDisconnect => HookResult::deny_soft_disconnect(message).with_enhanced_code(temp),
+        }
+    }
+}
+
+/// The client authenticated, or may relay: the checks for strangers do not apply to it.
+pub fn is_immune() -> bool {
+    let connection = host::connection();
+    connection.relay_client || connection.auth.is_some()
+}
+
+/// Recipients that must reach us even from a listed client, so it can ask to be delisted
+/// (RFC 5321 section 4.5.1; qpsmtpd's dnsbl lets the same through).
+pub fn is_role_account(local_part: &str) -> bool {
+    ["postmaster", "abuse", "mailer-daemon", "root"].iter().any(|r| r.eq_ignore_ascii_case(local_part))
+}
+
+/// A [`wasmtpd_plugin::dns::DnsError`] in words, for a log line.
+pub fn describe(error: &wasmtpd_plugin::dns::DnsError) -> String {
+    use wasmtpd_plugin::dns::DnsError;
+    match error {
+        DnsError::NoSuchDomain => "no such domain".into(),
+        DnsError::NoRecords => "no records".into(),
+        DnsError::ServerFailure(why) => format!("server failure ({why})"),
+        DnsError::Timeout => "timed out".into(),
+        DnsError::Refused(why) => format!("refused ({why})"),
+        DnsError::InvalidName(why) => format!("invalid name ({why})"),
+    }
+}
+
+/// Whether `ip` is in `network`: `192.0.2.0/24`, `2001:db8::/32`, or a single address.
+pub fn in_network(network: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (addr, prefix) = match network.split_once('/') {
+        Some((a, p)) => (a, p.trim().parse::<u32>().ok()),
+        None => (network, None),
+    };
+    match (addr.trim().parse::<IpAddr>(), ip) {
+        (Ok(IpAddr::V4(n)), IpAddr::V4(i)) => {
+            let p = prefix.unwrap_or(32).min(32);
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (Ok(IpAddr::V6(n)), IpAddr::V6(i)) => {
+            let p = prefix.unwrap_or(128).min(128);
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// A check's result as RFC 8601 writes it (`pass`, `softfail`, ...).
+pub fn result_word(result: wasmtpd_plugin::authentication_results::AuthResult) -> &'static str {
+    use wasmtpd_plugin::authentication_results::AuthResult;
+    match result {
+        AuthResult::Pass => "pass",
+        AuthResult::Fail => "fail",
+        AuthResult::Softfail => "softfail",
+        AuthResult::Neutral => "neutral",
+        AuthResult::None => "none",
+        AuthResult::Policy => "policy",
+        AuthResult::Temperror => "temperror",
+        AuthResult::Permerror => "permerror",
+    }
+}
