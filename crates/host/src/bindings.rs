@@ -20,13 +20,15 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     // A DNS lookup waits on the network: it suspends the plugin's call (its fiber), and the
     // worker thread serves other sessions meanwhile.
-    imports: { "wasmtpd:plugin/dns": async },
+    // So does a key-value store's operation (a disk write, a round trip to Redis).
+    imports: { "wasmtpd:plugin/dns": async, "wasmtpd:plugin/key-value": async },
 });
 
 use exports::wasmtpd::plugin as hooks;
 pub use wasmtpd::plugin::authentication_results;
 pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
+pub use wasmtpd::plugin::key_value;
 pub use wasmtpd::plugin::types as wit;
 
 /// The host's side of every hook, made from the rows of `wasmtpd_smtp::for_each_hook!`.

@@ -57,6 +57,11 @@ pub use bindings::wasmtpd::plugin::dns;
 /// What the server lends a plugin: logging, config, facts, notes, the message, temp files.
 /// See `wit/host.wit` for every function's contract.
 pub use bindings::wasmtpd::plugin::host;
+/// A key-value store that outlives the transaction: get with versions, conditional set
+/// (if absent, compare-and-swap), delete, atomic increment, every write with an optional time
+/// to live; only the stores the operator grants, each plugin's keys its own (see
+/// `wit/key-value.wit`).
+pub use bindings::wasmtpd::plugin::key_value;
 /// The WIT `types` interface (used by the generated export glue).
 pub use bindings::wasmtpd::plugin::types;
 

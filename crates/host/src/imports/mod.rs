@@ -8,6 +8,7 @@
 
 pub mod authentication_results;
 pub mod dns;
+pub mod key_value;
 pub mod log;
 pub mod message;
 pub mod notes;
