@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod resolver;
 pub mod sandbox;
 pub mod state;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
