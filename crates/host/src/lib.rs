@@ -8,8 +8,10 @@
 //! - `chain`: running a hook's chain, per-scope instances, and turning faults into verdicts.
 //! - [`breaker`]: disabling a plugin that keeps faulting, for a cool-down.
 //! - `imports`: the host side of the interfaces plugins import (`wit/host.wit`, `wit/dns.wit`,
-//!   `wit/authentication-results.wit`), one file per interface or group of functions.
+//!   `wit/authentication-results.wit`, `wit/key-value.wit`), one file per interface or group
+//!   of functions.
 //! - [`resolver`]: the server's DNS resolver and cache, shared by plugins and the server.
+//! - [`store`]: the key-value stores (the [`store::Store`] trait; embedded on redb, or Redis).
 //! - `bindings`: the one `bindgen!` site and the conversions to engine types.
 //! - `state`: the data of one instance's store.
 
@@ -36,10 +38,12 @@ use sandbox::ChainNeeds;
 pub use state::ConfigFiles;
 
 /// What the server lends plugins beyond the host interface, to those granted it: the resolver
-/// (`dns` in `config/sandbox`). Without one, every DNS question is refused.
+/// (`dns` in `config/sandbox`; without one, every DNS question is refused) and the key-value
+/// stores of `config/stores` by name (`store` in `config/sandbox`).
 #[derive(Clone, Default)]
 pub struct Services {
     pub resolver: Option<resolver::Resolver>,
+    pub stores: store::Stores,
 }
 
 /// The loaded plugin chain.

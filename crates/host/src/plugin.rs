@@ -39,7 +39,7 @@ pub struct LoadedPlugin {
 
 /// The linker every plugin is instantiated with: WASI (deny-by-default contexts, and no
 /// links, see `sandbox/wasi.rs`) and the interfaces of `wit/` (`host`, `dns`,
-/// `authentication-results`).
+/// `authentication-results`, `key-value`).
 pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -114,6 +114,7 @@ impl LoadedPlugin {
                 spec.path.display()
             );
         }
+        let stores = crate::imports::key_value::granted_stores(&spec.name, &spec.settings.stores, &services.stores)?;
         let meta = Arc::new(PluginMeta {
             name: spec.name.clone(),
             args: spec.args.clone(),
@@ -126,6 +127,8 @@ impl LoadedPlugin {
             dns: spec.settings.dns.clone(),
             dns_queries: spec.settings.dns_queries,
             resolver: services.resolver.clone(),
+            stores,
+            store_operations: spec.settings.store_operations,
         });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })

@@ -45,6 +45,10 @@ pub struct PluginMeta {
     pub dns_queries: u32,
     /// The server's resolver (asked only for granted names).
     pub resolver: Option<Resolver>,
+    /// The key-value stores it was granted, each with its namespace, and how many calls it may
+    /// make per transaction.
+    pub stores: Vec<crate::imports::key_value::GrantedStore>,
+    pub store_operations: u32,
 }
 
 /// The config files one plugin may read. Asking for any other reads as missing, and is
@@ -124,6 +128,8 @@ pub struct PluginState {
     pub relay_refusal_logged: bool,
     /// The DNS questions it asked in this transaction (`imports/dns.rs`).
     pub dns: crate::imports::dns::DnsUse,
+    /// The store calls it made in this transaction (`imports/key_value.rs`).
+    pub store_use: crate::imports::key_value::StoreUse,
 }
 
 impl WasiView for PluginState {

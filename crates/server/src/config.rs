@@ -11,6 +11,7 @@
 //! | `auth`        | the server's AUTH rules (plaintext policy, failure limit), `name value` per line |
 //! | `resolver`    | the DNS resolver: `nameserver ADDR[:PORT]` (repeatable; default: `/etc/resolv.conf`), `timeout`, `attempts`, `cache-size` |
 //! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
+//! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -27,9 +28,10 @@ use std::time::Duration;
 use wasmtpd_host::resolver::ResolverSettings;
 use wasmtpd_host::sandbox::{
     DirGrant, DnsGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings,
-    TIMEOUT_RANGE,
+    StoreGrant, TIMEOUT_RANGE,
 };
 use wasmtpd_host::state::MAX_CONFIG_NAME;
+use wasmtpd_host::store::{self, Backend, StoreSettings};
 use wasmtpd_smtp::Limits;
 
 use crate::auth::{AuthSettings, PlaintextAuth};
@@ -38,7 +40,7 @@ use crate::tls::CertificateFiles;
 
 /// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
 pub const SERVER_FILES: &[&str] =
-    &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting", "resolver", "authentication"];
+    &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting", "resolver", "authentication", "stores"];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
 pub use wasmtpd_host::sandbox::Origin;
@@ -204,6 +206,8 @@ pub struct Config {
     pub resolver: ResolverSettings,
     /// The email authentication checks the server makes (`authentication`).
     pub checks: Checks,
+    /// The key-value stores (`stores`), in order.
+    pub stores: Vec<StoreSettings>,
 }
 
 impl Config {
@@ -244,7 +248,9 @@ impl Config {
         let auth = load_auth(&source)?;
         let resolver = load_resolver(&source)?;
         let checks = load_checks(&source)?;
-        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks })
+        let stores = load_stores(&source)?;
+        check_store_grants(&plugins, &stores)?;
+        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks, stores })
     }
 
     /// The directory relative paths in the config (certificates) are taken from: the config
@@ -373,6 +379,101 @@ fn load_resolver(source: &ConfigSource) -> Result<ResolverSettings, ConfigError>
         }
     }
     Ok(settings)
+}
+
+/// Reads `stores`: `NAME BACKEND [SETTING VALUE]...` per line, each name once.
+///
+/// | backend | settings |
+/// |---|---|
+/// | `embedded` | `max-entries N` (per namespace; default 1000000), `max-bytes SIZE` (keys and values, per namespace; default `256M`), `timeout D` |
+/// | `redis URL` | `redis://HOST:PORT[/DB]` (or `rediss://`); `pool N` connections (1 to 64, default 2), `prefix P` before every key (default `wasmtpd:`), `timeout D` |
+///
+/// `timeout` is each operation's time limit, from `1ms` to `60s` (default `1s`).
+fn load_stores(source: &ConfigSource) -> Result<Vec<StoreSettings>, ConfigError> {
+    let mut stores: Vec<StoreSettings> = Vec::new();
+    for (n, line) in source.lines("stores")?.unwrap_or_default() {
+        let err = |what: String| ConfigError { path: source.display("stores"), line: Some(n), what };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let origin = Origin { file: source.display("stores"), line: n };
+        let (name, backend, settings) = match words.as_slice() {
+            [name, "embedded", rest @ ..] => (*name, Backend::Embedded(Default::default()), rest),
+            [name, "redis", url, rest @ ..] => {
+                store::redis::check_url(url).map_err(err)?;
+                (*name, Backend::Redis(store::redis::RedisSettings::new(url)), rest)
+            }
+            [_, "redis"] => return Err(err("a redis store needs its URL: `NAME redis redis://HOST:PORT`".into())),
+            [_, backend, ..] => return Err(err(format!("unknown store backend `{backend}` (embedded, redis)"))),
+            _ => return Err(err(format!("expected `NAME embedded` or `NAME redis URL`, found `{line}`"))),
+        };
+        store::check_store_name(name).map_err(err)?;
+        if let Some(first) = stores.iter().find(|s| s.name == name) {
+            return Err(err(format!("store `{name}` is already defined at {}", first.origin)));
+        }
+        let mut s = StoreSettings { name: name.to_string(), backend, timeout: store::DEFAULT_TIMEOUT, origin };
+        if settings.len() % 2 != 0 {
+            return Err(err(format!(
+                "expected `setting value` pairs after the backend, found `{}`",
+                settings.join(" ")
+            )));
+        }
+        for pair in settings.chunks(2) {
+            set_store(&mut s, pair[0], pair[1]).map_err(err)?;
+        }
+        stores.push(s);
+    }
+    Ok(stores)
+}
+
+fn set_store(s: &mut StoreSettings, setting: &str, value: &str) -> Result<(), String> {
+    match (&mut s.backend, setting) {
+        (_, "timeout") => {
+            s.timeout = parse_duration(value)?;
+            if !store::TIMEOUT_RANGE.contains(&s.timeout) {
+                return Err(format!("timeout `{value}` is out of range: it must be from 1ms to 60s"));
+            }
+        }
+        (Backend::Embedded(e), "max-entries") => e.max_entries = parse_count(value, 1)? as u64,
+        (Backend::Embedded(e), "max-bytes") => e.max_bytes = in_range("max-bytes", value, 1..=u64::MAX)?,
+        (Backend::Redis(r), "pool") => {
+            r.pool = parse_count(value, 1)?;
+            if r.pool > 64 {
+                return Err(format!("pool `{value}` is out of range: it must be from 1 to 64"));
+            }
+        }
+        (Backend::Redis(r), "prefix") => {
+            store::redis::check_prefix(value)?;
+            r.prefix = value.to_string();
+        }
+        (Backend::Embedded(_), _) => {
+            return Err(format!("unknown setting `{setting}` of an embedded store (max-entries, max-bytes, timeout)"));
+        }
+        (Backend::Redis(_), _) => {
+            return Err(format!("unknown setting `{setting}` of a redis store (timeout, pool, prefix)"));
+        }
+    }
+    Ok(())
+}
+
+/// Every store granted in `sandbox` is defined in `stores`, and each plugin's own namespace can
+/// be named after its instance name.
+fn check_store_grants(plugins: &[PluginLine], stores: &[StoreSettings]) -> Result<(), ConfigError> {
+    for p in plugins {
+        for grant in &p.sandbox.stores {
+            if !stores.iter().any(|s| s.name == grant.store) {
+                return Err(ConfigError::at(
+                    &grant.origin,
+                    format!("no store `{}` in config/stores (granted to plugin `{}`)", grant.store, p.instance),
+                ));
+            }
+            store::check_namespace(&grant.namespace(&p.instance)).map_err(|e| {
+                ConfigError::at(
+                    &grant.origin,
+                    format!("plugin `{}` cannot have a namespace of its own: {e}", p.instance),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `authentication`: the names of the checks to make, one or more per line.
@@ -599,6 +700,10 @@ fn parse_plugins(
 /// | `breaker` | `FAULTS WINDOW COOLDOWN`: that many faults within the window disable the plugin | `20 1m 30s` |
 /// | `config-file` | `NAME...`: config files it may read beyond its own (never the server's, nothing with `/`) | none |
 /// | `rights` | `RIGHT...` of `relay-client`, `authenticate`, `accept-recipient`, `queue` (`none` withdraws them) | none |
+/// | `dns` | `any`, `none`, or `ZONE...`: the names it may look up | none |
+/// | `dns-queries` | DNS questions per transaction | `64` |
+/// | `store` | `NAME` (a store of `config/stores`, the keys in the plugin's own namespace), `NAME shared NAMESPACE` (a namespace shared with the other plugins granted it), or `none`; one line per store | none |
+/// | `store-operations` | store calls per transaction | `256` |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
         return Ok(());
@@ -714,6 +819,15 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str], origin: 
         }
         "dns" => s.dns = DnsGrant::parse(values)?,
         "dns-queries" => s.dns_queries = parse_u32(one()?)?,
+        "store" => match StoreGrant::parse(values, origin)? {
+            None => s.stores.clear(),
+            Some(grant) => {
+                // A later line for the same store replaces the earlier (after a `*` line, say).
+                s.stores.retain(|g| g.store != grant.store);
+                s.stores.push(grant);
+            }
+        },
+        "store-operations" => s.store_operations = parse_u32(one()?)?,
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
     Ok(())
@@ -917,6 +1031,84 @@ mod tests {
             assert_eq!(e.line, Some(2), "{e}");
             assert!(e.what.contains(what), "{e}");
         }
+    }
+
+    #[test]
+    fn stores_and_their_grants() {
+        let (_d, src) = dir(&[
+            ("plugins", "greylisting\nlimit\nkarma\nrcpt_ok\n"),
+            (
+                "stores",
+                "# the state\nmain embedded max-entries 1000 max-bytes 1M\nshared redis redis://127.0.0.1:6379/2 timeout 200ms pool 4 prefix mx:\n",
+            ),
+            (
+                "sandbox",
+                "* store main\ngreylisting store-operations 300\nkarma store shared shared reputation\nlimit store shared shared reputation\nrcpt_ok store none\n",
+            ),
+        ]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.stores.len(), 2);
+        assert_eq!(c.stores[0].name, "main");
+        let Backend::Embedded(e) = &c.stores[0].backend else { panic!("{:?}", c.stores[0]) };
+        assert_eq!((e.max_entries, e.max_bytes), (1000, 1 << 20));
+        assert_eq!(c.stores[0].timeout, store::DEFAULT_TIMEOUT);
+        let Backend::Redis(r) = &c.stores[1].backend else { panic!("{:?}", c.stores[1]) };
+        assert_eq!((r.url.as_str(), r.pool, r.prefix.as_str()), ("redis://127.0.0.1:6379/2", 4, "mx:"));
+        assert_eq!((c.stores[1].timeout, c.stores[1].origin.line), (Duration::from_millis(200), 3));
+        let grants = |i: usize| {
+            let p = &c.plugins[i];
+            p.sandbox.stores.iter().map(|g| (g.store.clone(), g.namespace(&p.instance))).collect::<Vec<_>>()
+        };
+        assert_eq!(grants(0), [("main".to_string(), "plugin:greylisting".to_string())]);
+        assert_eq!(c.plugins[0].sandbox.store_operations, 300);
+        assert_eq!(c.plugins[1].sandbox.store_operations, SandboxSettings::default().store_operations);
+        assert_eq!(grants(2), [("main".into(), "plugin:karma".into()), ("shared".into(), "shared:reputation".into())]);
+        assert_eq!(grants(1)[1], ("shared".into(), "shared:reputation".into()), "shared on purpose");
+        assert!(grants(3).is_empty(), "`none` withdrew the `*` grant");
+
+        let (_d, src) = dir(&[("plugins", "rcpt_ok\n")]);
+        let c = Config::load(src).unwrap();
+        assert!(c.stores.is_empty() && c.plugins[0].sandbox.stores.is_empty(), "no store unless defined and granted");
+
+        for (file, text, line, what) in [
+            ("stores", "main embedded\nmain embedded\n", 2, "already defined at"),
+            ("stores", "Main embedded\n", 1, "not a store name"),
+            ("stores", "main memcached\n", 1, "unknown store backend `memcached`"),
+            ("stores", "main redis\n", 1, "needs its URL"),
+            ("stores", "main redis http://127.0.0.1\n", 1, "not a Redis URL"),
+            ("stores", "main embedded max-entries\n", 1, "pairs"),
+            ("stores", "main embedded pool 3\n", 1, "unknown setting `pool` of an embedded store"),
+            (
+                "stores",
+                "main redis redis://127.0.0.1 max-bytes 1M\n",
+                1,
+                "unknown setting `max-bytes` of a redis store",
+            ),
+            ("stores", "main embedded timeout 61s\n", 1, "out of range"),
+            ("stores", "main redis redis://127.0.0.1 pool 65\n", 1, "out of range"),
+            ("stores", "main redis redis://127.0.0.1 prefix a{b}\n", 1, "without `{` or `}`"),
+            ("sandbox", "# x\nrcpt_ok store elsewhere\n", 2, "no store `elsewhere` in config/stores"),
+            ("sandbox", "rcpt_ok store main shared\n", 1, "store takes NAME"),
+            ("sandbox", "rcpt_ok store main shared a}b\n", 1, "cannot name a namespace"),
+        ] {
+            let mut files = vec![("plugins", "rcpt_ok\n")];
+            if file != "stores" {
+                files.push(("stores", "main embedded\n"));
+            }
+            files.push((file, text));
+            let (_d, src) = dir(&files);
+            let e = Config::load(src).unwrap_err();
+            assert!(e.path.ends_with(file) && e.line == Some(line) && e.what.contains(what), "{text}: {e}");
+        }
+        // An instance name that cannot name a namespace cannot be granted a store of its own.
+        let (_d, src) = dir(&[
+            ("plugins", "rcpt_ok:{x}\n"),
+            ("stores", "main embedded\n"),
+            ("sandbox", "rcpt_ok:{x} store main\n"),
+        ]);
+        let e = Config::load(src).unwrap_err();
+        assert!(e.what.contains("cannot have a namespace of its own"), "{e}");
+        assert!(check_plugin_file("stores").is_err(), "config/stores is the server's own");
     }
 
     #[test]

@@ -119,7 +119,16 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("configuration error: {}: {e}", config.source.display("resolver")))?,
         ),
     };
-    let services = wasmtpd_host::Services { resolver: resolver.clone() };
+    // Only the stores some plugin is granted are opened (an embedded one makes its file).
+    let granted: Vec<_> = config
+        .stores
+        .iter()
+        .filter(|s| config.plugins.iter().any(|p| p.sandbox.stores.iter().any(|g| g.store == s.name)))
+        .cloned()
+        .collect();
+    let stores = wasmtpd_host::store::open(&granted, &args.state_dir)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores };
     let runner = wasmtpd::plugins::load(&config, &dirs, &services)?;
     let authenticator = match (&resolver, config.checks.any()) {
         (Some(r), true) => Some(Authenticator::new(config.checks, r, &config.me)),

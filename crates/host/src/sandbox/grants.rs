@@ -1,5 +1,6 @@
 //! What the operator grants a plugin beyond nothing, and which grants the host refuses: host
-//! directories (`grant-dir`) and the [`Rights`] to loosen policy (`rights`). (The config files
+//! directories (`grant-dir`), the [`Rights`] to loosen policy (`rights`), DNS ([`DnsGrant`],
+//! `dns`) and key-value stores ([`StoreGrant`], `store`). (The config files
 //! it may read are named in [`SandboxSettings::config_files`](super::SandboxSettings) and
 //! checked by `state::ConfigGrant`.)
 //!
@@ -194,6 +195,48 @@ impl DnsGrant {
     }
 }
 
+/// A store granted to a plugin (`store NAME` in `config/sandbox`), and the namespace its keys
+/// are in: its own (named after its instance name), or one the operator shares between
+/// plugins on purpose (`store NAME shared NAMESPACE`). A plugin reaches no other namespace: the
+/// host puts the namespace, never the plugin, in front of every key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreGrant {
+    /// The store's name in `config/stores`.
+    pub store: String,
+    /// The shared namespace; `None`: the plugin's own.
+    pub shared: Option<String>,
+    /// Where it was granted, for error messages.
+    pub origin: Origin,
+}
+
+impl StoreGrant {
+    /// `store` followed by `values`: `NAME`, `NAME shared NAMESPACE`, or `none` (`Ok(None)`:
+    /// every store withdrawn).
+    pub fn parse(values: &[&str], origin: &Origin) -> Result<Option<StoreGrant>, String> {
+        let (store, shared) = match values {
+            ["none"] => return Ok(None),
+            [store] => (store, None),
+            [store, "shared", namespace] => {
+                crate::store::check_namespace(namespace).map_err(|e| format!("store {store} shared: {e}"))?;
+                (store, Some(namespace.to_string()))
+            }
+            _ => return Err("store takes NAME, NAME shared NAMESPACE, or none".into()),
+        };
+        crate::store::check_store_name(store)?;
+        Ok(Some(StoreGrant { store: store.to_string(), shared, origin: origin.clone() }))
+    }
+
+    /// The namespace of the keys of plugin `instance` in this store: `plugin:INSTANCE`, or
+    /// `shared:NAMESPACE` (the prefixes keep a plugin's namespace and a shared one apart,
+    /// whatever their names).
+    pub fn namespace(&self, instance: &str) -> String {
+        match &self.shared {
+            Some(shared) => format!("shared:{shared}"),
+            None => format!("plugin:{instance}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +283,21 @@ mod tests {
         assert_eq!(DnsGrant::parse(&["none"]), Ok(DnsGrant::Nothing));
         for bad in [&[][..], &["a..b"], &["zen example"], &["127.0.0.1:53"]] {
             assert!(DnsGrant::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_store_grant_names_its_namespace() {
+        let origin = Origin { file: "sandbox".into(), line: 4 };
+        let own = StoreGrant::parse(&["main"], &origin).unwrap().unwrap();
+        assert_eq!(own.namespace("greylisting"), "plugin:greylisting");
+        assert_eq!(own.namespace("rcpt_ok:2"), "plugin:rcpt_ok:2");
+        let shared = StoreGrant::parse(&["main", "shared", "reputation"], &origin).unwrap().unwrap();
+        assert_eq!(shared.namespace("karma"), "shared:reputation");
+        assert_eq!(shared.origin, origin);
+        assert_eq!(StoreGrant::parse(&["none"], &origin), Ok(None));
+        for bad in [&[][..], &["Main"], &["main", "shared"], &["main", "shared", "a{b}"], &["main", "private", "x"]] {
+            assert!(StoreGrant::parse(bad, &origin).is_err(), "{bad:?}");
         }
     }
 }

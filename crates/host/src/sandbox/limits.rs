@@ -75,6 +75,7 @@ pub fn store(
         log_lines: 0,
         relay_refusal_logged: false,
         dns: Default::default(),
+        store_use: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

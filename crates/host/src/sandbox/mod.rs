@@ -17,8 +17,10 @@
 //! - only what the operator grants in `config/sandbox`: a WASI view of its own temporary
 //!   directory (`wasi-temp`), host directories read-only or read-write (`grant-dir`), in none
 //!   of which it can make a link, config files beyond its own (`config-file`), the
-//!   [`Rights`] to loosen policy (`rights`), and DNS for any name or names under zones
-//!   ([`DnsGrant`], `dns`), at most `dns-queries` per transaction.
+//!   [`Rights`] to loosen policy (`rights`), DNS for any name or names under zones
+//!   ([`DnsGrant`], `dns`), at most `dns-queries` per transaction, and key-value stores of
+//!   `config/stores`, each in the plugin's own namespace unless shared on purpose
+//!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction.
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
@@ -34,7 +36,7 @@ mod limits;
 mod wasi;
 
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
-pub use grants::{DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, grant_dirs};
+pub use grants::{DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs};
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
 
@@ -87,6 +89,11 @@ pub struct SandboxSettings {
     /// Most DNS questions it may ask per transaction (the connection phase counts as one).
     /// Default 64: a blocklist plugin asks one per zone, SPF-like logic a dozen.
     pub dns_queries: u32,
+    /// The key-value stores it may use (none by default), at most one grant per store.
+    pub stores: Vec<StoreGrant>,
+    /// Most store calls it may make per transaction (the connection phase counts as one).
+    /// Default 256: a greylister makes one or two per recipient, of at most 100.
+    pub store_operations: u32,
     /// When repeated faults disable the plugin for a while.
     pub breaker: crate::breaker::BreakerSettings,
 }
@@ -106,6 +113,8 @@ impl Default for SandboxSettings {
             rights: Rights::default(),
             dns: DnsGrant::default(),
             dns_queries: 64,
+            stores: Vec::new(),
+            store_operations: 256,
             breaker: crate::breaker::BreakerSettings::default(),
         }
     }

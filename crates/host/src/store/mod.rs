@@ -121,6 +121,8 @@ pub struct StoreSettings {
     pub backend: Backend,
     /// Its time limit per operation. Default 1 s.
     pub timeout: Duration,
+    /// Where it was defined, for error messages.
+    pub origin: crate::sandbox::Origin,
 }
 
 /// Where a store keeps its entries.

@@ -17,6 +17,30 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+impl RedisSettings {
+    /// The settings of a store at `url`, with the default pool and prefix.
+    pub fn new(url: &str) -> RedisSettings {
+        RedisSettings { url: url.to_string(), pool: 2, prefix: "wasmtpd:".into() }
+    }
+}
+
+/// Whether `url` is a Redis URL the client can use (`redis://HOST:PORT[/DB]`, `rediss://`).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(format!("`{url}` is not a Redis URL (redis://HOST:PORT[/DB])"));
+    }
+    ::redis::Client::open(url).map(|_| ()).map_err(|e| format!("`{url}` is not a Redis URL: {e}"))
+}
+
+/// Whether `prefix` may go before keys: at most 64 visible ASCII characters, no `{` or `}`
+/// (the namespace after it is the key's hash tag).
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    match prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') {
+        true => Ok(()),
+        false => Err(format!("prefix `{prefix}`: at most 64 visible ASCII characters, without `{{` or `}}`")),
+    }
+}
+
 pub struct Redis;
 
 impl Redis {
