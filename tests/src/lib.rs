@@ -6,7 +6,9 @@
 //! - [`Client`] is a blocking SMTP client with reply-code expectations; bytes are sent exactly
 //!   as given, so tests can send what a real client never would. It can switch to TLS.
 //! - [`tls`]: a certificate authority per test, and the client side of TLS.
+//! - [`dkim`]: a DKIM key for a test zone, and messages signed with it.
 
+pub mod dkim;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
