@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -212,7 +212,7 @@ $TTL 300
 const SOA: u16 = 6;
 
 /// A DNS query (RFC 1035 section 4.1) for `name` of type `qtype`, class IN, no recursion.
-fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     let mut q = Vec::with_capacity(18 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -265,6 +265,8 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
 /// answering each query with what `respond` makes of it (nothing for `None`). Stopped on drop.
 struct LoopbackNameServer {
     addr: SocketAddr,
+    /// Queries received so far, over UDP and TCP.
+    queries: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -285,11 +287,12 @@ impl LoopbackNameServer {
         udp.set_read_timeout(Some(POLL)).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || serve(&udp, &tcp, respond, &stop)
+            let (stop, queries) = (stop.clone(), queries.clone());
+            move || serve(&udp, &tcp, respond, &queries, &stop)
         });
-        LoopbackNameServer { addr, stop, thread: Some(thread) }
+        LoopbackNameServer { addr, queries, stop, thread: Some(thread) }
     }
 }
 
@@ -304,14 +307,21 @@ impl Drop for LoopbackNameServer {
 
 /// The name server's loop, until `stop`: each pass waits at most [`POLL`] for a datagram,
 /// then looks at the TCP listener and connections without waiting.
-fn serve(udp: &UdpSocket, tcp: &TcpListener, respond: fn(&[u8]) -> Option<Vec<u8>>, stop: &AtomicBool) {
+fn serve(
+    udp: &UdpSocket,
+    tcp: &TcpListener,
+    respond: fn(&[u8]) -> Option<Vec<u8>>,
+    queries: &AtomicUsize,
+    stop: &AtomicBool,
+) {
     let mut connections: Vec<(TcpStream, Vec<u8>)> = Vec::new();
     let mut buf = vec![0u8; 65535];
     while !stop.load(Ordering::Relaxed) {
-        if let Ok((n, peer)) = udp.recv_from(&mut buf)
-            && let Some(answer) = respond(&buf[..n])
-        {
-            let _ = udp.send_to(&answer, peer);
+        if let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            queries.fetch_add(1, Ordering::Relaxed);
+            if let Some(answer) = respond(&buf[..n]) {
+                let _ = udp.send_to(&answer, peer);
+            }
         }
         while let Ok((stream, _)) = tcp.accept() {
             if stream.set_nonblocking(true).is_ok() {
@@ -335,6 +345,7 @@ fn serve(udp: &UdpSocket, tcp: &TcpListener, respond: fn(&[u8]) -> Option<Vec<u8
                     break;
                 }
                 let message: Vec<u8> = pending.drain(..2 + len).skip(2).collect();
+                queries.fetch_add(1, Ordering::Relaxed);
                 if let Some(answer) = respond(&message) {
                     let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
                     framed.extend_from_slice(&answer);
@@ -364,6 +375,11 @@ impl SilentNameServer {
     pub fn addr(&self) -> SocketAddr {
         self.0.addr
     }
+
+    /// How many queries it has received (over UDP and TCP).
+    pub fn queries(&self) -> usize {
+        self.0.queries.load(Ordering::Relaxed)
+    }
 }
 
 /// A name server that answers every query, over UDP and TCP, with SERVFAIL ([`servfail`]).
@@ -376,6 +392,11 @@ impl FailingNameServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.0.addr
+    }
+
+    /// How many queries it has received (over UDP and TCP).
+    pub fn queries(&self) -> usize {
+        self.0.queries.load(Ordering::Relaxed)
     }
 }
 

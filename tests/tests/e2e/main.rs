@@ -5,6 +5,7 @@ mod chain;
 mod clients;
 mod config;
 mod disk;
+mod dns;
 mod durability;
 mod languages;
 mod limits;
