@@ -23,7 +23,9 @@ impl DkimKey {
     /// A new 2048-bit RSA key (its record is longer than one TXT character-string, so the
     /// test also shows that the server joins a record's strings).
     pub fn generate(domain: &str, selector: &str) -> DkimKey {
-        let private = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-outform", "DER"], None);
+        // genpkey's DER is PKCS#1 on OpenSSL 3.0; pkcs8 -topk8 makes it PKCS#8 whatever the version.
+        let pem = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], None);
+        let private = openssl(&["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"], Some(&pem));
         let public_der = openssl(&["pkey", "-inform", "DER", "-pubout", "-outform", "DER"], Some(&private));
         use base64::Engine;
         let public = base64::engine::general_purpose::STANDARD.encode(public_der);

@@ -25,11 +25,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use wasmtpd_host::plugin::PluginSpec;
 use wasmtpd_host::resolver::{Resolver, ResolverSettings};
 use wasmtpd_host::sandbox::DnsGrant;
-use wasmtpd_host::{PluginHost, Services};
-use wasmtpd_host::plugin::PluginSpec;
 use wasmtpd_host::sandbox::{Right, SandboxSettings};
+use wasmtpd_host::{PluginHost, Services};
 use wasmtpd_smtp::{
     Address, Connection, Content, Hook, HookArgs, HookContext, HookRunner, MailParams, Message, Recipient, Transaction,
 };
@@ -84,8 +84,7 @@ fn host_with(plugins: &[(&str, &[&str])], settings: SandboxSettings, services: &
         .collect();
     let dir = std::env::temp_dir().join(format!("wasmtpd-bench-{}", std::process::id()));
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-plugin-cache");
-    PluginHost::load(&specs, Arc::new(Files), services, &dir.join("spool"), &cache, 1000)
-        .expect("loading the plugins")
+    PluginHost::load(&specs, Arc::new(Files), services, &dir.join("spool"), &cache, 1000).expect("loading the plugins")
 }
 
 fn ctx<'a>(connection: &'a mut Connection, transaction: &'a mut Transaction) -> HookContext<'a> {
