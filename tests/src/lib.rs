@@ -6,11 +6,16 @@
 //! - [`Client`] is a blocking SMTP client with reply-code expectations; bytes are sent exactly
 //!   as given, so tests can send what a real client never would. It can switch to TLS.
 //! - [`tls`]: a certificate authority per test, and the client side of TLS.
+//! - [`dkim`]: a DKIM key for a test zone, and messages signed with it.
+//! - [`dns`]: name servers for the DNS tests (a private nsd with the test's zones, one that
+//!   never answers, one that answers SERVFAIL).
 
+pub mod dkim;
+pub mod dns;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -259,6 +264,13 @@ impl TestServer {
         c
     }
 
+    /// Connects from `source` ([`Client::connect_from`]) and reads the 220 greeting.
+    pub fn greeted_from(&self, source: IpAddr) -> Client {
+        let mut c = Client::connect_from(self.addr, source);
+        c.expect(220);
+        c
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -352,7 +364,21 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
+        Client::over(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Connects from the address `source` (any of 127.0.0.0/8 is local on Linux, so a test
+    /// can be a client at 127.0.0.2, say, which a test DNS list lists).
+    pub fn connect_from(addr: SocketAddr, source: IpAddr) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        socket.bind(&SocketAddr::new(source, 0).into()).unwrap_or_else(|e| panic!("binding to {source}: {e}"));
+        socket.connect(&addr.into()).unwrap_or_else(|e| panic!("connecting from {source} to {addr}: {e}"));
+        Client::over(socket.into())
+    }
+
+    /// A client on a connected stream, with the read timeout and no Nagle delay.
+    fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         stream.set_nodelay(true).unwrap();
         Client { stream: Some(tls::ClientStream::Plain(stream)), buf: Vec::new() }

@@ -2,7 +2,12 @@
 //! - `swaks` (Debian package `swaks`): a real SMTP client for interoperability tests, with
 //!   `libio-socket-ssl-perl` and `libnet-ssleay-perl` for its `--tls`;
 //! - `python3` (Debian package `python3`), whose standard `smtplib` is the second real client;
-//! - `openssl` (Debian package `openssl`), whose `s_client -starttls smtp` checks the handshake.
+//! - `openssl` (Debian package `openssl`), whose `s_client -starttls smtp` checks the handshake;
+//! - `nsd` (Debian package `nsd`), the authoritative name server the DNS tests start privately
+//!   on a loopback port with zones of their own (`tests/src/dns.rs`). It is installed without
+//!   starting: a `/usr/sbin/policy-rc.d` that exits 101 is in place during the install (and
+//!   removed after, unless it was there before), and a system nsd that started all the same is
+//!   stopped by the PID in its pidfile.
 //!
 //! A tool that is already there is left alone. Installing needs root (or sudo).
 
@@ -21,15 +26,70 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("command -v openssl", "openssl"),
 ];
 
+/// Daemons the tests start privately; installing one must not start the system's own.
+/// (shell check, Debian package, the pidfile its system service would write)
+const TEST_DAEMONS: &[(&str, &str, &str)] = &[("test -x /usr/sbin/nsd || command -v nsd", "nsd", "/run/nsd/nsd.pid")];
+
+/// Where Debian's `invoke-rc.d` asks whether a package may start its service (exit 101: no).
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
 pub fn test_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(check, _)| !succeeds(check)).map(|(_, pkg)| *pkg).collect();
-    if missing.is_empty() {
-        let names: Vec<&str> = TEST_TOOLS.iter().map(|(_, pkg)| *pkg).collect();
+    let daemons: Vec<&(&str, &str, &str)> = TEST_DAEMONS.iter().filter(|(check, _, _)| !succeeds(check)).collect();
+    if missing.is_empty() && daemons.is_empty() {
+        let names: Vec<&str> =
+            TEST_TOOLS.iter().map(|(_, pkg)| *pkg).chain(TEST_DAEMONS.iter().map(|(_, pkg, _)| *pkg)).collect();
         eprintln!("xtask: test tools present: {}", names.join(", "));
         return Ok(());
     }
-    eprintln!("xtask: installing Debian packages for the tests: {}", missing.join(", "));
-    apt_install(&missing)
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages for the tests: {}", missing.join(", "));
+        apt_install(&missing)?;
+    }
+    if !daemons.is_empty() {
+        let packages: Vec<&str> = daemons.iter().map(|(_, pkg, _)| *pkg).collect();
+        eprintln!("xtask: installing Debian packages for the tests, not started: {}", packages.join(", "));
+        apt_install_not_started(&packages)?;
+        for (_, pkg, pidfile) in daemons {
+            stop_system_service(pkg, pidfile)?;
+        }
+    }
+    Ok(())
+}
+
+/// Installs `packages` with a `policy-rc.d` in place that forbids starting services; the
+/// file is removed after, unless it was there before (Docker images have one of their own).
+fn apt_install_not_started(packages: &[&str]) -> Result<()> {
+    let ours = !std::path::Path::new(POLICY_RC_D).exists();
+    if ours {
+        let script = format!("printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}");
+        run(&mut as_root(&["sh", "-c", &script]))?;
+    }
+    let installed = apt_install(packages);
+    if ours {
+        run(&mut as_root(&["rm", "-f", POLICY_RC_D]))?;
+    }
+    installed
+}
+
+/// Stops `package`'s system service if it started after all (a system without invoke-rc.d's
+/// policy, say): by the PID in its pidfile, then waits (bounded) for it to go.
+fn stop_system_service(package: &str, pidfile: &str) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(pidfile) else { return Ok(()) };
+    let Ok(pid) = text.trim().parse::<u32>() else { return Ok(()) };
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if !alive() {
+        return Ok(());
+    }
+    eprintln!("xtask: the install started the system's {package} (PID {pid}); stopping it");
+    run(&mut as_root(&["kill", "-TERM", &pid.to_string()]))?;
+    for _ in 0..100 {
+        if !alive() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!("the system's {package} (PID {pid}) did not stop within 5 s of SIGTERM; stop it by hand")
 }
 
 pub fn on_path(cmd: &str) -> bool {
@@ -45,21 +105,23 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     if !on_path("apt-get") {
         bail!("cannot install {}: no apt-get on this machine; install them by hand", packages.join(", "));
     }
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let sudo = |args: &[&str]| {
-        let mut c = if root { Command::new(args[0]) } else { Command::new("sudo") };
-        if root {
-            c.args(&args[1..]);
-        } else {
-            c.args(args);
-        }
-        c.env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
-    run(&mut sudo(&["apt-get", "update", "-qq"]))?;
-    let mut install = sudo(&["apt-get", "install", "-y", "-qq"]);
+    run(&mut as_root(&["apt-get", "update", "-qq"]))?;
+    let mut install = as_root(&["apt-get", "install", "-y", "-qq"]);
     install.args(packages);
     run(&mut install)
+}
+
+/// `args` as a command run as root: directly when we are root, else through sudo.
+fn as_root(args: &[&str]) -> Command {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let mut c = if root { Command::new(args[0]) } else { Command::new("sudo") };
+    if root {
+        c.args(&args[1..]);
+    } else {
+        c.args(args);
+    }
+    c.env("DEBIAN_FRONTEND", "noninteractive");
+    c
 }
 
 /// What `cargo xtask bench` runs: Postfix (smtpd, smtp-sink, smtp-source) and qpsmtpd from

@@ -12,15 +12,24 @@
 //!   benchmark chain (count_unrecognized_commands, check_badmailfrom, check_badrcptto,
 //!   rcpt_ok, headers, queue/discard), a new transaction each time.
 //!
+//! - `dns/cached_check_lists`: `dnsbl`'s connect hook, one `check-lists` call for a client
+//!   that one zone lists (its A and TXT lookups), answered from the resolver's cache (a name
+//!   server of the benchmark's own, `name_server.rs`, answers the first time). Minus
+//!   `hook_call/bare`, that is what a cached lookup costs a plugin.
+//!
 //! `cargo xtask build-plugins && cargo bench -p wasmtpd-host`.
+
+mod name_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmtpd_host::PluginHost;
 use wasmtpd_host::plugin::PluginSpec;
+use wasmtpd_host::resolver::{Resolver, ResolverSettings};
+use wasmtpd_host::sandbox::DnsGrant;
 use wasmtpd_host::sandbox::{Right, SandboxSettings};
+use wasmtpd_host::{PluginHost, Services};
 use wasmtpd_smtp::{
     Address, Connection, Content, Hook, HookArgs, HookContext, HookRunner, MailParams, Message, Recipient, Transaction,
 };
@@ -32,6 +41,7 @@ impl wasmtpd_host::ConfigFiles for Files {
             "rcpthosts" => &["example.com"],
             "badmailfrom" => &["spammer@bad.test", "@spam.test"],
             "badrcptto" => &["nobody@example.com"],
+            "dnsbl_zones" => &["bl.bench"],
             _ => return None,
         };
         Some(lines.iter().map(|s| s.to_string()).collect())
@@ -55,6 +65,10 @@ fn plugin_dir() -> PathBuf {
 }
 
 fn host(plugins: &[(&str, &[&str])]) -> PluginHost {
+    host_with(plugins, settings(), &Default::default())
+}
+
+fn host_with(plugins: &[(&str, &[&str])], settings: SandboxSettings, services: &Services) -> PluginHost {
     let specs: Vec<PluginSpec> = plugins
         .iter()
         .map(|(name, args)| {
@@ -64,14 +78,13 @@ fn host(plugins: &[(&str, &[&str])]) -> PluginHost {
                 name: name.to_string(),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 path,
-                settings: settings(),
+                settings: settings.clone(),
             }
         })
         .collect();
     let dir = std::env::temp_dir().join(format!("wasmtpd-bench-{}", std::process::id()));
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-plugin-cache");
-    PluginHost::load(&specs, Arc::new(Files), &Default::default(), &dir.join("spool"), &cache, 1000)
-        .expect("loading the plugins")
+    PluginHost::load(&specs, Arc::new(Files), services, &dir.join("spool"), &cache, 1000).expect("loading the plugins")
 }
 
 fn ctx<'a>(connection: &'a mut Connection, transaction: &'a mut Transaction) -> HookContext<'a> {
@@ -181,5 +194,30 @@ fn transaction(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hook_calls, transaction);
+fn dns(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let settings = ResolverSettings { name_servers: vec![name_server::start()], ..Default::default() };
+    let resolver = rt.block_on(async { Resolver::new(&settings) }).expect("the resolver");
+    let mut sandbox = SandboxSettings { config_files: vec!["dnsbl_zones".into()], ..Default::default() };
+    sandbox.dns = DnsGrant::Zones(vec!["bl.bench".into()]);
+    sandbox.dns_queries = u32::MAX;
+    let dnsbl = host_with(&[("dnsbl", &[])], sandbox, &Services { resolver: Some(resolver) });
+    let mut scope = dnsbl.open_scope();
+    let mut conn = connection();
+    let mut g = c.benchmark_group("dns");
+    g.bench_function("cached_check_lists", |b| {
+        b.iter(|| {
+            let r = rt.block_on(dnsbl.run(
+                &mut scope,
+                Hook::Connect,
+                HookArgs::None,
+                HookContext { connection: &mut conn, transaction: None },
+            ));
+            assert_eq!(r.verdict, wasmtpd_smtp::Verdict::Declined);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hook_calls, transaction, dns);
 criterion_main!(benches);

@@ -263,6 +263,11 @@ fn spf_output_of(check: Option<&AuthCheck>, domain: &str) -> SpfOutput {
 fn dkim_check(output: &mail_auth::DkimOutput<'_>) -> AuthCheck {
     let (result, reason) = match output.result() {
         DkimResult::Pass => (AuthResult::Pass, None),
+        // mail-auth calls a body that changed after signing "neutral"; RFC 6376 section 6.1.3
+        // makes it a permanent failure, which RFC 8601 section 2.7.1 reports as `fail`.
+        DkimResult::Neutral(e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch)) => {
+            (AuthResult::Fail, Some(e.to_string()))
+        }
         DkimResult::Neutral(e) => (AuthResult::Neutral, Some(e.to_string())),
         DkimResult::Fail(e) => (AuthResult::Fail, Some(e.to_string())),
         DkimResult::PermError(e) => (AuthResult::PermError, Some(e.to_string())),

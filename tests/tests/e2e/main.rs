@@ -5,6 +5,8 @@ mod chain;
 mod clients;
 mod config;
 mod disk;
+mod dns;
+mod dns_filters;
 mod durability;
 mod languages;
 mod limits;

@@ -9,6 +9,8 @@
 //! 4. Rounds: in every round, each workload against each server in turn (A B C A B C ...), so
 //!    a machine that slows down mid-run slows everyone alike. Medians are reported, with each
 //!    server's rate as a ratio to smtp-sink's in the same rounds.
+//!    `wasmtpd (discard, DNS)` runs the same chain with dnsbl and SPF/DKIM/DMARC against a
+//!    local nsd (`peers.rs`).
 //! 5. 2,000 idle connections to a fresh wasmtpd (a six-plugin chain's instance pool fits about
 //!    2,500 connections in its address space budget: `max_connections` is 2,000 here).
 //! 6. Writes the tables to stdout and `bench/results/<date>-<quick|full>.md`.
@@ -53,6 +55,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     } else {
         Mode { rounds: 5, run_seconds: 10.0, idle_connections: IDLE_CONNECTIONS, settle: Duration::from_secs(10) }
     };
+    crate::install::test_tools()?; // nsd, for the DNS variant
     crate::install::bench_tools(&peers::bench_dir().join("haraka"))?;
     crate::build_plugins::build_plugins()?;
     run(cargo().args(["build", "--release", "--package", "wasmtpd"]))?;
@@ -183,6 +186,7 @@ fn micro_benchmarks(quick: bool) -> Result<Vec<(String, f64, Option<f64>)>> {
         "hook_call/rcpt_ok",
         "new_instance/rcpt_ok",
         "transaction/six_plugins",
+        "dns/cached_check_lists",
     ] {
         let dir = root.join(group).join("new");
         let Ok(estimates) = std::fs::read_to_string(dir.join("estimates.json")) else { continue };

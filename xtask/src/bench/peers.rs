@@ -12,12 +12,19 @@
 //! - `wasmtpd`: the release build, six sandboxed plugins (count_unrecognized_commands,
 //!   check_badmailfrom, check_badrcptto, rcpt_ok, headers, and queue/discard or queue/maildir,
 //!   which fsyncs), default log level (info).
+//! - `wasmtpd (discard, DNS)`: the same with what an MX adds on DNS: `dnsbl` on two zones,
+//!   the server's SPF, DKIM and DMARC checks (`config/authentication`: `dmarc`) with the
+//!   `sender_permitted_from`, `dkim` and `dmarc` plugins, against a local nsd serving the zones
+//!   (the one the tests use, `tests/src/dns.rs`), so every lookup is answered on loopback and
+//!   then from the resolver's cache, as an MX's are for a sender it hears from often.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use wasmtpd_tests::dns::DnsServer;
 
 use crate::project_root;
 
@@ -30,10 +37,18 @@ pub enum Kind {
     Haraka,
     WasmtpdDiscard,
     WasmtpdMaildir,
+    WasmtpdDns,
 }
 
-pub const ALL: [Kind; 6] =
-    [Kind::Sink, Kind::WasmtpdDiscard, Kind::WasmtpdMaildir, Kind::Postfix, Kind::Haraka, Kind::Qpsmtpd];
+pub const ALL: [Kind; 7] = [
+    Kind::Sink,
+    Kind::WasmtpdDiscard,
+    Kind::WasmtpdMaildir,
+    Kind::WasmtpdDns,
+    Kind::Postfix,
+    Kind::Haraka,
+    Kind::Qpsmtpd,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -44,6 +59,7 @@ impl Kind {
             Kind::Haraka => "haraka",
             Kind::WasmtpdDiscard => "wasmtpd (discard)",
             Kind::WasmtpdMaildir => "wasmtpd (maildir)",
+            Kind::WasmtpdDns => "wasmtpd (discard, DNS)",
         }
     }
 
@@ -55,6 +71,7 @@ impl Kind {
             Kind::Haraka => "haraka",
             Kind::WasmtpdDiscard => "wasmtpd-discard",
             Kind::WasmtpdMaildir => "wasmtpd-maildir",
+            Kind::WasmtpdDns => "wasmtpd-dns",
         }
     }
 }
@@ -67,6 +84,8 @@ pub struct Running {
     pub root: u32,
     child: Option<Child>,
     dir: PathBuf,
+    /// The name server the DNS variant asks (stopped with it).
+    _dns: Option<DnsServer>,
 }
 
 /// Where the benchmark keeps its files.
@@ -108,6 +127,7 @@ pub fn start(kind: Kind) -> Result<Running> {
             .spawn()
             .with_context(|| format!("starting {}", kind.name()))
     };
+    let mut dns = None;
     let (child, root) = match kind {
         Kind::Sink => {
             let child = spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{port}"), "1024"]))?;
@@ -134,8 +154,13 @@ pub fn start(kind: Kind) -> Result<Running> {
             let pid = child.id();
             (Some(child), pid)
         }
-        Kind::WasmtpdDiscard | Kind::WasmtpdMaildir => {
+        Kind::WasmtpdDiscard | Kind::WasmtpdMaildir | Kind::WasmtpdDns => {
             setup_wasmtpd(&dir, kind == Kind::WasmtpdMaildir)?;
+            if kind == Kind::WasmtpdDns {
+                let server = start_name_server()?;
+                setup_dns(&dir, server.addr())?;
+                dns = Some(server);
+            }
             let bin = project_root().join("target/release/wasmtpd");
             let child = spawn(
                 Command::new(bin)
@@ -151,7 +176,7 @@ pub fn start(kind: Kind) -> Result<Running> {
             (Some(child), pid)
         }
     };
-    let mut running = Running { kind, port, root, child, dir };
+    let mut running = Running { kind, port, root, child, dir, _dns: dns };
     running.wait_ready()?;
     Ok(running)
 }
@@ -336,4 +361,43 @@ fn setup_haraka(dir: &Path, port: u16) -> Result<()> {
     write(&c, "host_list", "example.com\n")?;
     write(&c, "me", "mx.bench.test\n")?;
     Ok(())
+}
+
+/// The zones of the DNS variant: two blocklists that do not list 127.0.0.1, and SPF and DMARC
+/// records for smtp-source's sender (`bench@remote.test`, HELO `bench.client.test`).
+const BENCH_ZONE: &str = r#"
+remote.test.        3600 IN MX  10 mx.remote.test.
+mx.remote.test.     3600 IN A   192.0.2.10
+remote.test.        3600 IN TXT "v=spf1 ip4:127.0.0.1 -all"
+_dmarc.remote.test. 3600 IN TXT "v=DMARC1; p=reject"
+bench.client.test.  3600 IN A   127.0.0.1
+bench.client.test.  3600 IN TXT "v=spf1 ip4:127.0.0.1 -all"
+; bl1.test and bl2.test list 127.0.0.9 only (127.0.0.1 gets NXDOMAIN, cached by the SOA's minimum).
+9.0.0.127.bl1.test. 3600 IN A   127.0.0.2
+9.0.0.127.bl2.test. 3600 IN A   127.0.0.2
+"#;
+
+/// nsd with [`BENCH_ZONE`] (the harness panics when nsd cannot start; that is a failed setup here).
+fn start_name_server() -> Result<DnsServer> {
+    std::panic::catch_unwind(|| DnsServer::start(&[("test", BENCH_ZONE)]))
+        .map_err(|_| anyhow::anyhow!("the benchmark's name server (nsd) did not start"))
+}
+
+/// The DNS additions to the six-plugin chain: dnsbl first, the authentication policies around
+/// rcpt_ok and headers, the checks on, the resolver on `name_server`.
+fn setup_dns(dir: &Path, name_server: std::net::SocketAddr) -> Result<()> {
+    let c = dir.join("config");
+    write(
+        &c,
+        "plugins",
+        "count_unrecognized_commands 4\ndnsbl\ncheck_badmailfrom\nsender_permitted_from reject 3\ncheck_badrcptto\n\
+         rcpt_ok\nheaders require From,Date\ndkim\ndmarc\nqueue/discard\n",
+    )?;
+    write(&c, "dnsbl_zones", "bl1.test\nbl2.test\n")?;
+    write(&c, "authentication", "dmarc\n")?;
+    write(&c, "resolver", &format!("nameserver {name_server}\ntimeout 2s\n"))?;
+    let sandbox = std::fs::read_to_string(c.join("sandbox"))?;
+    write(&c, "sandbox", &format!("{sandbox}dnsbl dns bl1.test bl2.test\n"))?;
+    // Ten plugins per connection: fewer connections fit the instance pool than with six.
+    write(&c, "limits", "max_connections_per_ip 1000\nmax_connections 1000\n")
 }
