@@ -7,7 +7,9 @@
 //!   on a loopback port with zones of their own (`tests/src/dns.rs`). It is installed without
 //!   starting: a `/usr/sbin/policy-rc.d` that exits 101 is in place during the install (and
 //!   removed after, unless it was there before), and a system nsd that started all the same is
-//!   stopped by the PID in its pidfile.
+//!   stopped by the PID in its pidfile;
+//! - `redis-server` (Debian package `redis-server`), which the key-value store tests start
+//!   privately on loopback ports (`crates/host/tests/stores.rs`), installed the same way.
 //!
 //! A tool that is already there is left alone. Installing needs root (or sudo).
 
@@ -28,7 +30,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 
 /// Daemons the tests start privately; installing one must not start the system's own.
 /// (shell check, Debian package, the pidfile its system service would write)
-const TEST_DAEMONS: &[(&str, &str, &str)] = &[("test -x /usr/sbin/nsd || command -v nsd", "nsd", "/run/nsd/nsd.pid")];
+const TEST_DAEMONS: &[(&str, &str, &str)] = &[
+    ("test -x /usr/sbin/nsd || command -v nsd", "nsd", "/run/nsd/nsd.pid"),
+    ("command -v redis-server", "redis-server", "/run/redis/redis-server.pid"),
+];
 
 /// Where Debian's `invoke-rc.d` asks whether a package may start its service (exit 101: no).
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
