@@ -12,6 +12,7 @@
 
 pub mod dkim;
 pub mod dns;
+pub mod redis;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};

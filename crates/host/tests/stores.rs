@@ -6,9 +6,7 @@
 //! (SIGSTOP), and Redis's view of the keys (namespaces, hash tags).
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,135 +27,14 @@ fn temp_dir(what: &str) -> PathBuf {
     d
 }
 
-/// A private redis-server on a loopback port, stopped (by its PID) and its directory removed
-/// when dropped.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    /// A Redis Cluster of one node, with every slot: it refuses a script whose keys are in
-    /// different slots (CROSSSLOT), as a real cluster does.
-    cluster: bool,
-}
+/// The tests' private redis-server (shared with the end-to-end tests).
+#[path = "../../../tests/src/redis.rs"]
+mod redis_server;
+use redis_server::{RedisServer, free_port};
 
-impl RedisServer {
-    fn start() -> RedisServer {
-        Self::start_with(false)
-    }
-
-    fn start_with(cluster: bool) -> RedisServer {
-        // A port that was free a moment ago; another process may take it first, so try again.
-        for _ in 0..5 {
-            let mut server = RedisServer { child: None, port: free_port(), dir: temp_dir("redis"), cluster };
-            if server.run() {
-                return server;
-            }
-        }
-        panic!("could not start redis-server on a free loopback port (see its log in the test's directory)");
-    }
-
-    /// The path of redis-server; the test fails (never passes) without it.
-    fn binary() -> &'static str {
-        for path in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
-            if Path::new(path).is_file() {
-                return path;
-            }
-        }
-        panic!("redis-server is not installed: `cargo xtask test` installs it (Debian package redis-server)")
-    }
-
-    /// Starts it on its port with its own config; whether it answers within 5 s.
-    fn run(&mut self) -> bool {
-        let config = self.dir.join("redis.conf");
-        let text = format!(
-            "bind 127.0.0.1\nport {}\ndir {}\nsave \"\"\nappendonly no\ndaemonize no\nlogfile {}\nprotected-mode yes\n",
-            self.port,
-            self.dir.display(),
-            self.dir.join("redis.log").display()
-        );
-        let text = match self.cluster {
-            true => {
-                format!("{text}cluster-enabled yes\ncluster-config-file {}\n", self.dir.join("nodes.conf").display())
-            }
-            false => text,
-        };
-        std::fs::write(&config, text).unwrap();
-        let child = Command::new(Self::binary())
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return !self.cluster || self.take_every_slot();
-            }
-            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    /// The one node of a cluster takes all 16384 slots; whether the cluster is up within 5 s.
-    fn take_every_slot(&self) -> bool {
-        let mut c = self.client();
-        let _: () = redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(0).arg(16383).query(&mut c).unwrap();
-        for _ in 0..100 {
-            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
-            if info.contains("cluster_state:ok") {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
-        assert!(ok.success(), "kill -{signal} {}", self.pid());
-    }
-
-    /// Stops it (SIGKILL, by its PID) and waits for it to be gone.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port (empty: it keeps nothing).
-    fn restart(&mut self) {
-        self.stop();
-        assert!(self.run(), "redis-server did not start again on port {}", self.port);
-    }
-
-    /// A plain client, to look at what the store wrote.
-    fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            // A stopped (SIGSTOP) server cannot die of SIGKILL while stopped? It can; but wake it.
-            let _ = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
-        }
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A plain client, to look at what a store wrote.
+fn client(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url()).unwrap().get_connection().unwrap()
 }
 
 /// The log lines of every test of this binary (the stores log from threads of their own).
@@ -185,10 +62,6 @@ fn log() -> Arc<Mutex<Vec<u8>>> {
 fn log_of(name: &str) -> Vec<String> {
     let text = String::from_utf8_lossy(&log().lock().unwrap()).to_string();
     text.lines().filter(|l| l.contains(&format!("store={name} "))).map(str::to_string).collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn soon() -> Instant {
@@ -336,7 +209,7 @@ async fn redis_keys_carry_the_prefix_and_the_namespace_as_hash_tag() {
     .await
     .unwrap();
     s.increment("shared:reputation", "192.0.2.1", 3, None, soon()).await.unwrap();
-    let mut c = server.client();
+    let mut c = client(&server);
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     keys.sort();
     assert_eq!(
@@ -357,8 +230,8 @@ async fn redis_keys_carry_the_prefix_and_the_namespace_as_hash_tag() {
 
 #[tokio::test]
 async fn every_operation_stays_in_one_cluster_slot() {
-    let server = RedisServer::start_with(true);
-    let mut c = server.client();
+    let server = RedisServer::start_cluster();
+    let mut c = client(&server);
     // The cluster refuses a script over two slots, as it would our operations without the
     // namespace as hash tag...
     let crossing: Result<(), _> = redis::cmd("EVAL")
@@ -370,7 +243,7 @@ async fn every_operation_stays_in_one_cluster_slot() {
     assert!(crossing.as_ref().is_err_and(|e| e.to_string().contains("same slot")), "{crossing:?}");
     // ...and takes every one of ours.
     behaves_as_a_store(&redis_store("cluster", &server.url(), Duration::from_secs(2))).await;
-    let slot = |k: &str| -> i64 { redis::cmd("CLUSTER").arg("KEYSLOT").arg(k).query(&mut server.client()).unwrap() };
+    let slot = |k: &str| -> i64 { redis::cmd("CLUSTER").arg("KEYSLOT").arg(k).query(&mut client(&server)).unwrap() };
     assert_eq!(slot("wasmtpd:{plugin:probe}#v"), slot("wasmtpd:{plugin:probe}:count"));
 }
 
@@ -423,7 +296,7 @@ async fn a_redis_down_from_the_start_is_used_once_it_is_up() {
     let r = s.set(NS, "k", b"v".to_vec(), None, Condition::Always, soon()).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    let mut server = RedisServer { child: None, port, dir: temp_dir("redis"), cluster: false };
+    let mut server = RedisServer::stopped(port);
     assert!(server.run(), "redis-server on port {port}");
     until_back(&s, Duration::from_secs(5)).await;
     s.set(NS, "k", b"v".to_vec(), None, Condition::Always, soon()).await.unwrap();
