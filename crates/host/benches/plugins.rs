@@ -201,7 +201,7 @@ fn dns(c: &mut Criterion) {
     let mut sandbox = SandboxSettings { config_files: vec!["dnsbl_zones".into()], ..Default::default() };
     sandbox.dns = DnsGrant::Zones(vec!["bl.bench".into()]);
     sandbox.dns_queries = u32::MAX;
-    let dnsbl = host_with(&[("dnsbl", &[])], sandbox, &Services { resolver: Some(resolver) });
+    let dnsbl = host_with(&[("dnsbl", &[])], sandbox, &Services { resolver: Some(resolver), ..Default::default() });
     let mut scope = dnsbl.open_scope();
     let mut conn = connection();
     let mut g = c.benchmark_group("dns");
