@@ -77,6 +77,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("sandbox", include_str!("../default-config/sandbox")),
     ("tls", include_str!("../default-config/tls")),
     ("auth", include_str!("../default-config/auth")),
+    ("stores", include_str!("../default-config/stores")),
 ];
 
 impl ConfigSource {
@@ -908,6 +909,10 @@ mod tests {
             |i: usize| Right::ALL.into_iter().filter(|r| c.plugins[i].sandbox.rights.has(*r)).collect::<Vec<_>>();
         assert_eq!(rights(0), [Right::AcceptRecipient]);
         assert_eq!(rights(1), [Right::Queue]);
+        // One embedded store to grant, which no plugin is granted yet.
+        assert_eq!(c.stores.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["local"]);
+        assert!(matches!(c.stores[0].backend, Backend::Embedded(_)));
+        assert!(c.plugins.iter().all(|p| p.sandbox.stores.is_empty()));
     }
 
     #[test]
