@@ -82,11 +82,7 @@ fn call(spec: &str, last: &mut Option<u64>) -> Option<Result<String, String>> {
             Ok(Some(e)) => {
                 *last = Some(e.version);
                 let expires = e.expires_in_ms.map_or("never".to_string(), |ms| ms.to_string());
-                Ok(format!(
-                    "ok {:?} version={} expires-in={expires}",
-                    String::from_utf8_lossy(&e.value),
-                    e.version
-                ))
+                Ok(format!("ok {:?} version={} expires-in={expires}", String::from_utf8_lossy(&e.value), e.version))
             }
             Ok(None) => Ok("none".into()),
             Err(e) => Err(error(&e)),
