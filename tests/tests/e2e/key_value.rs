@@ -163,3 +163,21 @@ fn two_servers_share_state_through_redis_and_survive_its_outage() {
         assert!(server.log().contains("key-value store back"), "{}", server.log());
     }
 }
+
+#[test]
+fn a_store_that_stops_answering_times_out_within_the_hooks_time() {
+    let redis = RedisServer::start();
+    // The store would wait 10 s; the plugin's hook may take 600 ms.
+    let stores = format!("slow redis {} timeout 10s\n", redis.url());
+    let server = probe("get:slow:k", &stores, "testing/kv_probe store slow\ntesting/kv_probe timeout 600ms\n");
+    assert_eq!(ask(&server, "x@example.com"), ["get:slow:k -> none"]);
+    redis.signal("STOP");
+    let started = Instant::now();
+    let lines = ask(&server, "x@example.com");
+    let took = started.elapsed();
+    redis.signal("CONT");
+    // The call ends with a tenth of the hook's time left to act: the plugin answers, no fault.
+    assert_eq!(lines, ["get:slow:k -> timeout"]);
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(1), "{took:?}");
+    assert!(!server.log().contains("fault"), "{}", server.log());
+}
