@@ -147,7 +147,12 @@ fn without_a_dns_grant_every_call_is_refused_without_asking_and_logged() {
     let failing = FailingNameServer::start();
     let args = "lookup:a:www.zone.test lookup-all:a:www.zone.test,mx:zone.test reverse:192.0.2.7 \
                 check-lists:bl.test:client";
-    let s = probe(args, &resolver_config(failing.addr(), TIMEOUT), "");
+    // A second instance is granted DNS, so the server has a resolver: the first is refused
+    // for want of its own grant, not for want of a resolver.
+    let chain = format!("testing/dns_probe {args}\ntesting/dns_probe:granted\nrcpt_ok");
+    let sandbox = "queue/maildir grant-dir maildir /maildir rw\ntesting/dns_probe:granted dns any\n";
+    let resolver = resolver_config(failing.addr(), TIMEOUT);
+    let s = TestServer::start_with_chain(&chain, &[("sandbox", sandbox), ("resolver", &resolver)]);
     let mut c = session(&s);
     let lines = ask(&mut c, "b@example.com");
     let refused = "refused: not granted: the operator has not granted this plugin DNS for";
