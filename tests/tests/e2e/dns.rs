@@ -407,3 +407,65 @@ fn check_lists_tells_listed_from_not_listed_from_could_not_ask() {
         ]
     );
 }
+
+#[test]
+fn cname_chains_are_followed_and_their_dead_ends_are_answers_not_waits() {
+    let dns = DnsServer::start(&[(
+        "zone.test",
+        "www A 192.0.2.1\nalias CNAME www\nchain 60 CNAME alias\ndangling CNAME nowhere\n\
+         loop1 CNAME loop2\nloop2 CNAME loop1\n",
+    )]);
+    let s = probe(
+        "lookup:a:chain.zone.test lookup:txt:chain.zone.test lookup:cname:chain.zone.test \
+         lookup:a:dangling.zone.test lookup:a:loop1.zone.test lookup:cname:www.zone.test",
+        &resolver_config(dns.addr(), TIMEOUT),
+        "testing/dns_probe dns any\n",
+    );
+    let mut c = session(&s);
+    let started = Instant::now();
+    let lines = ask(&mut c, "b@example.com");
+    assert!(started.elapsed() < TIMEOUT, "no call waited for a deadline: {:?}", started.elapsed());
+    assert_eq!(
+        lines[..4],
+        [
+            // Two links to the A record, which keeps its own TTL.
+            "a chain.zone.test -> ok 1: A 192.0.2.1 ttl=300",
+            "txt chain.zone.test -> no-records",
+            // Asked for the CNAME itself, the first link.
+            "cname chain.zone.test -> ok 1: CNAME alias.zone.test ttl=60",
+            // The end of the chain does not exist.
+            "a dangling.zone.test -> no-such-domain",
+        ]
+    );
+    // A loop has no end: an error, not records (and no wait).
+    assert!(lines[4].starts_with("a loop1.zone.test -> ") && !lines[4].contains("-> ok"), "{}", lines[4]);
+    assert_eq!(lines[5], "cname www.zone.test -> no-records");
+}
+
+#[test]
+fn at_most_16_questions_or_zones_at_once() {
+    let dns = DnsServer::start(&[ZONE]);
+    let questions: Vec<String> = (0..17).map(|i| format!("a:q{i}.zone.test")).collect();
+    let zones: Vec<String> = (0..17).map(|i| format!("bl{i}.test")).collect();
+    let sixteen = questions[..16].join(",");
+    let s = probe(
+        &format!(
+            "many=lookup-all:{} lists=check-lists:{}:client sixteen=lookup-all:{sixteen}",
+            questions.join(","),
+            zones.join(",")
+        ),
+        &resolver_config(dns.addr(), TIMEOUT),
+        "testing/dns_probe dns any\n",
+    );
+    let mut c = session(&s);
+    for (to, what) in [("many", "questions"), ("lists", "zones")] {
+        let lines = ask(&mut c, &format!("{to}@example.com"));
+        assert_eq!(lines.len(), 17, "{lines:?}");
+        let refused = format!("-> refused: at most 16 {what} at once, not 17");
+        assert!(lines.iter().all(|l| l.ends_with(&refused)), "{lines:?}");
+    }
+    // Nothing was asked, so nothing was counted: sixteen still fit in the budget (64).
+    let lines = ask(&mut c, "sixteen@example.com");
+    assert_eq!(lines.len(), 16, "{lines:?}");
+    assert!(lines.iter().all(|l| l.ends_with("-> no-such-domain")), "{lines:?}");
+}
