@@ -496,3 +496,17 @@ impl Client {
         self.read_reply().expect("reply to end of data")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_connects_from_the_loopback_address_it_is_given() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let _client = Client::connect_from(listener.local_addr().unwrap(), source);
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
+    }
+}
