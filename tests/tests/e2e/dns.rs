@@ -22,11 +22,16 @@ txt 120 TXT "v=spf1 " "ip4:192.0.2.0/24 " "-all"
 txt 120 TXT "second record"
 alias 900 CNAME www
 leaf.branch 300 A 192.0.2.9
+odd 60 TXT "\255abc" "say \"hi\"" ""
 "#,
 );
 
 /// The reverse zone of 192.0.2.0/24.
 const REVERSE: (&str, &str) = ("2.0.192.in-addr.arpa", "7 700 PTR mail.zone.test.\n");
+
+/// The reverse zone of 2001:db8::/32: 2001:db8::1 is v6.zone.test.
+const REVERSE6: (&str, &str) =
+    ("8.b.d.0.1.0.0.2.ip6.arpa", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0 PTR v6.zone.test.\n");
 
 /// A DNS list in the usual form (RFC 5782): 127.0.0.2 listed with a reason, 127.0.0.6 listed
 /// without one, 127.0.0.4 answered with an address outside 127/8 (a list that has gone
@@ -37,6 +42,7 @@ const LIST: (&str, &str) = (
 2.0.0.127 TXT "listed: see http://bl.test/?127.0.0.2"
 6.0.0.127 A 127.0.0.6
 6.0.0.127 A 127.0.0.10
+2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2 A 127.0.0.2
 4.0.0.127 A 10.0.0.4
 5.0.0.127 A 127.255.255.254
 spammer.example A 127.0.0.2
@@ -91,10 +97,10 @@ fn delivers(c: &mut Client) {
 
 #[test]
 fn lookups_give_typed_records_with_their_ttls() {
-    let dns = DnsServer::start(&[ZONE, REVERSE]);
+    let dns = DnsServer::start(&[ZONE, REVERSE, REVERSE6]);
     let args = "lookup:a:www.zone.test lookup:aaaa:WWW.Zone.Test. lookup:mx:zone.test lookup:mx:nullmx.zone.test \
-                lookup:txt:txt.zone.test lookup:a:alias.zone.test lookup:cname:alias.zone.test \
-                lookup:ns:zone.test reverse:192.0.2.7";
+                lookup:txt:txt.zone.test lookup:txt:odd.zone.test lookup:a:alias.zone.test \
+                lookup:cname:alias.zone.test lookup:ns:zone.test reverse:192.0.2.7 reverse:2001:db8::1";
     let s = probe(args, &resolver_config(dns.addr(), TIMEOUT), "testing/dns_probe dns any\n");
     let mut c = session(&s);
     assert_eq!(
@@ -107,11 +113,15 @@ fn lookups_give_typed_records_with_their_ttls() {
             "mx nullmx.zone.test -> ok 1: MX 0 . ttl=700",
             // Each record's character-strings joined without separators, one TXT per record.
             r#"txt txt.zone.test -> ok 2: TXT "v=spf1 ip4:192.0.2.0/24 -all" ttl=120; TXT "second record" ttl=120"#,
+            // An octet that is not UTF-8 becomes U+FFFD; quotes are data; an empty string adds nothing.
+            "txt odd.zone.test -> ok 1: TXT \"\u{fffd}abcsay \\\"hi\\\"\" ttl=60",
             // The CNAME is followed: the answer is the A records of its end, with their TTLs.
             "a alias.zone.test -> ok 2: A 192.0.2.1 ttl=3600; A 192.0.2.2 ttl=3600",
             "cname alias.zone.test -> ok 1: CNAME www.zone.test ttl=900",
             "ns zone.test -> ok 1: NS ns.harness.invalid ttl=300",
             "reverse 192.0.2.7 -> ok 1: mail.zone.test",
+            // IPv6: reversed nibbles under ip6.arpa.
+            "reverse 2001:db8::1 -> ok 1: v6.zone.test",
         ]
     );
     delivers(&mut c);
@@ -359,7 +369,7 @@ fn check_lists_tells_listed_from_not_listed_from_could_not_ask() {
     let dns = DnsServer::start(&[LIST, ("bl2.test", "3.0.0.127 A 127.0.0.3\n")]);
     let s = probe(
         "ip=check-lists:bl.test,bl2.test:client rhs=check-lists:bl.test,bl2.test.:spammer.example \
-         rhs=check-lists:bl.test:friend.example",
+         rhs=check-lists:bl.test:friend.example v6=check-lists:bl.test:2001:db8::2 v6=check-lists:bl.test:2001:db8::3",
         &resolver_config(dns.addr(), TIMEOUT),
         "testing/dns_probe dns bl.test bl2.test\n",
     );
@@ -405,6 +415,11 @@ fn check_lists_tells_listed_from_not_listed_from_could_not_ask() {
             "bl2.test. spammer.example -> not listed",
             "bl.test friend.example -> not listed",
         ]
+    );
+    // An IPv6 address, as reversed nibbles.
+    assert_eq!(
+        ask(&mut c, "v6@example.com"),
+        ["bl.test 2001:db8::2 -> listed zone=bl.test codes=127.0.0.2 reason=none", "bl.test 2001:db8::3 -> not listed"]
     );
 }
 
