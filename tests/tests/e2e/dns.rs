@@ -175,8 +175,18 @@ fn without_a_dns_grant_every_call_is_refused_without_asking_and_logged() {
     assert_eq!(failing.queries(), 0, "no question left the server");
     let log = s.log();
     let logged = log.lines().filter(|l| l.contains("DNS question refused")).collect::<Vec<_>>();
-    assert!(!logged.is_empty(), "the refusal is logged:\n{log}");
+    // Five refusals: four lines, then one saying the rest are not logged (a flood is not).
+    assert_eq!(logged.len(), 4, "the refusals are logged:\n{log}");
     assert!(logged.iter().all(|l| l.contains("testing/dns_probe")), "the log names the plugin: {logged:?}");
+    assert!(logged[0].contains("not granted") && logged[0].contains("www.zone.test"), "{}", logged[0]);
+    let rest: Vec<&str> = log.lines().filter(|l| l.contains("more DNS questions refused; no longer logged")).collect();
+    assert!(rest.len() == 1 && rest[0].contains("testing/dns_probe"), "{rest:?}");
+    // The next transaction has an instance of its own, which may log four again: per instance,
+    // never more.
+    ask(&mut c, "b@example.com");
+    let log = s.log();
+    assert_eq!(log.lines().filter(|l| l.contains("DNS question refused")).count(), 4 + 4);
+    assert_eq!(log.lines().filter(|l| l.contains("more DNS questions refused; no longer logged")).count(), 2);
     delivers(&mut c);
 }
 
