@@ -51,6 +51,8 @@ spammer.example A 127.0.0.2
 
 /// The resolver's timeout in most tests: short, so failures come fast.
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// The resolver's timeout where a test shows that something did not wait for it.
+const LONG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server whose chain is `testing/dns_probe ARGS` then `rcpt_ok`, asking the name server
 /// at `resolver` (a `config/resolver` text), with `sandbox` lines added.
@@ -284,7 +286,9 @@ fn a_silent_name_server_gives_timeout_before_the_hook_runs_out_of_time() {
         let started = Instant::now();
         assert_eq!(ask(&mut c, "b@example.com"), ["a www.zone.test -> timeout"]);
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(2), "answered after {took:?}");
+        // The deadline is 1.8 s (2 s less a tenth); the reply is the plugin's own, so its hook
+        // did not run out of time (that would be a 451 from the server).
+        assert!(took >= Duration::from_millis(1500) && took < Duration::from_millis(2500), "answered after {took:?}");
     }
     assert!(silent.queries() > 0, "the question was sent");
     assert!(!s.log().contains("plugin fault"), "the hook did not run out of time:\n{}", s.log());
@@ -319,13 +323,13 @@ fn a_name_server_answering_servfail_gives_server_failure() {
     let failing = FailingNameServer::start();
     let s = probe(
         "lookup:a:www.zone.test lookup:txt:txt.zone.test reverse:192.0.2.7 check-lists:bl.test:client",
-        &resolver_config(failing.addr(), TIMEOUT),
+        &resolver_config(failing.addr(), LONG_TIMEOUT),
         "testing/dns_probe dns any\n",
     );
     let mut c = session(&s);
     let started = Instant::now();
     let lines = ask(&mut c, "b@example.com");
-    assert!(started.elapsed() < TIMEOUT, "a failure is an answer, not a wait: {:?}", started.elapsed());
+    assert!(started.elapsed() < LONG_TIMEOUT / 2, "a failure is an answer, not a wait: {:?}", started.elapsed());
     let calls = ["a www.zone.test", "txt txt.zone.test", "reverse 192.0.2.7", "bl.test 127.0.0.1"];
     assert_eq!(lines.len(), calls.len(), "{lines:?}");
     for (line, call) in lines.iter().zip(calls) {
@@ -443,13 +447,13 @@ fn cname_chains_are_followed_and_their_dead_ends_are_answers_not_waits() {
     let s = probe(
         "lookup:a:chain.zone.test lookup:txt:chain.zone.test lookup:cname:chain.zone.test \
          lookup:a:dangling.zone.test lookup:a:loop1.zone.test lookup:cname:www.zone.test",
-        &resolver_config(dns.addr(), TIMEOUT),
+        &resolver_config(dns.addr(), LONG_TIMEOUT),
         "testing/dns_probe dns any\n",
     );
     let mut c = session(&s);
     let started = Instant::now();
     let lines = ask(&mut c, "b@example.com");
-    assert!(started.elapsed() < TIMEOUT, "no call waited for a deadline: {:?}", started.elapsed());
+    assert!(started.elapsed() < LONG_TIMEOUT / 2, "no call waited for a deadline: {:?}", started.elapsed());
     assert_eq!(
         lines[..4],
         [
