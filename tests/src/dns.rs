@@ -27,6 +27,8 @@ const START_LIMIT: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: u32 = 5;
 /// How long nsd may take to exit after SIGTERM before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
+/// How long each of the start-up probe's queries is given to be answered.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
 /// How often the name server threads look whether they should stop.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -111,32 +113,45 @@ impl DnsServer {
     }
 
     /// Waits until nsd answers the SOA query of each zone with an authoritative answer.
+    ///
+    /// nsd binds its sockets before it has loaded its zones, so queries sent meanwhile queue up
+    /// and are answered late, all at once: every answer that comes is read, and one to any of
+    /// the queries for the zone will do (reading one answer per query sent, and wanting the
+    /// latest, would trail the queue forever).
     fn wait_until_answering(&mut self, zones: &[(&str, &str)]) -> Result<(), String> {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let started = Instant::now();
-        let mut waiting: Vec<&str> = zones.iter().map(|(origin, _)| origin.trim_end_matches('.')).collect();
         let mut id: u16 = 0;
-        while let Some(origin) = waiting.last() {
-            if started.elapsed() > START_LIMIT {
-                return Err(format!("no answer for {origin} within {START_LIMIT:?}"));
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!("nsd exited with {status}"));
-            }
-            id = id.wrapping_add(1);
-            let _ = socket.send_to(&query(id, origin, SOA), self.addr);
-            let mut buf = [0u8; 4096];
-            if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                let answer = &buf[..n];
-                let authoritative = n >= 12 && answer[..2] == id.to_be_bytes() && answer[2] & 0x84 == 0x84;
-                let (rcode, answers) = (answer.get(3).map(|b| b & 0xf), answer.get(6..8));
-                if authoritative && rcode == Some(0) && answers.is_some_and(|a| a != [0, 0]) {
-                    waiting.pop();
-                    continue;
+        for (origin, _) in zones {
+            let origin = origin.trim_end_matches('.');
+            let first = id.wrapping_add(1);
+            'asking: loop {
+                if started.elapsed() > START_LIMIT {
+                    return Err(format!("no answer for {origin} within {START_LIMIT:?}"));
+                }
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return Err(format!("nsd exited with {status}"));
+                }
+                id = id.wrapping_add(1);
+                let _ = socket.send_to(&query(id, origin, SOA), self.addr);
+                let asked = Instant::now();
+                while let Some(left) = PROBE_WAIT.checked_sub(asked.elapsed()).filter(|l| !l.is_zero()) {
+                    socket.set_read_timeout(Some(left)).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let Ok((n, _)) = socket.recv_from(&mut buf) else { break };
+                    let answer = &buf[..n];
+                    if n < 12 {
+                        continue;
+                    }
+                    let answer_id = u16::from_be_bytes([answer[0], answer[1]]);
+                    let ours = answer_id.wrapping_sub(first) <= id.wrapping_sub(first);
+                    let authoritative = answer[2] & 0x84 == 0x84;
+                    let (rcode, answers) = (answer[3] & 0xf, &answer[6..8]);
+                    if ours && authoritative && rcode == 0 && answers != [0, 0] {
+                        break 'asking;
+                    }
                 }
             }
-            std::thread::sleep(POLL);
         }
         Ok(())
     }
@@ -480,6 +495,25 @@ mod tests {
         assert!(processes.iter().all(gone), "every nsd process is gone: {processes:?}");
         assert!(!dir.exists(), "its directory is removed");
         assert_eq!(ask_udp(addr, &q, Duration::from_millis(300)), None, "nothing answers on its port");
+    }
+
+    #[test]
+    fn several_nsds_start_at_once() {
+        // Under load nsd takes a while between binding its port and answering; the start-up
+        // probe must not fall behind the answers to its early queries.
+        let starts: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let zone = format!("www A 192.0.2.{i}\n");
+                    let dns = DnsServer::start(&[("zone.test", &zone), ("other.test", "")]);
+                    let answer = ask_udp(dns.addr(), &query(1, "www.zone.test", 1), Duration::from_secs(5)).unwrap();
+                    assert!(answer.windows(6).any(|w| w == [0, 4, 192, 0, 2, i]), "its own zone: {answer:?}");
+                })
+            })
+            .collect();
+        for start in starts {
+            start.join().expect("every nsd started and answered for its own zone");
+        }
     }
 
     #[test]
