@@ -447,6 +447,8 @@ impl Client {
             match self.stream().read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // A signal (a child's exit, say) may cut a read short; std's own loops retry.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // A TLS peer that closes without close_notify reads as UnexpectedEof.
                 Err(e)
                     if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
