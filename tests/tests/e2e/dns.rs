@@ -276,6 +276,28 @@ fn the_query_budget_refuses_questions_past_it_and_starts_again_with_the_next_tra
 }
 
 #[test]
+fn each_zone_of_check_lists_counts_against_the_budget_but_not_its_reason() {
+    let dns = DnsServer::start(&[LIST, ("bl2.test", ""), ("bl3.test", "")]);
+    let s = probe(
+        "check-lists:bl.test,bl2.test,bl3.test,bl4.test:client",
+        &resolver_config(dns.addr(), TIMEOUT),
+        "testing/dns_probe dns any\ntesting/dns_probe dns-queries 3\n",
+    );
+    // Listed in bl.test, with a reason: its TXT lookup is not a question of the plugin's.
+    let mut c = s.greeted_from("127.0.0.2".parse().unwrap());
+    c.cmd("EHLO client.test", 250);
+    assert_eq!(
+        ask(&mut c, "b@example.com"),
+        [
+            r#"bl.test 127.0.0.2 -> listed zone=bl.test codes=127.0.0.2 reason="listed: see http://bl.test/?127.0.0.2""#,
+            "bl2.test 127.0.0.2 -> not listed",
+            "bl3.test 127.0.0.2 -> not listed",
+            "bl4.test 127.0.0.2 -> refused: over budget: this plugin may ask 3 DNS questions per transaction (`dns-queries` in config/sandbox)",
+        ]
+    );
+}
+
+#[test]
 fn a_silent_name_server_gives_timeout_before_the_hook_runs_out_of_time() {
     let silent = SilentNameServer::start();
     // The resolver would wait 10 s; the hook may take 2 s: the lookup must give up first.
