@@ -15,8 +15,8 @@ const ZONE: (&str, &str) = (
     r#"www 3600 A 192.0.2.1
 www 3600 A 192.0.2.2
 www 1800 AAAA 2001:db8::1
-@ 600 MX 10 mx1.zone.test.
 @ 600 MX 20 mx2
+@ 600 MX 10 mx1.zone.test.
 nullmx 700 MX 0 .
 txt 120 TXT "v=spf1 " "ip4:192.0.2.0/24 " "-all"
 txt 120 TXT "second record"
