@@ -20,12 +20,15 @@ use crate::TempDir;
 
 /// Where Debian installs nsd.
 const NSD: &str = "/usr/sbin/nsd";
+const NSD_CHECKZONE: &str = "/usr/sbin/nsd-checkzone";
 /// How long nsd may take to answer after it is started.
 const START_LIMIT: Duration = Duration::from_secs(10);
 /// How many ports are tried when nsd cannot bind the one picked (another process took it).
 const START_ATTEMPTS: u32 = 5;
 /// How long nsd may take to exit after SIGTERM before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
+/// How long each of the start-up probe's queries is given to be answered.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
 /// How often the name server threads look whether they should stop.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -44,7 +47,8 @@ pub struct DnsServer {
 impl DnsServer {
     /// Starts nsd for `zones`, each `(origin, records)`: records in zone-file syntax, names
     /// relative to the origin (`www 3600 A 192.0.2.1`), default TTL 300. The SOA and NS records
-    /// are added. Returns once nsd answers for every zone; panics if it does not within 10 s.
+    /// are added. Returns once nsd answers for every zone; panics if a zone does not load
+    /// (`nsd-checkzone`), or nsd does not answer within 10 s.
     pub fn start(zones: &[(&str, &str)]) -> DnsServer {
         assert!(
             Path::new(NSD).is_file(),
@@ -56,6 +60,14 @@ impl DnsServer {
             let origin = origin.trim_end_matches('.');
             let file = format!("{origin}.zone");
             std::fs::write(dir.0.join(&file), zone_file(origin, records)).unwrap();
+            // A zone nsd cannot load would only show as a server that never answers for it.
+            let checked = Command::new(NSD_CHECKZONE).arg(origin).arg(dir.0.join(&file)).output().unwrap();
+            assert!(
+                checked.status.success(),
+                "the test zone {origin} does not load:\n{}{}",
+                String::from_utf8_lossy(&checked.stdout),
+                String::from_utf8_lossy(&checked.stderr)
+            );
             zone_list.push_str(&format!("zone:\n    name: \"{origin}\"\n    zonefile: \"{file}\"\n"));
         }
         let mut failures = Vec::new();
@@ -76,7 +88,12 @@ impl DnsServer {
                 Ok(()) => return server,
                 Err(why) => {
                     failures.push(format!("port {port}: {why}\n{}", server.log()));
+                    // Only an nsd that exited (could not bind the port, most likely) is tried again.
+                    let exited = server.child.try_wait().ok().flatten().is_some();
                     server.stop();
+                    if !exited {
+                        break;
+                    }
                     dir = std::mem::replace(&mut server.dir, TempDir(PathBuf::new()));
                 }
             }
@@ -96,32 +113,45 @@ impl DnsServer {
     }
 
     /// Waits until nsd answers the SOA query of each zone with an authoritative answer.
+    ///
+    /// nsd binds its sockets before it has loaded its zones, so queries sent meanwhile queue up
+    /// and are answered late, all at once: every answer that comes is read, and one to any of
+    /// the queries for the zone will do (reading one answer per query sent, and wanting the
+    /// latest, would trail the queue forever).
     fn wait_until_answering(&mut self, zones: &[(&str, &str)]) -> Result<(), String> {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let started = Instant::now();
-        let mut waiting: Vec<&str> = zones.iter().map(|(origin, _)| origin.trim_end_matches('.')).collect();
         let mut id: u16 = 0;
-        while let Some(origin) = waiting.last() {
-            if started.elapsed() > START_LIMIT {
-                return Err(format!("no answer for {origin} within {START_LIMIT:?}"));
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!("nsd exited with {status}"));
-            }
-            id = id.wrapping_add(1);
-            let _ = socket.send_to(&query(id, origin, SOA), self.addr);
-            let mut buf = [0u8; 4096];
-            if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                let answer = &buf[..n];
-                let authoritative = n >= 12 && answer[..2] == id.to_be_bytes() && answer[2] & 0x84 == 0x84;
-                let (rcode, answers) = (answer.get(3).map(|b| b & 0xf), answer.get(6..8));
-                if authoritative && rcode == Some(0) && answers.is_some_and(|a| a != [0, 0]) {
-                    waiting.pop();
-                    continue;
+        for (origin, _) in zones {
+            let origin = origin.trim_end_matches('.');
+            let first = id.wrapping_add(1);
+            'asking: loop {
+                if started.elapsed() > START_LIMIT {
+                    return Err(format!("no answer for {origin} within {START_LIMIT:?}"));
+                }
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return Err(format!("nsd exited with {status}"));
+                }
+                id = id.wrapping_add(1);
+                let _ = socket.send_to(&query(id, origin, SOA), self.addr);
+                let asked = Instant::now();
+                while let Some(left) = PROBE_WAIT.checked_sub(asked.elapsed()).filter(|l| !l.is_zero()) {
+                    socket.set_read_timeout(Some(left)).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let Ok((n, _)) = socket.recv_from(&mut buf) else { break };
+                    let answer = &buf[..n];
+                    if n < 12 {
+                        continue;
+                    }
+                    let answer_id = u16::from_be_bytes([answer[0], answer[1]]);
+                    let ours = answer_id.wrapping_sub(first) <= id.wrapping_sub(first);
+                    let authoritative = answer[2] & 0x84 == 0x84;
+                    let (rcode, answers) = (answer[3] & 0xf, &answer[6..8]);
+                    if ours && authoritative && rcode == 0 && answers != [0, 0] {
+                        break 'asking;
+                    }
                 }
             }
-            std::thread::sleep(POLL);
         }
         Ok(())
     }
@@ -403,6 +433,122 @@ impl FailingNameServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The processes whose parent is `pid` (nsd's server and xfrd processes).
+    fn children(pid: u32) -> Vec<u32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`; comm may hold spaces, so read after the last `)`.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(&pid.to_string()) {
+                found.push(child);
+            }
+        }
+        found
+    }
+
+    /// The answer to a query over TCP (length-prefixed, RFC 1035 4.2.2).
+    fn ask_tcp(addr: SocketAddr, q: &[u8]) -> Vec<u8> {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+        tcp.write_all(q).unwrap();
+        let mut len = [0u8; 2];
+        tcp.read_exact(&mut len).unwrap();
+        let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+        tcp.read_exact(&mut answer).unwrap();
+        answer
+    }
+
+    fn ask_udp(addr: SocketAddr, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        udp.set_read_timeout(Some(wait)).unwrap();
+        udp.send_to(q, addr).unwrap();
+        let mut buf = [0u8; 4096];
+        udp.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+    }
+
+    #[test]
+    fn nsd_answers_its_zones_over_udp_and_tcp_and_is_gone_after_drop() {
+        let dns = DnsServer::start(&[("one.test", "www A 192.0.2.1\n"), ("two.test", "")]);
+        let (addr, pid) = (dns.addr(), dns.child.id());
+        let q = query(9, "www.one.test", 1);
+        let udp = ask_udp(addr, &q, Duration::from_secs(5)).expect("an answer over UDP");
+        let tcp = ask_tcp(addr, &q);
+        for answer in [&udp, &tcp] {
+            assert_eq!(&answer[..2], &[0, 9]);
+            assert_eq!(answer[2] & 0x84, 0x84, "a response, authoritative");
+            assert_eq!((answer[3] & 0x0f, &answer[6..8]), (0, &[0u8, 1][..]), "NOERROR, one answer");
+            assert!(answer.windows(6).any(|w| w == [0, 4, 192, 0, 2, 1]), "the A record: {answer:?}");
+        }
+        let processes: Vec<u32> = std::iter::once(pid).chain(children(pid)).collect();
+        assert!(processes.len() > 1, "nsd runs server processes: {processes:?}");
+        let dir = dns.dir.0.clone();
+        drop(dns);
+        let gone = |p: &u32| !Path::new(&format!("/proc/{p}")).exists();
+        let started = Instant::now();
+        while !processes.iter().all(gone) && started.elapsed() < STOP_LIMIT {
+            std::thread::sleep(POLL);
+        }
+        assert!(processes.iter().all(gone), "every nsd process is gone: {processes:?}");
+        assert!(!dir.exists(), "its directory is removed");
+        assert_eq!(ask_udp(addr, &q, Duration::from_millis(300)), None, "nothing answers on its port");
+    }
+
+    #[test]
+    fn several_nsds_start_at_once() {
+        // Under load nsd takes a while between binding its port and answering; the start-up
+        // probe must not fall behind the answers to its early queries.
+        let starts: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let zone = format!("www A 192.0.2.{i}\n");
+                    let dns = DnsServer::start(&[("zone.test", &zone), ("other.test", "")]);
+                    let answer = ask_udp(dns.addr(), &query(1, "www.zone.test", 1), Duration::from_secs(5)).unwrap();
+                    assert!(answer.windows(6).any(|w| w == [0, 4, 192, 0, 2, i]), "its own zone: {answer:?}");
+                })
+            })
+            .collect();
+        for start in starts {
+            start.join().expect("every nsd started and answered for its own zone");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "the test zone bad.test does not load")]
+    fn a_zone_nsd_cannot_load_fails_the_start_at_once() {
+        DnsServer::start(&[("bad.test", "www A 999.0.0.1\n")]);
+    }
+
+    #[test]
+    fn the_silent_name_server_takes_queries_and_never_answers() {
+        let silent = SilentNameServer::start();
+        let q = query(3, "www.zone.test", 1);
+        assert_eq!(ask_udp(silent.addr(), &q, Duration::from_millis(300)), None);
+        let mut tcp = TcpStream::connect(silent.addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        tcp.write_all(&[0, q.len() as u8]).unwrap();
+        tcp.write_all(&q).unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(tcp.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut),
+            "held open, silent"
+        );
+        assert_eq!(silent.queries(), 2);
+    }
+
+    #[test]
+    fn the_failing_name_server_answers_servfail_over_udp_and_tcp() {
+        let failing = FailingNameServer::start();
+        let q = query(4, "www.zone.test", 1);
+        let udp = ask_udp(failing.addr(), &q, Duration::from_secs(5)).expect("an answer over UDP");
+        let tcp = ask_tcp(failing.addr(), &q);
+        assert_eq!(udp, servfail(&q).unwrap());
+        assert_eq!(tcp, udp);
+        assert_eq!(failing.queries(), 2);
+    }
 
     #[test]
     fn servfail_copies_the_id_and_question_and_sets_qr_and_rcode_2() {

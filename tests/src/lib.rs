@@ -450,6 +450,8 @@ impl Client {
             match self.stream().read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // A signal (a child's exit, say) may cut a read short; std's own loops retry.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // A TLS peer that closes without close_notify reads as UnexpectedEof.
                 Err(e)
                     if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
@@ -497,5 +499,19 @@ impl Client {
         self.send(body);
         self.send(b"\r\n.\r\n");
         self.read_reply().expect("reply to end of data")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_connects_from_the_loopback_address_it_is_given() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let _client = Client::connect_from(listener.local_addr().unwrap(), source);
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
     }
 }

@@ -6,10 +6,11 @@
 //! - `nsd` (Debian package `nsd`), the authoritative name server the DNS tests start privately
 //!   on a loopback port with zones of their own (`tests/src/dns.rs`). It is installed without
 //!   starting: a `/usr/sbin/policy-rc.d` that exits 101 is in place during the install (and
-//!   removed after, unless it was there before), and a system nsd that started all the same is
-//!   stopped by the PID in its pidfile;
+//!   removed after, unless it was there before), a system nsd that started all the same is
+//!   stopped by the PID in its pidfile, and the service the package enables at boot is
+//!   disabled (`update-rc.d PACKAGE disable`, which removes its systemd unit's links too);
 //! - `redis-server` (Debian package `redis-server`), which the key-value store tests start
-//!   privately on loopback ports (`crates/host/tests/stores.rs`), installed the same way.
+//!   privately on loopback ports (`tests/src/redis.rs`), installed the same way.
 //!
 //! A tool that is already there is left alone. Installing needs root (or sudo).
 
@@ -57,6 +58,7 @@ pub fn test_tools() -> Result<()> {
         apt_install_not_started(&packages)?;
         for (_, pkg, pidfile) in daemons {
             stop_system_service(pkg, pidfile)?;
+            disable_at_boot(pkg);
         }
     }
     Ok(())
@@ -75,6 +77,18 @@ fn apt_install_not_started(packages: &[&str]) -> Result<()> {
         run(&mut as_root(&["rm", "-f", POLICY_RC_D]))?;
     }
     installed
+}
+
+/// Disables the system service `package` enabled at boot (its SysV links, and through
+/// systemctl its systemd unit's), so that the machine does not start one when it next boots.
+/// A failure is only a warning: the tests do not need it.
+fn disable_at_boot(package: &str) {
+    if !std::path::Path::new("/usr/sbin/update-rc.d").exists() {
+        return;
+    }
+    if let Err(e) = run(&mut as_root(&["update-rc.d", package, "disable"])) {
+        eprintln!("xtask: warning: could not disable the system's {package} at boot: {e:#}");
+    }
 }
 
 /// Stops `package`'s system service if it started after all (a system without invoke-rc.d's

@@ -32,7 +32,7 @@ fn main() -> Result<()> {
             eprintln!("usage: cargo xtask <build-plugins|serve|test|bench> [ARGS]");
             eprintln!("  build-plugins  build plugins-wasm/ into target/plugins/ (installs the wasm32-wasip2 target)");
             eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
-            eprintln!("  test    install test tools (swaks, python3, openssl) and run every test");
+            eprintln!("  test    install test tools (swaks, python3, openssl, nsd) and run every test");
             eprintln!("  bench [--quick]  wasmtpd against smtp-sink, Postfix, Haraka and qpsmtpd; micro-benchmarks");
             std::process::exit(2);
         }

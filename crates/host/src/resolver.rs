@@ -211,6 +211,12 @@ impl Resolver {
         if records.is_empty() {
             return Err(LookupError::NoRecords);
         }
+        // Mail exchangers in the order a sender tries them (RFC 5321 section 5.1), as
+        // `wit/dns.wit` promises; the name server's order is arbitrary.
+        records.sort_by_key(|r| match r.data {
+            RecordData::Mx { preference, .. } => preference,
+            _ => 0,
+        });
         Ok(records)
     }
 }

@@ -7,7 +7,7 @@
 //! - no signature: the mail passes (`none`; DMARC decides what an unsigned message from a
 //!   domain that signs everything means);
 //! - otherwise, a signature that could not be checked for now (`temperror`: its key could not
-//!   be fetched) refuses with 451 4.7.20, and one that is invalid (`fail`, `permerror`,
+//!   be fetched) refuses with 452 4.7.20, and one that is invalid (`fail`, `permerror`,
 //!   `policy`) with `reject_type` and `signature invalid: REASON` (5.7.20), as qpsmtpd does.
 //!
 //! Arguments: `reject 0|1` (default 1; 0 only notes and logs), `reject_type temp|perm`

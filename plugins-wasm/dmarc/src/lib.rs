@@ -4,13 +4,13 @@
 //! `config/authentication`, which turns on SPF and DKIM too): SPF and DKIM results aligned with
 //! the From domain, and the policy that domain publishes (`p=`, or `sp=` for a subdomain).
 //! This plugin applies it at `data_post`:
-//! - `fail` with `p=reject`: refused, `550 5.7.1 failed DMARC policy` (`reject_type temp`
-//!   makes it 451);
+//! - `fail` with `p=reject`: refused, `552 5.7.1 failed DMARC policy` (552 is the reply to any
+//!   refusal after the message, as in qpsmtpd; `reject_type temp` makes it 452);
 //! - `fail` with `p=quarantine`: what `quarantine` says: `header` (the default) adds
 //!   `X-DMARC-Quarantine: DOMAIN` for the mailbox's filters to file as spam, `note` only notes,
 //!   `reject` refuses as for `p=reject` (qpsmtpd's behaviour);
 //! - `fail` with `p=none`, `pass`, and `none` (no policy): the mail passes;
-//! - `temperror` (the policy or a key could not be fetched): 451 4.7.1, try later.
+//! - `temperror` (the policy or a key could not be fetched): 452 4.7.1, try later.
 //!
 //! The transaction note `dmarc` says what was found (`fail p=reject example.org`). Arguments:
 //! `reject 0|1` (default 1; 0 only notes and marks), `reject_type perm|temp` (default perm),

@@ -38,14 +38,18 @@ pub struct DnsUse {
 const REFUSAL_CODES: [[u8; 4]; 3] = [[127, 255, 255, 252], [127, 255, 255, 254], [127, 255, 255, 255]];
 
 impl PluginState {
-    /// Counts a question for `name` against the grant and the budget.
+    /// Counts a question for `name` against the grant and the budget. The grant is checked on
+    /// the labels the query will carry, not on the text (`a\.zone.example` is not under
+    /// `zone.example`); a name that is not one is not asked, and not counted.
     fn admit_question(&mut self, name: &str) -> Result<(), LookupError> {
         let transaction = self.call.transaction.as_ref().map(|t| t.id.as_str());
         if self.dns.transaction.as_deref() != transaction {
             self.dns.transaction = transaction.map(str::to_string);
             self.dns.asked = 0;
         }
-        let refusal = if self.meta.resolver.is_none() || !self.meta.dns.allows(name) {
+        let parsed = resolver::parse_name(name)?;
+        let labels: Vec<&[u8]> = parsed.iter().collect();
+        let refusal = if self.meta.resolver.is_none() || !self.meta.dns.allows(&labels) {
             format!(
                 "not granted: the operator has not granted this plugin DNS for `{}` (`dns` in config/sandbox)",
                 shown(name)

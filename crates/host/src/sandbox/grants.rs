@@ -177,20 +177,19 @@ impl DnsGrant {
         }
     }
 
-    /// Whether the plugin may look up `name` (case and a final dot do not matter).
-    pub fn allows(&self, name: &str) -> bool {
+    /// Whether the plugin may look up the name of these `labels` (as the query carries them,
+    /// leftmost first, without the root; case does not matter). Labels, not text: the text
+    /// `secret\.zen.example` ends in `.zen.example` but is the label `secret.zen` in the zone
+    /// `example`, and its query goes to example's name servers.
+    pub fn allows(&self, labels: &[&[u8]]) -> bool {
         match self {
             DnsGrant::Nothing => false,
             DnsGrant::Any => true,
-            DnsGrant::Zones(zones) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                zones.iter().any(|z| {
-                    name == *z
-                        || (name.len() > z.len()
-                            && name.ends_with(z.as_str())
-                            && name.as_bytes()[name.len() - z.len() - 1] == b'.')
-                })
-            }
+            DnsGrant::Zones(zones) => zones.iter().any(|zone| {
+                let zone: Vec<&[u8]> = zone.split('.').map(str::as_bytes).collect();
+                labels.len() >= zone.len()
+                    && labels[labels.len() - zone.len()..].iter().zip(&zone).all(|(l, z)| l.eq_ignore_ascii_case(z))
+            }),
         }
     }
 }
@@ -271,15 +270,21 @@ mod tests {
 
     #[test]
     fn a_dns_grant_of_zones_allows_only_names_under_them() {
+        let labels = |name: &'static str| -> Vec<&'static [u8]> {
+            name.split('.').filter(|l| !l.is_empty()).map(str::as_bytes).collect()
+        };
         let grant = DnsGrant::parse(&["zen.Example.", "dbl.example"]).unwrap();
         for name in ["zen.example", "2.0.0.127.zen.example", "x.DBL.example."] {
-            assert!(grant.allows(name), "{name}");
+            assert!(grant.allows(&labels(name)), "{name}");
         }
         for name in ["example", "xzen.example", "zen.example.evil", "data.exfil.example", ""] {
-            assert!(!grant.allows(name), "{name}");
+            assert!(!grant.allows(&labels(name)), "{name}");
         }
-        assert!(DnsGrant::Any.allows("anything.example"));
-        assert!(!DnsGrant::default().allows("zen.example"));
+        // `secret\.zen.example`: two labels, in the zone `example`.
+        assert!(!grant.allows(&[b"secret.zen", b"example"]));
+        assert!(grant.allows(&[b"a.b", b"zen", b"example"]), "a dot inside a label below the zone is its business");
+        assert!(DnsGrant::Any.allows(&labels("anything.example")));
+        assert!(!DnsGrant::default().allows(&labels("zen.example")));
         assert_eq!(DnsGrant::parse(&["none"]), Ok(DnsGrant::Nothing));
         for bad in [&[][..], &["a..b"], &["zen example"], &["127.0.0.1:53"]] {
             assert!(DnsGrant::parse(bad).is_err(), "{bad:?}");

@@ -4,7 +4,8 @@
 //! Arguments, each one call: `lookup:TYPE:NAME`, `lookup-all:TYPE:NAME,TYPE:NAME,...`,
 //! `reverse:IP`, `check-lists:ZONE,ZONE,...:SUBJECT` (SUBJECT `client` is the client's
 //! address). TYPE is a, aaaa, mx, txt, ptr, ns or cname. An argument `TAG=CALL` is made only
-//! for recipients whose local part is TAG; one without a tag for every recipient.
+//! for recipients whose local part is TAG; one without a tag for every recipient but those
+//! whose local part is `skip` (for which the probe always declines).
 //!
 //! Each answer line is `CALL -> RESULT`, where CALL is `TYPE NAME` (lookup, lookup-all),
 //! `reverse IP` or `ZONE SUBJECT` (check-lists), and RESULT one of:
@@ -140,6 +141,9 @@ fn make(call: &str, client: &str) -> Option<Vec<String>> {
 #[wasmtpd_plugin::plugin]
 impl Plugin for DnsProbe {
     fn rcpt(recipient: Address, _params: Vec<EsmtpParam>) -> HookResult {
+        if recipient.local_part == "skip" {
+            return HookResult::declined();
+        }
         let client = host::connection().remote_ip;
         let mut lines = Vec::new();
         for arg in host::args() {
