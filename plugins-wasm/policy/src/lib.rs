@@ -179,3 +179,19 @@ pub fn result_word(result: wasmtpd_plugin::authentication_results::AuthResult) -
         AuthResult::Permerror => "permerror",
     }
 }
+
+/// A [`wasmtpd_plugin::key_value::StoreError`] in words, for a log line.
+pub fn describe_store_error(error: &wasmtpd_plugin::key_value::StoreError) -> String {
+    use wasmtpd_plugin::key_value::StoreError;
+    match error {
+        StoreError::NotGranted(why) => format!("not granted: {why}"),
+        StoreError::OverBudget(why) => format!("over budget: {why}"),
+        StoreError::TooLarge(why) => format!("too large: {why}"),
+        StoreError::Quota(why) => format!("quota: {why}"),
+        StoreError::Invalid(why) => format!("invalid: {why}"),
+        StoreError::Conflict => "conflict".into(),
+        StoreError::NotAnInteger => "not an integer".into(),
+        StoreError::BackendUnavailable(why) => format!("backend unavailable: {why}"),
+        StoreError::Timeout => "timed out".into(),
+    }
+}

@@ -15,4 +15,5 @@ mod plugins;
 mod rights;
 mod sandbox;
 mod smtp;
+mod stateful_filters;
 mod tls;
