@@ -11,6 +11,9 @@
 //!    server's rate as a ratio to smtp-sink's in the same rounds.
 //!    `wasmtpd (discard, DNS)` runs the same chain with dnsbl and SPF/DKIM/DMARC against a
 //!    local nsd (`peers.rs`).
+//!    `wasmtpd (store)` and `wasmtpd (Redis)` add greylisting (the triplet already white) and
+//!    limit to the six plugins, on the embedded store and on a local redis-server. The store
+//!    operations' own latency comes from `crates/host/examples/store_latency.rs` (`store.rs`).
 //! 5. 2,000 idle connections to a fresh wasmtpd (a six-plugin chain's instance pool fits about
 //!    2,500 connections in its address space budget: `max_connections` is 2,000 here).
 //! 6. Writes the tables to stdout and `bench/results/<date>-<quick|full>.md`.
@@ -23,6 +26,7 @@ mod idle;
 mod measure;
 mod peers;
 mod report;
+mod store;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -63,6 +67,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let load_before = measure::load_average();
 
     let micro = micro_benchmarks(quick)?;
+    let store_latency = store::latency();
 
     let mut results = Results {
         quick,
@@ -70,6 +75,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         samples: BTreeMap::new(),
         failures: Vec::new(),
         micro,
+        store_latency,
         idle: None,
         load_before,
         load_after: String::new(),

@@ -17,6 +17,11 @@
 //!   `sender_permitted_from`, `dkim` and `dmarc` plugins, against a local nsd serving the zones
 //!   (the one the tests use, `tests/src/dns.rs`), so every lookup is answered on loopback and
 //!   then from the resolver's cache, as an MX's are for a sender it hears from often.
+//! - `wasmtpd (store)` and `wasmtpd (Redis)`: the six plugins with `greylisting` and `limit`
+//!   (connections and messages per client, limits never reached) in front of them, on the
+//!   embedded store and on a private redis-server; smtp-source's one triplet is made white
+//!   before the runs (deferred once, retried after the one-second black-out), so every message
+//!   is a store read and a renewal, and three counters incremented.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use wasmtpd_tests::dns::DnsServer;
+use wasmtpd_tests::redis::RedisServer;
 
 use crate::project_root;
 
@@ -38,13 +44,17 @@ pub enum Kind {
     WasmtpdDiscard,
     WasmtpdMaildir,
     WasmtpdDns,
+    WasmtpdStore,
+    WasmtpdRedis,
 }
 
-pub const ALL: [Kind; 7] = [
+pub const ALL: [Kind; 9] = [
     Kind::Sink,
     Kind::WasmtpdDiscard,
     Kind::WasmtpdMaildir,
     Kind::WasmtpdDns,
+    Kind::WasmtpdStore,
+    Kind::WasmtpdRedis,
     Kind::Postfix,
     Kind::Haraka,
     Kind::Qpsmtpd,
@@ -60,6 +70,8 @@ impl Kind {
             Kind::WasmtpdDiscard => "wasmtpd (discard)",
             Kind::WasmtpdMaildir => "wasmtpd (maildir)",
             Kind::WasmtpdDns => "wasmtpd (discard, DNS)",
+            Kind::WasmtpdStore => "wasmtpd (store)",
+            Kind::WasmtpdRedis => "wasmtpd (Redis)",
         }
     }
 
@@ -72,6 +84,8 @@ impl Kind {
             Kind::WasmtpdDiscard => "wasmtpd-discard",
             Kind::WasmtpdMaildir => "wasmtpd-maildir",
             Kind::WasmtpdDns => "wasmtpd-dns",
+            Kind::WasmtpdStore => "wasmtpd-store",
+            Kind::WasmtpdRedis => "wasmtpd-redis",
         }
     }
 }
@@ -86,6 +100,8 @@ pub struct Running {
     dir: PathBuf,
     /// The name server the DNS variant asks (stopped with it).
     _dns: Option<DnsServer>,
+    /// The Redis the Redis variant keeps its state in (stopped with it).
+    _redis: Option<RedisServer>,
 }
 
 /// Where the benchmark keeps its files.
@@ -128,6 +144,7 @@ pub fn start(kind: Kind) -> Result<Running> {
             .with_context(|| format!("starting {}", kind.name()))
     };
     let mut dns = None;
+    let mut redis = None;
     let (child, root) = match kind {
         Kind::Sink => {
             let child = spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{port}"), "1024"]))?;
@@ -154,12 +171,21 @@ pub fn start(kind: Kind) -> Result<Running> {
             let pid = child.id();
             (Some(child), pid)
         }
-        Kind::WasmtpdDiscard | Kind::WasmtpdMaildir | Kind::WasmtpdDns => {
+        Kind::WasmtpdDiscard | Kind::WasmtpdMaildir | Kind::WasmtpdDns | Kind::WasmtpdStore | Kind::WasmtpdRedis => {
             setup_wasmtpd(&dir, kind == Kind::WasmtpdMaildir)?;
             if kind == Kind::WasmtpdDns {
                 let server = start_name_server()?;
                 setup_dns(&dir, server.addr())?;
                 dns = Some(server);
+            }
+            if kind == Kind::WasmtpdStore {
+                setup_store(&dir, "state embedded")?;
+            }
+            if kind == Kind::WasmtpdRedis {
+                let server = std::panic::catch_unwind(RedisServer::start)
+                    .map_err(|_| anyhow::anyhow!("the benchmark's redis-server did not start"))?;
+                setup_store(&dir, &format!("state redis {} timeout 1s pool 4", server.url()))?;
+                redis = Some(server);
             }
             let bin = project_root().join("target/release/wasmtpd");
             let child = spawn(
@@ -176,8 +202,11 @@ pub fn start(kind: Kind) -> Result<Running> {
             (Some(child), pid)
         }
     };
-    let mut running = Running { kind, port, root, child, dir, _dns: dns };
+    let mut running = Running { kind, port, root, child, dir, _dns: dns, _redis: redis };
     running.wait_ready()?;
+    if matches!(kind, Kind::WasmtpdStore | Kind::WasmtpdRedis) {
+        whitelist(port)?;
+    }
     Ok(running)
 }
 
@@ -400,4 +429,56 @@ fn setup_dns(dir: &Path, name_server: std::net::SocketAddr) -> Result<()> {
     write(&c, "sandbox", &format!("{sandbox}dnsbl dns bl1.test bl2.test\n"))?;
     // Ten plugins per connection: fewer connections fit the instance pool than with six.
     write(&c, "limits", "max_connections_per_ip 1000\nmax_connections 1000\n")
+}
+
+/// greylisting and limit in front of the six plugins, on the store `store` (a `config/stores` line).
+fn setup_store(dir: &Path, store: &str) -> Result<()> {
+    let c = dir.join("config");
+    write(
+        &c,
+        "plugins",
+        "count_unrecognized_commands 4\ngreylisting black_timeout 1 store state\n\
+         limit connections 100000000/60 messages_per_client 100000000/60 store state\n\
+         check_badmailfrom\ncheck_badrcptto\nrcpt_ok\nheaders require From,Date\nqueue/discard\n",
+    )?;
+    write(&c, "stores", &format!("{store}\n"))?;
+    let sandbox = std::fs::read_to_string(c.join("sandbox"))?;
+    write(&c, "sandbox", &format!("{sandbox}greylisting store state\nlimit store state\n"))?;
+    // Eight plugins per connection: fewer connections fit the instance pool than with six.
+    write(&c, "limits", "max_connections_per_ip 1500\nmax_connections 1500\n")
+}
+
+/// Makes smtp-source's triplet (127.0.0.1) white: deferred once, then retried after the
+/// black-out, as a real sender's MTA would.
+fn whitelist(port: u16) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let mail = |expect: &str| -> Result<()> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut w = stream;
+        let mut reply = || -> Result<String> {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line)?;
+                if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                    return Ok(line.trim_end().to_string());
+                }
+            }
+        };
+        reply()?;
+        w.write_all(b"EHLO bench.client.test\r\n")?;
+        reply()?;
+        w.write_all(b"MAIL FROM:<bench@remote.test>\r\n")?;
+        let answer = reply()?;
+        let _ = w.write_all(b"QUIT\r\n");
+        if !answer.starts_with(expect) {
+            bail!("whitelisting smtp-source's triplet: expected {expect} to MAIL, got {answer:?}");
+        }
+        Ok(())
+    };
+    mail("450")?;
+    std::thread::sleep(Duration::from_millis(1200));
+    mail("250")
 }

@@ -17,6 +17,8 @@ pub struct Results {
     pub failures: Vec<String>,
     /// (benchmark, median in ns, throughput in bytes/s if any).
     pub micro: Vec<(String, f64, Option<f64>)>,
+    /// The store_latency example's lines (`store.rs`), or why it did not run.
+    pub store_latency: Result<Vec<String>, String>,
     pub idle: Option<Idle>,
     pub load_before: String,
     pub load_after: String,
@@ -110,6 +112,21 @@ impl Results {
             " µs",
             &|us| us < 50.0,
         );
+        for (kind, w) in [(Kind::WasmtpdStore, "W1"), (Kind::WasmtpdStore, "W2"), (Kind::WasmtpdRedis, "W1"), (Kind::WasmtpdRedis, "W2")] {
+            row(
+                format!("{w}: {} ≥ 0.7 × the same chain without greylisting and limit", kind.name()),
+                ratio(self.rate(kind, w), self.rate(Kind::WasmtpdDiscard, w)),
+                "×",
+                &|r| r >= 0.7,
+            );
+        }
+        let lines = self.store_latency.as_deref().unwrap_or_default();
+        row(
+            "a store get on the embedded store < 10 µs p50 (store_latency)".into(),
+            super::store::p50(lines, "embedded", "get"),
+            " µs",
+            &|us| us < 10.0,
+        );
         row(
             "one hook call < 2 µs (hook_call/bare)".into(),
             self.micro_ns("hook_call/bare").map(|ns| ns / 1000.0),
@@ -179,6 +196,19 @@ impl Results {
             let _ = writeln!(s, "| {target} | {measured} | {mark} |");
         }
         let _ = writeln!(s);
+        let _ = writeln!(s, "## Key-value store operations (crates/host/examples/store_latency.rs)\n");
+        match &self.store_latency {
+            Ok(lines) => {
+                let _ = writeln!(s, "```text");
+                for l in lines {
+                    let _ = writeln!(s, "{l}");
+                }
+                let _ = writeln!(s, "```\n");
+            }
+            Err(e) => {
+                let _ = writeln!(s, "not measured: {e}\n");
+            }
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "## Failed runs\n");
             for f in &self.failures {
