@@ -112,7 +112,12 @@ impl Results {
             " µs",
             &|us| us < 50.0,
         );
-        for (kind, w) in [(Kind::WasmtpdStore, "W1"), (Kind::WasmtpdStore, "W2"), (Kind::WasmtpdRedis, "W1"), (Kind::WasmtpdRedis, "W2")] {
+        for (kind, w) in [
+            (Kind::WasmtpdStore, "W1"),
+            (Kind::WasmtpdStore, "W2"),
+            (Kind::WasmtpdRedis, "W1"),
+            (Kind::WasmtpdRedis, "W2"),
+        ] {
             row(
                 format!("{w}: {} ≥ 0.7 × the same chain without greylisting and limit", kind.name()),
                 ratio(self.rate(kind, w), self.rate(Kind::WasmtpdDiscard, w)),

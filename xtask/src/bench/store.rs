@@ -33,4 +33,3 @@ pub fn p50(lines: &[String], backend: &str, operation: &str) -> Option<f64> {
         rest.get(i + 1)?.parse().ok()
     })
 }
-
