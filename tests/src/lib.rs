@@ -140,6 +140,7 @@ pub const STANDARD_RIGHTS: &[(&str, &str)] = &[
     ("queue/maildir", "queue"),
     ("queue/discard", "queue"),
     ("auth_flat_file", "authenticate"),
+    ("relay", "relay-client accept-recipient"),
 ];
 
 /// `files` with [`STANDARD_RIGHTS`] added to `sandbox` for the standard plugins in `plugins`.

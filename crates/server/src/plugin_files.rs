@@ -16,7 +16,7 @@ use crate::config::{PluginLine, SERVER_FILES};
 /// The files each standard plugin reads, by plugin name (grep `host::config(` in
 /// `plugins-wasm/` when a plugin changes). Kept in the README's plugin table too.
 pub const DOCUMENTED: &[(&str, &[&str])] = &[
-    ("rcpt_ok", &["rcpthosts", "morercpthosts"]),
+    ("rcpt_ok", &["rcpthosts", "morercpthosts", "me"]),
     ("check_badmailfrom", &["badmailfrom"]),
     ("check_badrcptto", &["badrcptto"]),
     ("check_spamhelo", &["badhelo"]),
@@ -26,6 +26,7 @@ pub const DOCUMENTED: &[(&str, &[&str])] = &[
     ("rhsbl", &["rhsbl_zones"]),
     ("resolvable_fromhost", &["invalid_resolvable_fromhost"]),
     ("helo", &["badhelo", "me"]),
+    ("relay", &["relayclients", "morerelayclients", "norelayclients"]),
 ];
 
 /// Files a plugin never gets by its name alone: the server's, and `auth_users` (the password

@@ -1,7 +1,9 @@
 //! check_badmailfrom (qpsmtpd badmailfrom): refuses mail from listed senders.
 //!
-//! `config/badmailfrom`: one entry per line, `address` or `@domain`, optionally followed by
-//! the reason to give. As qpsmtpd recommends, the sender is not refused at MAIL (some clients
+//! `config/badmailfrom`: one entry per line, `address`, `@domain` or a pattern (a regular
+//! expression, see [`policy::address_entry_matches`]: `^return.*@.*\.example\.biz$`),
+//! optionally followed by the reason to give (default: qpsmtpd's `Your envelope sender is in my
+//! badmailfrom list`). As qpsmtpd recommends, the sender is not refused at MAIL (some clients
 //! handle that badly): the match is noted, and every RCPT is refused with 550 instead. If the
 //! note cannot be written (another plugin holds the key), it fails closed: the sender is
 //! refused at MAIL with the same 550.
@@ -17,17 +19,12 @@ impl Plugin for BadMailFrom {
     fn mail(sender: Option<Address>, _params: Vec<EsmtpParam>) -> HookResult {
         let Some(sender) = sender else { return HookResult::declined() };
         let plain = sender.to_plain().to_ascii_lowercase();
-        let domain = sender.domain.as_deref().unwrap_or("").to_ascii_lowercase();
         for line in host::config("badmailfrom").unwrap_or_default() {
-            let (entry, reason) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
-            let entry = entry.to_ascii_lowercase();
-            let hit = match entry.strip_prefix('@') {
-                Some(d) => d == domain,
-                None => entry == plain,
-            };
-            if hit {
+            let line = line.trim();
+            let (entry, reason) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            if policy::address_entry_matches(entry, &plain) {
                 let reason = match reason.trim() {
-                    "" => format!("Mail from {plain} not accepted here"),
+                    "" => "Your envelope sender is in my badmailfrom list".to_string(),
                     r => r.to_string(),
                 };
                 wasmtpd_plugin::info(format!("badmailfrom: {plain} matches {entry}"));

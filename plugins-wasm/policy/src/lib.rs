@@ -195,3 +195,28 @@ pub fn describe_store_error(error: &wasmtpd_plugin::key_value::StoreError) -> St
         StoreError::Timeout => "timed out".into(),
     }
 }
+
+/// Whether an address list entry (`config/badmailfrom`, `config/badrcptto`) matches `address`
+/// (`local@domain`): `@domain` matches every address at that domain, `local@domain` that one
+/// address (both without case), and an entry with any of `/ ^ $ * + ! % ? \` is a regular
+/// expression (qpsmtpd's rule for telling them apart), matched without case anywhere in the
+/// address unless anchored. qpsmtpd takes Perl's syntax; this is the `regex` crate's, which
+/// has no look-around and no backreferences. A pattern that does not compile is logged and
+/// matches nothing.
+pub fn address_entry_matches(entry: &str, address: &str) -> bool {
+    let address = address.to_ascii_lowercase();
+    if entry.contains(['/', '^', '$', '*', '+', '!', '%', '?', '\\']) {
+        return match regex::RegexBuilder::new(entry).case_insensitive(true).size_limit(1 << 20).build() {
+            Ok(re) => re.is_match(&address),
+            Err(e) => {
+                wasmtpd_plugin::warn(format!("the pattern `{entry}` does not compile ({e}); it matches nothing"));
+                false
+            }
+        };
+    }
+    let entry = entry.to_ascii_lowercase();
+    match entry.strip_prefix('@') {
+        Some(domain) => address.rsplit_once('@').is_some_and(|(_, d)| d == domain),
+        None => entry == address,
+    }
+}

@@ -6,31 +6,44 @@ use wasmtpd_tests::TestServer;
 fn check_badmailfrom_refuses_at_rcpt() {
     let s = TestServer::start_with_chain(
         "check_badmailfrom\nrcpt_ok",
-        &[("badmailfrom", "spammer@bad.test\n@worse.test Go away, worse.test\n")],
+        &[(
+            "badmailfrom",
+            "spammer@bad.test\n@worse.test Go away, worse.test\nliar@bad.example   Go away\n\
+             ^return.*@.*\\.pidplate\\.biz$ I don't want it regardless of subdomain\n^[unclosed(\n",
+        )],
     );
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
-    c.cmd("MAIL FROM:<spammer@bad.test>", 250);
-    assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Mail from spammer@bad.test not accepted here");
-    c.cmd("RSET", 250);
-    c.cmd("MAIL FROM:<anyone@WORSE.test>", 250);
-    assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Go away, worse.test");
-    c.cmd("RSET", 250);
+    let refused = |c: &mut wasmtpd_tests::Client, from: &str| {
+        c.cmd(&format!("MAIL FROM:<{from}>"), 250);
+        let text = c.cmd("RCPT TO:<b@example.com>", 550).text();
+        c.cmd("RSET", 250);
+        text
+    };
+    // qpsmtpd's text when the line gives no reason, the line's reason when it does.
+    assert_eq!(refused(&mut c, "spammer@bad.test"), "5.7.1 Your envelope sender is in my badmailfrom list");
+    assert_eq!(refused(&mut c, "anyone@WORSE.test"), "5.7.1 Go away, worse.test");
+    assert_eq!(refused(&mut c, "liar@bad.example"), "5.7.1 Go away");
+    // A pattern line (a regular expression), matched without case.
+    assert_eq!(refused(&mut c, "Return-7@mx.PidPlate.biz"), "5.7.1 I don't want it regardless of subdomain");
     c.cmd("MAIL FROM:<friend@good.test>", 250);
     c.cmd("RCPT TO:<b@example.com>", 250);
+    // A pattern that does not compile matches nothing, and says so.
+    assert!(s.log().contains("does not compile"), "{}", s.log());
 }
 
 #[test]
 fn check_badrcptto() {
     let s = TestServer::start_with_chain(
         "check_badrcptto\nrcpt_ok",
-        &[("badrcptto", "nobody@example.com\n@closed.example.com\n")],
+        &[("badrcptto", "nobody@example.com\n@closed.example.com Closed for good\n^bounce-.*@example\\.com$\n")],
     );
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@remote.test>", 250);
-    c.cmd("RCPT TO:<nobody@example.com>", 550);
-    c.cmd("RCPT TO:<x@closed.example.com>", 550);
+    assert_eq!(c.cmd("RCPT TO:<nobody@example.com>", 550).text(), "5.1.1 mail to nobody@example.com not accepted here");
+    assert_eq!(c.cmd("RCPT TO:<x@closed.example.com>", 550).text(), "5.1.1 Closed for good");
+    c.cmd("RCPT TO:<BOUNCE-42@example.com>", 550);
     c.cmd("RCPT TO:<somebody@example.com>", 250);
 }
 
@@ -39,8 +52,54 @@ fn check_spamhelo() {
     let s = TestServer::start_with_chain("check_spamhelo\nrcpt_ok", &[("badhelo", "mx.test\nexample.com\n")]);
     let mut c = s.greeted();
     assert!(c.cmd("EHLO example.com", 550).text().contains("I don't believe that you are example.com"));
+    assert!(c.is_closed(), "qpsmtpd's DENY_DISCONNECT: a liar gets no second try");
+    let mut c = s.greeted();
     c.cmd("HELO MX.test", 550);
+    let mut c = s.greeted();
     c.cmd("EHLO honest.test", 250);
+}
+
+#[test]
+fn rcpt_ok_takes_our_own_name_as_local() {
+    // config/me is mx.test; rcpthosts lists only example.com.
+    let s = TestServer::start_with_chain("rcpt_ok", &[]);
+    let mut c = s.greeted();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@remote.test>", 250);
+    c.cmd("RCPT TO:<postmaster@MX.test>", 250);
+    c.cmd("RCPT TO:<a@elsewhere.test>", 550);
+}
+
+#[test]
+fn relay_lets_listed_networks_send_anywhere() {
+    let files: &[(&str, &str)] = &[
+        ("relayclients", "127.0.0.3\n127.0.1.\n10.0.0.0/8\n"),
+        ("morerelayclients", "127.0.0.4\n"),
+        ("norelayclients", "127.0.1.9\n"),
+    ];
+    let s = TestServer::start_with_chain("relay\nrcpt_ok", files);
+    let relays = |n: [u8; 4]| {
+        let mut c = wasmtpd_tests::Client::connect_from(s.addr, std::net::IpAddr::from(n));
+        c.expect(220);
+        c.cmd("EHLO office.test", 250);
+        c.cmd("MAIL FROM:<a@office.test>", 250);
+        c.line("RCPT TO:<someone@elsewhere.test>");
+        c.read_reply().unwrap().code == 250
+    };
+    assert!(relays([127, 0, 0, 3]), "relayclients, an address");
+    assert!(relays([127, 0, 1, 2]), "relayclients, a prefix");
+    assert!(relays([127, 0, 0, 4]), "morerelayclients");
+    assert!(!relays([127, 0, 1, 9]), "norelayclients overrides");
+    assert!(!relays([127, 0, 0, 5]), "not listed");
+    drop(s);
+
+    // only 1: a submission-only server refuses everyone who may not relay.
+    let s = TestServer::start_with_chain("relay only 1\nrcpt_ok", files);
+    let mut c = wasmtpd_tests::Client::connect_from(s.addr, std::net::IpAddr::from([127, 0, 0, 5]));
+    c.expect(220);
+    c.cmd("EHLO stranger.test", 250);
+    c.cmd("MAIL FROM:<a@stranger.test>", 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Relaying denied");
 }
 
 #[test]
