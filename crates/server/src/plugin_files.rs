@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn own_documented_and_granted_files() {
-        assert_eq!(granted(&line("rcpt_ok", &[])), ["morercpthosts", "rcpt_ok", "rcpthosts"]);
+        assert_eq!(granted(&line("rcpt_ok", &[])), ["me", "morercpthosts", "rcpt_ok", "rcpthosts"]);
         assert_eq!(granted(&line("hosts_allow", &[])), ["hosts_allow"]);
         assert_eq!(granted(&line("auth_flat_file", &[])), ["auth_flat_file", "auth_users"]);
         assert_eq!(granted(&line("queue/maildir", &[])), ["maildir"]);
