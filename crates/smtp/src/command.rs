@@ -362,7 +362,13 @@ pub fn parse_params(s: &str) -> Result<Vec<EsmtpParam>, CommandError> {
             return Err(CommandError::BadParameter);
         }
         let keyword = keyword.to_ascii_uppercase();
-        if params.iter().any(|p| p.keyword == keyword) {
+        if let Some(earlier) = params.iter().find(|p| p.keyword == keyword) {
+            // Real clients repeat themselves: Python's smtplib adds SMTPUTF8 to a MAIL whose
+            // options already have it. The same parameter again means nothing new; the same
+            // keyword with another value is a contradiction.
+            if earlier.value.as_deref() == value {
+                continue;
+            }
             return Err(CommandError::DuplicateParameter(keyword));
         }
         params.push(EsmtpParam { keyword, value: value.map(str::to_string) });
@@ -509,6 +515,22 @@ mod tests {
         assert!(p("MAIL FROM:<a@b.example> BODY=BINARYMIME").is_err());
         assert!(p("MAIL FROM:<a@b.example> SIZE=1 SIZE=2").is_err());
         assert!(p("MAIL FROM:<a@b.example> SMTPUTF8=yes").is_err());
+    }
+
+    #[test]
+    fn a_parameter_repeated_as_it_was_counts_once_and_a_contradiction_is_refused() {
+        // What Python's smtplib sends for send_message(msg, mail_options=["SMTPUTF8"]).
+        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<j\u{fc}rgen@b.example> SMTPUTF8 SMTPUTF8 BODY=8BITMIME")
+        else {
+            panic!()
+        };
+        assert!(params.smtputf8);
+        assert_eq!(p("MAIL FROM:<a@b.example> SIZE=10 size=10"), p("MAIL FROM:<a@b.example> SIZE=10"));
+        assert_eq!(
+            p("MAIL FROM:<a@b.example> BODY=8BITMIME BODY=7BIT"),
+            Err(CommandError::DuplicateParameter("BODY".into()))
+        );
+        assert_eq!(parse_params("X-ONE=1 X-ONE=1 X-ONE=2"), Err(CommandError::DuplicateParameter("X-ONE".into())));
     }
 
     #[test]

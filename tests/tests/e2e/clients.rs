@@ -65,6 +65,8 @@ with smtplib.SMTP(host, port, timeout=20) as s:
     msg["Subject"] = "grüße"
     msg.set_content("hallo\n")
     s.send_message(msg)  # smtplib asks for SMTPUTF8 itself
+    # ... and again when the caller asked for it too: MAIL FROM:<...> SMTPUTF8 SMTPUTF8.
+    s.send_message(msg, mail_options=["SMTPUTF8"])
     # Every refusal is an exception with the right code.
     try:
         s.sendmail("sender@remote.test", ["x@elsewhere.test"], b"x")
@@ -75,7 +77,7 @@ with smtplib.SMTP(host, port, timeout=20) as s:
 "#;
 
 #[test]
-fn python_smtplib_sends_three_messages() {
+fn python_smtplib_sends_four_messages() {
     let s = TestServer::start_delivering(&[]);
     let out = Command::new("python3")
         .args(["-c", SMTPLIB_SCRIPT, &s.addr.ip().to_string(), &s.addr.port().to_string()])
@@ -88,7 +90,7 @@ fn python_smtplib_sends_three_messages() {
         String::from_utf8_lossy(&out.stderr)
     );
     let msgs = s.delivered();
-    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs.len(), 4);
     assert!(msgs.iter().any(|m| String::from_utf8_lossy(m).contains("\r\n.line with a dot\r\n")));
     assert!(msgs.iter().any(|m| String::from_utf8_lossy(m).contains("for <kätchen@example.com>")));
 }
