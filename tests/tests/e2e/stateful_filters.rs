@@ -31,7 +31,9 @@ impl Backend {
     }
 }
 
-/// `plugin ARGS` before rcpt_ok and queue/maildir, granted the store `state`.
+/// `plugin ARGS` before rcpt_ok and queue/maildir, granted the store `state`. (Rate limits in
+/// these tests use day-long windows: `limit`'s windows are fixed, and a test that crossed a
+/// window's end would start counting again.)
 fn start(backend: &Backend, plugin: &str, extra: &[(&str, &str)]) -> TestServer {
     // The last line is the plugin under test (earlier ones feed it).
     let name = plugin.lines().last().unwrap().split_whitespace().next().unwrap();
@@ -113,7 +115,7 @@ fn two_servers_share_greylisting_and_limits_through_redis_and_survive_its_outage
         ("sandbox", "queue/maildir grant-dir maildir /maildir rw\ngreylisting store state\nlimit store state\n"),
         ("stores", &stores),
     ];
-    let chain = "greylisting black_timeout 1 store state\nlimit connections 2/60 store state\nrcpt_ok";
+    let chain = "greylisting black_timeout 1 store state\nlimit connections 2/86400 store state\nrcpt_ok";
     let a = TestServer::start_with_chain(chain, &files);
     let b = TestServer::start_with_chain(chain, &files);
     // Deferred on A, retried on B after the black-out: accepted.
@@ -152,7 +154,7 @@ fn two_servers_share_greylisting_and_limits_through_redis_and_survive_its_outage
 #[test]
 fn limit_counts_connections_concurrency_and_recipients() {
     for backend in Backend::both() {
-        let s = start(&backend, "limit connections 2/60", &[]);
+        let s = start(&backend, "limit connections 2/86400", &[]);
         s.greeted();
         s.greeted();
         let mut c = s.connect();
@@ -176,7 +178,7 @@ fn limit_counts_connections_concurrency_and_recipients() {
         }
         drop(s);
 
-        let s = start(&backend, "limit recipients_per_client 2/60", &[]);
+        let s = start(&backend, "limit recipients_per_client 2/86400", &[]);
         let mut c = s.greeted();
         c.envelope("a@remote.test", &["b@example.com", "c@example.com"]);
         let r = c.cmd("RCPT TO:<d@example.com>", 450);
