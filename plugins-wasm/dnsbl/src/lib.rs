@@ -32,7 +32,7 @@ impl Plugin for Dnsbl {
             return HookResult::declined();
         }
         let ip = host::connection().remote_ip;
-        if allowed(&ip) {
+        if policy::address_listed("dnsbl_allow", &ip, false) {
             wasmtpd_plugin::info(format!("skip, {ip} is in dnsbl_allow"));
             return HookResult::declined();
         }
@@ -90,11 +90,4 @@ fn zones() -> Vec<(String, Option<String>)> {
         })
         .filter(|(zone, _)| !zone.is_empty())
         .collect()
-}
-
-/// Whether `config/dnsbl_allow` lists the address (whole, or a prefix ending in a dot).
-fn allowed(ip: &str) -> bool {
-    host::config("dnsbl_allow").unwrap_or_default().iter().map(|l| l.trim()).any(|entry| {
-        !entry.is_empty() && (entry == ip || (entry.ends_with('.') || entry.ends_with(':')) && ip.starts_with(entry))
-    })
 }

@@ -27,7 +27,8 @@ struct Fcrdns;
 #[wasmtpd_plugin::plugin]
 impl Plugin for Fcrdns {
     fn connect() -> HookResult {
-        let ip = host::connection().remote_ip;
+        let connection = host::connection();
+        let ip = connection.remote_ip;
         let Some(check) = authentication_results::iprev() else {
             wasmtpd_plugin::warn("no iprev result: enable `iprev` in config/authentication");
             return HookResult::declined();
@@ -47,7 +48,7 @@ impl Plugin for Fcrdns {
             wasmtpd_plugin::debug(format!("{word}, {ip} {detail}"));
             return HookResult::declined();
         }
-        if is_loopback(&ip) || policy::is_immune() {
+        if is_this_machine(&ip, &connection.local_ip) || policy::is_immune() {
             return HookResult::declined();
         }
         wasmtpd_plugin::info(format!("{word}, {ip}: {detail}"));
@@ -65,6 +66,6 @@ impl Plugin for Fcrdns {
 
 /// The client is this machine (qpsmtpd's fcrdns passes localhost): a loopback client whose
 /// address is the listener's own.
-fn is_loopback(ip: &str) -> bool {
-    ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) && host::connection().local_ip == ip
+fn is_this_machine(ip: &str, local_ip: &str) -> bool {
+    ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) && ip == local_ip
 }

@@ -81,7 +81,7 @@ impl Settings {
             black: u64::from(o.number("black_timeout", 50 * 60)),
             white: u64::from(o.number("white_timeout", 36 * 24 * 3600)),
             grey: u64::from(o.number("grey_timeout", 3 * 3600 + 20 * 60)),
-            store: o.get("store").unwrap_or("local").to_string(),
+            store: o.store(),
         }
     }
 }

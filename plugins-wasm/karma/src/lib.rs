@@ -27,10 +27,6 @@ const SESSION: &str = "karma.session";
 
 struct Karma;
 
-fn store(o: &Options) -> String {
-    o.get("store").unwrap_or("local").to_string()
-}
-
 fn days(o: &Options, key: &str, default: f64) -> f64 {
     o.get(key).map_or(default, |v| {
         v.parse::<f64>().ok().filter(|d| *d > 0.0 && *d <= 365.0).unwrap_or_else(|| {
@@ -44,7 +40,7 @@ fn days(o: &Options, key: &str, default: f64) -> f64 {
 impl Plugin for Karma {
     fn connect() -> HookResult {
         let o = Options::from_args(ARGUMENTS);
-        let store = store(&o);
+        let store = o.store();
         let ip = host::connection().remote_ip;
         match key_value::get(&store, &format!("history:{ip}")) {
             Ok(Some(entry)) => {
@@ -106,7 +102,7 @@ impl Plugin for Karma {
             s if s <= -strikes => (0, 1),
             _ => return HookResult::declined(),
         };
-        let store = store(&o);
+        let store = o.store();
         let ip = host::connection().remote_ip;
         let history_ms = (days(&o, "history_days", 60.0) * 86_400_000.0) as u64;
         let key = format!("history:{ip}");

@@ -59,10 +59,6 @@ fn rate(o: &Options, key: &str) -> Option<Rate> {
     parsed
 }
 
-fn store(o: &Options) -> String {
-    o.get("store").unwrap_or("local").to_string()
-}
-
 #[wasmtpd_plugin::plugin]
 impl Plugin for Limit {
     fn connect() -> HookResult {
@@ -71,7 +67,7 @@ impl Plugin for Limit {
             return HookResult::declined();
         }
         let ip = host::connection().remote_ip;
-        let store = store(&o);
+        let store = o.store();
         let refused = || {
             HookResult::deny_soft_disconnect(format!("Too many connections from {ip}, try again later"))
                 .with_enhanced_code("4.7.0")
@@ -106,9 +102,10 @@ impl Plugin for Limit {
         if host::connection_note(COUNTED).is_some() {
             let o = Options::from_args(ARGUMENTS);
             let key = format!("concurrency:{}", host::connection().remote_ip);
-            match key_value::increment(&store(&o), &key, -1, Some(CONCURRENCY_TTL_MS)) {
+            let store = o.store();
+            match key_value::increment(&store, &key, -1, Some(CONCURRENCY_TTL_MS)) {
                 Ok(left) if left <= 0 => {
-                    let _ = key_value::delete(&store(&o), &key, None);
+                    let _ = key_value::delete(&store, &key, None);
                 }
                 Ok(_) => {}
                 Err(e) => fail_open("concurrency", &e),
@@ -132,7 +129,7 @@ fn per_transaction(what: &str) -> HookResult {
         return HookResult::declined();
     }
     let o = Options::from_args(ARGUMENTS);
-    let store = store(&o);
+    let store = o.store();
     let ip = host::connection().remote_ip;
     let sender = host::transaction()
         .and_then(|t| t.sender)

@@ -67,6 +67,12 @@ impl Options {
         }
     }
 
+    /// `store`: the key-value store the plugin keeps its state in; `local` (the default
+    /// configuration's embedded store) when it is not given.
+    pub fn store(&self) -> String {
+        self.get("store").unwrap_or("local").to_string()
+    }
+
     /// `reject_type`, or `default` when it is not given (or not one of the known values).
     pub fn reject_type(&self, default: RejectType) -> RejectType {
         match self.get("reject_type") {
@@ -219,4 +225,24 @@ pub fn address_entry_matches(entry: &str, address: &str) -> bool {
         Some(domain) => address.rsplit_once('@').is_some_and(|(_, d)| d == domain),
         None => entry == address,
     }
+}
+
+/// Whether the config file lists the address `ip`: whole (`192.0.2.7`), by a prefix ending in
+/// `.` or `:` (`192.168.42.`, compared with the address as RFC 5952 writes it), or, with
+/// `networks`, by a network with a prefix length (`10.1.0.0/24`).
+pub fn address_listed(file: &str, ip: &str, networks: bool) -> bool {
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else { return false };
+    let canonical = addr.to_string();
+    host::config(file).unwrap_or_default().iter().map(|l| l.trim()).any(|entry| {
+        if entry.is_empty() {
+            return false;
+        }
+        if entry.contains('/') {
+            return networks && in_network(entry, addr);
+        }
+        if entry.ends_with('.') || entry.ends_with(':') {
+            return canonical.starts_with(entry);
+        }
+        entry.parse::<std::net::IpAddr>().is_ok_and(|e| e == addr)
+    })
 }

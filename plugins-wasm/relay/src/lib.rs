@@ -14,8 +14,6 @@
 //! client that may not relay (by these files or by AUTH) is refused at every RCPT with
 //! `550 5.7.1 Relaying denied`, and one that may is accepted (needs `rights accept-recipient`).
 
-use std::net::IpAddr;
-
 use policy::Options;
 use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, host};
 
@@ -25,12 +23,12 @@ struct Relay;
 impl Plugin for Relay {
     fn connect() -> HookResult {
         let ip = host::connection().remote_ip;
-        if listed("norelayclients", &ip, false) {
+        if policy::address_listed("norelayclients", &ip, false) {
             wasmtpd_plugin::info(format!("skip, {ip} is in norelayclients"));
             let _ = host::set_relay_client(false);
             return HookResult::declined();
         }
-        if listed("relayclients", &ip, true) || listed("morerelayclients", &ip, false) {
+        if policy::address_listed("relayclients", &ip, true) || policy::address_listed("morerelayclients", &ip, false) {
             match host::set_relay_client(true) {
                 Ok(()) => wasmtpd_plugin::info(format!("pass, {ip} may relay")),
                 Err(e) => wasmtpd_plugin::warn(format!("{ip} may relay, but the server refused ({e})")),
@@ -48,23 +46,4 @@ impl Plugin for Relay {
         }
         HookResult::deny("Relaying denied").with_enhanced_code("5.7.1")
     }
-}
-
-/// Whether the config file lists `ip`: whole, by a prefix ending in `.` or `:`, or (with
-/// `networks`) by a network with a prefix length.
-fn listed(file: &str, ip: &str, networks: bool) -> bool {
-    let Ok(addr) = ip.parse::<IpAddr>() else { return false };
-    let canonical = addr.to_string();
-    host::config(file).unwrap_or_default().iter().map(|l| l.trim()).any(|entry| {
-        if entry.is_empty() {
-            return false;
-        }
-        if entry.contains('/') {
-            return networks && policy::in_network(entry, addr);
-        }
-        if entry.ends_with('.') || entry.ends_with(':') {
-            return canonical.starts_with(entry);
-        }
-        entry.parse::<IpAddr>().is_ok_and(|e| e == addr)
-    })
 }

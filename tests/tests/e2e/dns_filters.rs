@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use wasmtpd_tests::dkim::DkimKey;
-use wasmtpd_tests::dns::{DnsServer, FailingNameServer, SilentNameServer};
+use wasmtpd_tests::dns::{DnsServer, FailingNameServer, SilentNameServer, resolver_config};
 use wasmtpd_tests::{Client, TestServer};
 
 /// `127.0.0.N`: the client addresses of these tests (all of 127/8 is local on Linux).
@@ -63,25 +63,14 @@ fn dns_server(extra: &str) -> DnsServer {
     DnsServer::start(&[("test", &test_zone(extra))])
 }
 
-/// `config/resolver` for a name server on `addr`, with a short timeout.
-fn resolver(addr: std::net::SocketAddr) -> String {
-    format!("nameserver {addr}\ntimeout 1s\nattempts 1\n")
-}
-
 /// The chain `plugins`, then rcpt_ok and queue/maildir, for example.com, with DNS through the
 /// server on `dns`; `sandbox` is added to the maildir grant; `extra` files go in as they are.
 fn start(plugins: &str, sandbox: &str, dns: std::net::SocketAddr, extra: &[(&str, &str)]) -> TestServer {
     let sandbox = format!("queue/maildir grant-dir maildir /maildir rw\n{sandbox}\n");
-    let resolver = resolver(dns);
+    let resolver = resolver_config(dns, Duration::from_secs(1));
     let mut files: Vec<(&str, &str)> = vec![("sandbox", &sandbox), ("resolver", &resolver)];
     files.extend_from_slice(extra);
     TestServer::start_with_chain(&format!("{plugins}\nrcpt_ok"), &files)
-}
-
-fn greeted_from(s: &TestServer, n: u8) -> Client {
-    let mut c = Client::connect_from(s.addr, client(n));
-    c.expect(220);
-    c
 }
 
 const MESSAGE: &[u8] = b"From: <a@signed.test>\r\nTo: <b@example.com>\r\nSubject: hello\r\nDate: Fri, 4 Dec 2026 10:00:00 +0000\r\nMessage-ID: <1@signed.test>\r\n\r\nHello there.\r\n";
@@ -96,7 +85,7 @@ fn dnsbl_refuses_listed_clients_at_rcpt_with_the_lists_reason_but_not_postmaster
         &[("dnsbl_zones", "bl2.test:Your address %IP% is listed in bl2.test\nbl.test\n")],
     );
     // Listed, with a TXT reason: refused at RCPT with it.
-    let mut c = greeted_from(&s, 2);
+    let mut c = s.greeted_from(client(2));
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@good.test>", 250);
     let r = c.cmd("RCPT TO:<b@example.com>", 550);
@@ -106,12 +95,12 @@ fn dnsbl_refuses_listed_clients_at_rcpt_with_the_lists_reason_but_not_postmaster
     c.cmd("RCPT TO:<Abuse@example.com>", 250);
     c.cmd("QUIT", 221);
     // Not listed anywhere.
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.envelope("a@good.test", &["b@example.com"]);
     assert_eq!(c.data(b"Subject: hi\r\n\r\nhi\r\n").code, 250);
     // Listed by bl2.test with an answer outside 127/8, which is a broken list, not a listing; and
     // by bl.test without a TXT record: the "Blocked by" text.
-    let mut c = greeted_from(&s, 4);
+    let mut c = s.greeted_from(client(4));
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@good.test>", 250);
     assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Blocked by bl.test");
@@ -133,18 +122,18 @@ fn dnsbl_custom_message_allowlist_and_reject_types() {
             ("dnsbl_rejectmsg", "Blocked, see our policy:\n"),
         ],
     );
-    let mut c = greeted_from(&s, 2);
+    let mut c = s.greeted_from(client(2));
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@good.test>", 250);
     assert_eq!(c.cmd("RCPT TO:<b@example.com>", 550).text(), "5.7.1 Blocked, see our policy: Go away 127.0.0.2");
     assert!(c.is_closed(), "reject_type disconnect closes the connection");
     // 127.0.0.4 is listed but allow-listed.
-    let mut c = greeted_from(&s, 4);
+    let mut c = s.greeted_from(client(4));
     c.envelope("a@good.test", &["b@example.com"]);
     drop(s);
 
     let s = start("dnsbl reject_type temp", "dnsbl dns bl.test", dns.addr(), &[("dnsbl_zones", "bl.test\n")]);
-    let mut c = greeted_from(&s, 2);
+    let mut c = s.greeted_from(client(2));
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@good.test>", 250);
     assert!(c.cmd("RCPT TO:<b@example.com>", 450).text().starts_with("4.7.1 Listed"));
@@ -152,7 +141,7 @@ fn dnsbl_custom_message_allowlist_and_reject_types() {
 
     // reject 0: only noted and logged.
     let s = start("dnsbl reject 0", "dnsbl dns bl.test", dns.addr(), &[("dnsbl_zones", "bl.test\n")]);
-    let mut c = greeted_from(&s, 2);
+    let mut c = s.greeted_from(client(2));
     c.envelope("a@good.test", &["b@example.com"]);
     assert!(s.log().contains("127.0.0.2 listed by bl.test"));
 }
@@ -161,7 +150,7 @@ fn dnsbl_custom_message_allowlist_and_reject_types() {
 fn dnsbl_without_the_grant_is_refused_and_mail_flows() {
     let dns = dns_server("");
     let s = start("dnsbl", "", dns.addr(), &[("dnsbl_zones", "bl.test\n")]);
-    let mut c = greeted_from(&s, 2);
+    let mut c = s.greeted_from(client(2));
     c.envelope("a@good.test", &["b@example.com"]);
     let log = s.log();
     assert!(log.contains("dnsbl") && log.contains("refused"), "{log}");
@@ -172,7 +161,7 @@ fn dnsbl_with_a_silent_name_server_goes_on_within_the_deadline() {
     let silent = SilentNameServer::start();
     let s = start("dnsbl", "dnsbl dns bl.test", silent.addr(), &[("dnsbl_zones", "bl.test\nbl2.test\n")]);
     let start = Instant::now();
-    let mut c = greeted_from(&s, 2);
+    let mut c = s.greeted_from(client(2));
     // Both lists asked in parallel, each bounded by the resolver's 1 s timeout.
     assert!(start.elapsed() < Duration::from_secs(4), "greeting after {:?}", start.elapsed());
     c.envelope("a@good.test", &["b@example.com"]);
@@ -183,7 +172,7 @@ fn dnsbl_with_a_silent_name_server_goes_on_within_the_deadline() {
 fn rhsbl_refuses_listed_sender_domains() {
     let dns = dns_server("");
     let s = start("rhsbl", "rhsbl dns dbl.test", dns.addr(), &[("rhsbl_zones", "dbl.test\n")]);
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.cmd("EHLO client.test", 250);
     let r = c.cmd("MAIL FROM:<x@spammer.test>", 550);
     assert_eq!(r.text(), "5.7.1 Mail from spammer.test rejected because it is a known spam source");
@@ -196,7 +185,7 @@ fn rhsbl_refuses_listed_sender_domains() {
 fn resolvable_fromhost_mx_a_null_mx_and_missing_domains() {
     let dns = dns_server("");
     let s = start("resolvable_fromhost", "resolvable_fromhost dns any", dns.addr(), &[]);
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.cmd("EHLO client.test", 250);
     for ok in ["a@good.test", "a@aonly.test", ""] {
         c.cmd(&format!("MAIL FROM:<{ok}>"), 250);
@@ -215,7 +204,7 @@ fn resolvable_fromhost_mx_a_null_mx_and_missing_domains() {
         dns.addr(),
         &[("invalid_resolvable_fromhost", "192.0.2.0/24\n")],
     );
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.cmd("EHLO client.test", 250);
     c.cmd("MAIL FROM:<a@good.test>", 550);
 }
@@ -226,7 +215,7 @@ fn resolvable_fromhost_defers_when_dns_fails() {
     let silent = SilentNameServer::start();
     for (trouble, addr) in [("SERVFAIL", failing.addr()), ("no answer", silent.addr())] {
         let s = start("resolvable_fromhost", "resolvable_fromhost dns any", addr, &[]);
-        let mut c = greeted_from(&s, 3);
+        let mut c = s.greeted_from(client(3));
         c.cmd("EHLO client.test", 250);
         let started = Instant::now();
         let r = c.cmd("MAIL FROM:<a@good.test>", 450);
@@ -239,7 +228,7 @@ fn resolvable_fromhost_defers_when_dns_fails() {
 fn helo_checks_by_policy() {
     let dns = dns_server("");
     let s = start("helo", "", dns.addr(), &[("badhelo", "aol.com\n")]);
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     assert_eq!(c.cmd("EHLO AOL.com", 550).text(), "I do not believe you are AOL.com.");
     assert!(c.is_closed(), "reject_type disconnect is the default");
     for (helo, text) in [
@@ -247,17 +236,17 @@ fn helo_checks_by_policy() {
         ("[192.0.2.1]", "Forged IPs not accepted here"),
         ("mx.test", "You are not mx.test: that is us"),
     ] {
-        let mut c = greeted_from(&s, 3);
+        let mut c = s.greeted_from(client(3));
         assert_eq!(c.cmd(&format!("EHLO {helo}"), 550).text(), text);
     }
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.cmd("EHLO [127.0.0.3]", 250);
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.cmd("EHLO nonexistent.test", 250); // lenient: no DNS checks
     drop(s);
 
     let s = start("helo policy rfc reject_type perm", "helo dns any", dns.addr(), &[]);
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     assert_eq!(c.cmd("EHLO nonexistent.test", 550).text(), "HELO hostname does not exist");
     assert_eq!(c.cmd("EHLO textonly.test", 550).text(), "HELO hostname did not resolve");
     assert_eq!(c.cmd("EHLO laptop", 550).text(), "HELO name is not fully qualified. Read RFC 5321");
@@ -267,11 +256,11 @@ fn helo_checks_by_policy() {
     // strict, with no_reverse_dns switched off: the name must match the client. (Its failure,
     // no PTR at all, cannot be shown from 127/8, which resolvers answer as localhost.)
     let s = start("helo policy strict no_reverse_dns 0 reject_type perm", "helo dns any", dns.addr(), &[]);
-    let mut c = greeted_from(&s, 3);
+    let mut c = s.greeted_from(client(3));
     c.cmd("EHLO client3.test", 250);
     assert_eq!(c.cmd("EHLO liar.test", 550).text(), "That HELO hostname fails FCrDNS");
     assert_eq!(c.cmd("EHLO [127.0.0.3]", 550).text(), "RFC 5321 allows an address literal, but we do not");
-    let mut c = greeted_from(&s, 5);
+    let mut c = s.greeted_from(client(5));
     // qpsmtpd's loose match: client3.test resolves to 127.0.0.3, in the /24 of 127.0.0.5.
     c.cmd("EHLO client3.test", 250);
 }
@@ -282,7 +271,7 @@ fn fcrdns_notes_and_with_reject_refuses_clients_whose_name_does_not_resolve_back
     // and localhost is 127.0.0.1: so 127.0.0.1 is forward-confirmed, and 127.0.0.6 is not.
     let dns = dns_server("");
     let s = start("fcrdns reject 1 reject_type perm", "", dns.addr(), &[("authentication", "iprev\n")]);
-    let mut c = greeted_from(&s, 1);
+    let mut c = s.greeted_from(client(1));
     c.envelope("a@good.test", &["b@example.com"]);
     assert_eq!(c.data(b"Subject: hi\r\n\r\nhi\r\n").code, 250);
     let delivered = String::from_utf8(s.delivered().remove(0)).unwrap();
@@ -297,7 +286,7 @@ fn fcrdns_notes_and_with_reject_refuses_clients_whose_name_does_not_resolve_back
 
     // reject 0 (the default): only noted.
     let s = start("fcrdns", "", dns.addr(), &[("authentication", "iprev\n")]);
-    let mut c = greeted_from(&s, 6);
+    let mut c = s.greeted_from(client(6));
     c.envelope("a@good.test", &["b@example.com"]);
 }
 
@@ -312,7 +301,7 @@ fn authentication_results(message: &str) -> String {
 
 /// Sends MESSAGE-like mail from `from` (envelope and header), from 127.0.0.`n`; the final reply.
 fn send(s: &TestServer, n: u8, from: &str, message: &[u8]) -> wasmtpd_tests::Reply {
-    let mut c = greeted_from(s, n);
+    let mut c = s.greeted_from(client(n));
     c.cmd("EHLO client3.test", 250);
     c.cmd(&format!("MAIL FROM:<{from}>"), 250);
     c.cmd("RCPT TO:<b@example.com>", 250);
@@ -331,7 +320,7 @@ fn spf_results_reach_the_message_and_the_policy_refuses_by_level() {
     assert!(first.contains("spf=pass smtp.mailfrom=a@spf.test"), "{first}");
     assert!(first.contains("spf=none smtp.helo=client3.test"), "{first}");
     // Fail: refused at MAIL with 550 5.7.23.
-    let mut c = greeted_from(&s, 5);
+    let mut c = s.greeted_from(client(5));
     c.cmd("EHLO client.test", 250);
     let r = c.cmd("MAIL FROM:<a@spf.test>", 550);
     assert!(r.text().starts_with("5.7.23 SPF - forgery: "), "{r:?}");
