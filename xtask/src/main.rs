@@ -8,11 +8,14 @@
 //! - `cargo xtask test [ARGS]`: install what the tests need, build the plugins, then run every
 //!   test (extra ARGS go to `cargo test`). `.ci/run` calls exactly this.
 //! - `cargo xtask bench [--quick]`: the benchmark against the peers (see `bench/mod.rs`).
+//! - `cargo xtask new-plugin --lang rust|python|js|c NAME`: a plugin from a template
+//!   (`new_plugin.rs`).
 
 mod bench;
 mod build_components;
 mod build_plugins;
 mod install;
+mod new_plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,11 +31,13 @@ fn main() -> Result<()> {
         Some("serve") => serve(&rest),
         Some("test") => test(&rest),
         Some("bench") => bench::bench(&rest),
+        Some("new-plugin") => new_plugin::new_plugin(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins|serve|test|bench> [ARGS]");
+            eprintln!("usage: cargo xtask <build-plugins|serve|test|bench|new-plugin> [ARGS]");
             eprintln!("  build-plugins  build plugins-wasm/ into target/plugins/ (installs the wasm32-wasip2 target)");
             eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
             eprintln!("  test    install test tools (swaks, python3, openssl, nsd) and run every test");
+            eprintln!("  new-plugin --lang rust|python|js|c NAME  a plugin directory from a template, with its session test");
             eprintln!("  bench [--quick]  wasmtpd against smtp-sink, Postfix, Haraka and qpsmtpd; micro-benchmarks");
             std::process::exit(2);
         }

@@ -78,6 +78,7 @@ fn host_with(plugins: &[(&str, &[&str])], settings: SandboxSettings, services: &
                 name: name.to_string(),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 path,
+                pin: None,
                 settings: settings.clone(),
             }
         })

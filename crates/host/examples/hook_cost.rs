@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     // What the server gives rcpt_ok: its file, and the right to accept recipients.
     let mut settings = SandboxSettings { config_files: vec!["rcpthosts".to_string()], ..Default::default() };
     settings.rights.grant(Right::AcceptRecipient);
-    let spec = PluginSpec { name: "measured".into(), args: vec![], path: wasm.clone(), settings };
+    let spec = PluginSpec { name: "measured".into(), args: vec![], path: wasm.clone(), pin: None, settings };
     let started = Instant::now();
     drop(PluginHost::load(
         std::slice::from_ref(&spec),

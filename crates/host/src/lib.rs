@@ -4,7 +4,9 @@
 //! Code map:
 //! - [`sandbox`]: the engine and pool, each store's limits, WASI and grants (where the sandbox
 //!   is set up, one file per question).
-//! - [`plugin`]: loading a component (compile or precompiled cache) and finding its hooks.
+//! - [`plugin`]: loading a component (compile or precompiled cache, its pin) and finding its
+//!   hooks.
+//! - [`inspect`]: what a component file imports, exports and was made with, without running it.
 //! - `chain`: running a hook's chain, per-scope instances, and turning faults into verdicts.
 //! - [`breaker`]: disabling a plugin that keeps faulting, for a cool-down.
 //! - `imports`: the host side of the interfaces plugins import (`wit/host.wit`, `wit/dns.wit`,
@@ -19,6 +21,7 @@ pub mod bindings;
 pub mod breaker;
 mod chain;
 mod imports;
+pub mod inspect;
 pub mod plugin;
 pub mod resolver;
 pub mod sandbox;
@@ -80,7 +83,7 @@ impl PluginHost {
             let probe = sandbox::engine(max_stack, probe)?;
             let mut needs = ChainNeeds::default();
             for spec in specs {
-                let component = plugin::load_component(&probe, &spec.path, cache_dir)
+                let component = plugin::load_component(&probe, &spec.path, cache_dir, spec.pin.as_deref())
                     .map_err(|e| anyhow::anyhow!("plugin `{}`: {e:#}", spec.name))?;
                 needs.add(component.resources_required());
             }

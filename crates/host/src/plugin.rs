@@ -25,6 +25,8 @@ pub struct PluginSpec {
     pub args: Vec<String>,
     /// The component file.
     pub path: PathBuf,
+    /// The content hash its `config/plugins` line pins it to (`sha256:...`), if any.
+    pub pin: Option<String>,
     pub settings: SandboxSettings,
 }
 
@@ -48,21 +50,43 @@ pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
     Ok(linker)
 }
 
+/// The content hash a `config/plugins` line pins its component to (`sha256:` and 64 hex
+/// digits, lower case), and the hash of `bytes` in the same form.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 /// The one place with `unsafe` in the project: loading machine code we compiled ourselves.
 #[allow(unsafe_code)]
 /// Compiles `path`, or loads its precompiled form from `cache_dir` (keyed by the component's
 /// hash and the engine's compatibility hash, so a new wasmtime or new settings recompile).
-pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Component> {
+/// With a `pin`, a component whose content hash is another is refused before anything of it
+/// is used. A cache entry is used only if it is ours (owned by this user, writable by no one
+/// else) and its bytes are the ones we wrote (their hash is beside them); any other is
+/// compiled again (see docs/security.md, "plugin cache").
+pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path, pin: Option<&str>) -> Result<Component> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(pin) = pin {
+        let actual = content_hash(&bytes);
+        if actual != pin {
+            anyhow::bail!(
+                "{} is not the component config/plugins pins: its hash is {actual}, the pin is {pin} (a changed file is refused; vet it and update the pin)",
+                path.display()
+            );
+        }
+    }
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
     let key = Sha256::new().chain_update(&bytes).chain_update(engine_hash.finish().to_le_bytes()).finalize();
     let key: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
     let cached = cache_dir.join(format!("{key}.cwasm"));
-    if cached.is_file() {
-        // SAFETY: the file was written by `precompile_component` of an engine with the same
-        // compatibility hash (it is in the name), into a directory only the server writes.
-        match unsafe { Component::deserialize_file(engine, &cached) } {
+    let checksum = cache_dir.join(format!("{key}.cwasm.sha256"));
+    if let Some(precompiled) = cache::read_entry(&cached, &checksum) {
+        // SAFETY: these bytes are the ones `precompile_component` of an engine with the same
+        // compatibility hash (it is in the name) wrote, as their hash beside them says, into a
+        // directory no one but the server's user can write (`cache::check_dir`).
+        match unsafe { Component::deserialize(engine, &precompiled) } {
             Ok(c) => return Ok(c),
             Err(e) => {
                 tracing::warn!(file = %cached.display(), error = %e, "precompiled plugin unusable; compiling again")
@@ -74,16 +98,83 @@ pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<
         .precompile_component(&bytes)
         .map_err(|e| anyhow::Error::from(e).context(format!("compiling {}", path.display())))?;
     tracing::info!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
-    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
-    // Unique per compile, not only per process: two threads (tests in parallel) compiling the
-    // same component must not rename each other's file away.
-    static COMPILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COMPILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = cache_dir.join(format!("{key}.cwasm.tmp{}.{n}", std::process::id()));
-    std::fs::write(&tmp, &compiled).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &cached)?;
+    cache::write_entry(cache_dir, &cached, &checksum, &compiled)?;
     // SAFETY: written just above from `precompile_component` of this engine.
     Ok(unsafe { Component::deserialize(engine, &compiled) }?)
+}
+
+/// The plugin cache: precompiled components, which wasmtime loads as machine code without
+/// checking it, so nothing in it may come from anyone but the server.
+pub mod cache {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use anyhow::{Context, Result};
+    use sha2::{Digest, Sha256};
+
+    /// Makes the cache directory if it is missing, and refuses one that another user owns or
+    /// that others may write to: whoever can write it can make the server run their code.
+    pub fn check_dir(dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin cache {}", dir.display()))?;
+        let meta = std::fs::metadata(dir).with_context(|| format!("the plugin cache {}", dir.display()))?;
+        let uid = current_uid();
+        if meta.uid() != uid {
+            anyhow::bail!(
+                "the plugin cache {} belongs to user {}, not to the server's user {uid}: whoever can write it can make the server run their code; give it to the server's user, or pass another --cache-dir",
+                dir.display(),
+                meta.uid()
+            );
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            anyhow::bail!(
+                "the plugin cache {} may be written by others (mode {mode:o}): whoever can write it can make the server run their code; `chmod go-w` it",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// An entry's bytes, if it is ours and whole; `None` (compile again) otherwise, with a
+    /// warning when one was there but is not to be trusted.
+    pub(super) fn read_entry(entry: &Path, checksum: &Path) -> Option<Vec<u8>> {
+        let meta = std::fs::symlink_metadata(entry).ok()?;
+        if !meta.is_file() || meta.uid() != current_uid() || meta.mode() & 0o022 != 0 {
+            tracing::warn!(file = %entry.display(), "plugin cache entry not written by the server; compiling again");
+            return None;
+        }
+        let bytes = std::fs::read(entry).ok()?;
+        let expected = std::fs::read_to_string(checksum).unwrap_or_default();
+        if hex(&Sha256::digest(&bytes)) != expected.trim() {
+            tracing::warn!(file = %entry.display(), "plugin cache entry damaged or foreign (its hash differs); compiling again");
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// Writes an entry and its hash, each through a temporary file renamed into place.
+    pub(super) fn write_entry(dir: &Path, entry: &Path, checksum: &Path, compiled: &[u8]) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Unique per compile, not only per process: two threads (tests in parallel) compiling the
+        // same component must not rename each other's file away.
+        static COMPILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COMPILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (path, bytes) in [(checksum, hex(&Sha256::digest(compiled)).into_bytes()), (entry, compiled.to_vec())] {
+            let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
+            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+        }
+        Ok(())
+    }
+
+    fn hex(digest: &[u8]) -> String {
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The user the server runs as.
+    pub fn current_uid() -> u32 {
+        rustix::process::getuid().as_raw()
+    }
 }
 
 /// Where a plugin stands in its chain: its position (which names the writer of a note) and
@@ -103,7 +194,10 @@ impl LoadedPlugin {
         cache_dir: &Path,
         position: ChainPosition,
     ) -> Result<LoadedPlugin> {
-        let component = load_component(engine, &spec.path, cache_dir)?;
+        let component = load_component(engine, &spec.path, cache_dir, spec.pin.as_deref())?;
+        let imports: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
+        crate::sandbox::check_imports(&spec.name, imports.iter().map(String::as_str), &spec.settings)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", spec.path.display()))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!("{}: imports something the server does not offer: {e:#}", spec.path.display())
         })?;

@@ -51,6 +51,7 @@ fn hostile(args: &[&str], settings: SandboxSettings) -> PluginHost {
         name: "testing/hostile".into(),
         args: ["connect"].iter().chain(args).map(|a| a.to_string()).collect(),
         path: hostile_component(),
+        pin: None,
         settings,
     };
     let spool = std::env::temp_dir().join(format!("wasmtpd-host-limits-{}", std::process::id()));

@@ -186,6 +186,9 @@ pub struct PluginLine {
     /// The instance name as written (`rcpt_ok:2`), unique within the chain.
     pub instance: String,
     pub args: Vec<String>,
+    /// The content hash the line pins the component to (`sha256:` and 64 lower-case hex
+    /// digits, the word after the name), if it does.
+    pub pin: Option<String>,
     /// Where the line is, for error messages.
     pub origin: Origin,
     /// Its sandbox, from `config/sandbox` (grant paths still relative to the state directory).
@@ -674,15 +677,33 @@ fn parse_plugins(
         {
             return Err(err(format!("`{first}` is not a plugin name")));
         }
+        let mut words = words.peekable();
+        let pin = match words.next_if(|w| w.starts_with("sha256:")) {
+            Some(pin) => Some(parse_pin(pin).map_err(err)?),
+            None => None,
+        };
         out.push(PluginLine {
             name: name.to_string(),
             instance: first.to_string(),
+            pin,
             args: words.map(str::to_string).collect(),
             origin: Origin { file: path.to_string(), line: n },
             sandbox: SandboxSettings::default(),
         });
     }
     Ok(())
+}
+
+/// A pin on a `config/plugins` line: `sha256:` and the component's SHA-256 in 64 hex digits
+/// (as `sha256sum` prints it), kept in lower case.
+fn parse_pin(word: &str) -> Result<String, String> {
+    let hex = &word["sha256:".len()..];
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{word}` is not a pin: a pin is `sha256:` and the component's 64 hexadecimal digits (`sha256sum FILE.wasm`, or `wasmtpd plugin inspect FILE.wasm`)"
+        ));
+    }
+    Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
 /// Reads `sandbox`: `<plugin|*> <setting> <value...>` per line, applied in order (so a line

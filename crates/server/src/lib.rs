@@ -22,6 +22,8 @@ pub mod authentication;
 pub mod config;
 pub mod config_files;
 mod connection;
+pub mod inspect;
+pub mod plugin_test;
 pub mod plugin_files;
 pub mod plugins;
 pub mod spool;

@@ -1,6 +1,8 @@
 //! `wasmtpd`: the command line. Parses options, loads the config (errors name file and line),
 //! binds, and serves until SIGTERM or SIGINT; SIGHUP reloads the TLS certificates.
-//! `wasmtpd add-user` adds a user for the `auth_flat_file` plugin.
+//! `wasmtpd add-user` adds a user for the `auth_flat_file` plugin; `wasmtpd plugin inspect`
+//! says what a component asks for (`inspect.rs`); `wasmtpd plugin test` runs one against a
+//! recorded session (`plugin_test.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,40 @@ enum Cmd {
         /// The user name clients give in AUTH (e.g. alice@example.com).
         user: String,
     },
+    /// Commands for vetting a plugin before it is deployed.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCmd {
+    /// Prints what a component is and asks for: size, sha256 (for a pin in config/plugins),
+    /// contract version, hooks, every import (granted or not under --config), producers.
+    /// Exits 1 if the plugin would be refused under --config.
+    Inspect {
+        /// The component file.
+        file: PathBuf,
+        /// Its instance name in config/plugins (default: the file's name without `.wasm`).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Runs a plugin (or a chain, --plugins) against a recorded session, with no network and
+    /// no server: prints each hook's verdict, message, enhanced code, notes and time, and the
+    /// conversation. Exits 1 if an `expect` line of the session failed.
+    Test {
+        /// The component, then its arguments (as on its config/plugins line).
+        #[arg(num_args = 0..)]
+        plugin: Vec<String>,
+        /// A config/plugins file to run instead of one plugin (components from --plugin-dir).
+        #[arg(long, value_name = "FILE")]
+        plugins: Option<PathBuf>,
+        /// The session file: client facts, commands, expectations (see the README).
+        #[arg(long, value_name = "FILE")]
+        session: PathBuf,
+        /// The message DATA sends (instead of the session's `message` line).
+        #[arg(long, value_name = "FILE")]
+        message: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +123,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("add-user needs --config DIR: the users file is DIR/{}", wasmtpd::users::USERS_FILE);
         };
         return add_user(dir, user);
+    }
+    if let Some(Cmd::Plugin(PluginCmd::Inspect { file, name })) = &args.command {
+        return match wasmtpd::inspect::run(file, name.as_deref(), args.config.as_deref())? {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!("{}: would be refused at start-up (see its imports)", file.display())),
+        };
+    }
+    if let Some(Cmd::Plugin(PluginCmd::Test { plugin, plugins, session, message })) = &args.command {
+        return plugin_test(&args, plugin, plugins.as_deref(), session, message.as_deref());
     }
     if let Some(dir) = &args.init_config {
         ConfigSource::write_embedded(dir)?;
@@ -217,6 +262,42 @@ async fn reload_on_sighup(tls: Arc<Tls>, source: ConfigSource, base: PathBuf) {
             Ok(n) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
             Err(e) => tracing::error!("SIGHUP: certificates not reloaded, the old ones stay: {e}"),
         }
+    }
+}
+
+/// `wasmtpd plugin test`: one component with its arguments, or a chain file.
+fn plugin_test(
+    args: &Args,
+    plugin: &[String],
+    plugins: Option<&Path>,
+    session: &Path,
+    message: Option<&Path>,
+) -> anyhow::Result<()> {
+    let chain = match (plugin.split_first(), plugins) {
+        (Some((file, plugin_args)), None) => {
+            let file = Path::new(file);
+            let name = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut line = name;
+            for a in plugin_args {
+                line.push(' ');
+                line.push_str(a);
+            }
+            wasmtpd::plugin_test::Chain { plugins: format!("{line}\n"), plugin_dir: dir.to_path_buf() }
+        }
+        (None, Some(file)) => wasmtpd::plugin_test::Chain {
+            plugins: std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+            plugin_dir: args.plugin_dir.clone(),
+        },
+        _ => anyhow::bail!("plugin test needs a component (PLUGIN.wasm [ARGS...]) or --plugins FILE, not both"),
+    };
+    // Compiled components are kept between runs, in a cache of this user's own.
+    let uid = wasmtpd_host::plugin::cache::current_uid();
+    let cache =
+        args.plugin_cache.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("wasmtpd-plugin-cache-{uid}")));
+    match wasmtpd::plugin_test::run(&chain, session, message, args.config.as_deref(), &cache)? {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!("{}: an expectation failed", session.display())),
     }
 }
 

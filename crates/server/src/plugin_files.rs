@@ -64,6 +64,7 @@ mod tests {
             name: name.into(),
             instance: format!("{name}:2"),
             args: vec![],
+            pin: None,
             origin: crate::config::Origin { file: "plugins".into(), line: 1 },
             sandbox,
         }

@@ -33,7 +33,13 @@ pub fn specs(config: &Config, dirs: &Dirs<'_>) -> Result<Vec<PluginSpec>, Config
         settings.config_files = crate::plugin_files::granted(line);
         sandbox::grant_dirs(&mut settings.grants, dirs.state_dir, &reserved)
             .map_err(|e| ConfigError::at(&e.origin, e.what))?;
-        out.push(PluginSpec { name: line.instance.clone(), args: line.args.clone(), path, settings });
+        out.push(PluginSpec {
+            name: line.instance.clone(),
+            args: line.args.clone(),
+            path,
+            pin: line.pin.clone(),
+            settings,
+        });
     }
     Ok(out)
 }
@@ -70,9 +76,9 @@ pub struct Dirs<'a> {
 /// `max_connections` connections. Any failure stops start-up; a pool that cannot be reserved
 /// is a configuration error at `limits` `max_connections`.
 pub fn load(config: &Config, dirs: &Dirs<'_>, services: &wasmtpd_host::Services) -> anyhow::Result<PluginHost> {
-    // Made now (it would be at the first compile anyway) so that grants can be checked against it.
-    std::fs::create_dir_all(dirs.cache_dir)
-        .map_err(|e| anyhow::anyhow!("plugin cache {}: {e}", dirs.cache_dir.display()))?;
+    // Made now (it would be at the first compile anyway) so that grants can be checked against
+    // it, and refused if others could put machine code in it.
+    wasmtpd_host::plugin::cache::check_dir(dirs.cache_dir)?;
     let specs = specs(config, dirs).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     let granted = specs.iter().flat_map(|s| s.settings.config_files.iter().cloned()).collect();
     let files = crate::config_files::CachedConfigFiles::new(config.source.clone(), granted);

@@ -155,14 +155,16 @@ fn no_such_domain_and_no_records_are_told_apart() {
 }
 
 #[test]
-fn without_a_dns_grant_every_call_is_refused_without_asking_and_logged() {
+fn outside_its_dns_grant_every_call_is_refused_without_asking_and_logged() {
     let failing = FailingNameServer::start();
     let args = "lookup:a:www.zone.test lookup-all:a:www.zone.test,mx:zone.test reverse:192.0.2.7 \
                 check-lists:bl.test:client";
-    // A second instance is granted DNS, so the server has a resolver: the first is refused
-    // for want of its own grant, not for want of a resolver.
+    // Granted only a zone it does not ask (a plugin granted no DNS at all is refused at
+    // start-up: `vetting.rs`); a second instance is granted any name, so the refusals are for
+    // want of the first one's grant, not of a resolver.
     let chain = format!("testing/dns_probe {args}\ntesting/dns_probe:granted\nrcpt_ok");
-    let sandbox = "queue/maildir grant-dir maildir /maildir rw\ntesting/dns_probe:granted dns any\n";
+    let sandbox = "queue/maildir grant-dir maildir /maildir rw\ntesting/dns_probe dns unasked.test\n\
+                   testing/dns_probe:granted dns any\n";
     let resolver = resolver_config(failing.addr(), TIMEOUT);
     let s = TestServer::start_with_chain(&chain, &[("sandbox", sandbox), ("resolver", &resolver)]);
     let mut c = session(&s);

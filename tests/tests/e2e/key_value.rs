@@ -39,8 +39,11 @@ fn version(line: &str) -> u64 {
 }
 
 #[test]
-fn a_plugin_without_the_grant_is_refused_and_the_log_names_it() {
-    let server = probe("get:main:k set:main:k:v incr:main:n:1", "main embedded\n", "");
+fn a_store_the_plugin_was_not_granted_is_refused_and_the_log_names_it() {
+    // Granted `aux`, it asks `main`. (A plugin granted no store at all is refused at start-up:
+    // `vetting.rs`.)
+    let stores = "main embedded\naux embedded\n";
+    let server = probe("get:main:k set:main:k:v incr:main:n:1", stores, "testing/kv_probe store aux\n");
     let lines = ask(&server, "x@example.com");
     assert_eq!(lines.len(), 3, "{lines:?}");
     for line in &lines {
@@ -53,7 +56,7 @@ fn a_plugin_without_the_grant_is_refused_and_the_log_names_it() {
     let refused: Vec<&str> = log.lines().filter(|l| l.contains("store call refused")).collect();
     assert!(!refused.is_empty() && refused.iter().all(|l| l.contains("testing/kv_probe")), "{log}");
     // A store granted to another plugin is still not this one's; nor is a store not defined.
-    let server = probe("get:main:k get:other:k", "main embedded\n", "rcpt_ok store main\n");
+    let server = probe("get:main:k get:other:k", stores, "rcpt_ok store main\ntesting/kv_probe store aux\n");
     let lines = ask(&server, "x@example.com");
     assert!(lines.iter().all(|l| l.contains("not-granted")), "{lines:?}");
     assert!(!server.dir.0.join("state/stores/other.redb").exists());

@@ -17,3 +17,4 @@ mod sandbox;
 mod smtp;
 mod stateful_filters;
 mod tls;
+mod vetting;

@@ -8,6 +8,8 @@
 //!   ranges the configuration may set them in.
 //! - `wasi.rs`: what the instance sees of WASI, links refused ([`refuse_links`]), its stderr.
 //! - `grants.rs`: the directories and [`Rights`] granted, and which grants are refused.
+//! - `capabilities.rs`: which imports need a grant ([`CAPABILITIES`]), checked at load
+//!   ([`check_imports`]).
 //!
 //! Deny by default. A plugin instance gets:
 //! - the `host` interface (`wit/host.wit`), which is its whole view of the server;
@@ -30,11 +32,13 @@
 
 use std::time::Duration;
 
+mod capabilities;
 mod engine;
 mod grants;
 mod limits;
 mod wasi;
 
+pub use capabilities::{CAPABILITIES, Capability, PACKAGE, UngrantedImport, capability, check_imports};
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
 pub use grants::{DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs};
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
