@@ -62,17 +62,17 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
-                    out.imports.push(import.context("reading an import")?.name.0.to_string());
+                    out.imports.push(extern_name(&import.context("reading an import")?.name));
                 }
             }
             Payload::ComponentExportSection(reader) if depth == 0 => {
                 for export in reader {
-                    out.exports.push(export.context("reading an export")?.name.0.to_string());
+                    out.exports.push(extern_name(&export.context("reading an export")?.name));
                 }
             }
             Payload::CustomSection(section) if section.name() == "producers" => {
                 // A malformed producers section is only a missing trace, not an error.
-                if let Ok(reader) = wasmparser::ProducersSectionReader::new(section.data(), section.data_offset()) {
+                if let Ok(reader) = wasmparser::ProducersSectionReader::new(wasmparser::BinaryReader::new(section.data(), section.data_offset())) {
                     for field in reader.into_iter().flatten() {
                         for value in field.values.into_iter().flatten() {
                             out.producers.insert((
@@ -96,8 +96,16 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     Ok(out)
 }
 
+/// An import's or export's name as the component model writes it (`wasmtpd:plugin/dns@0.1.0`).
+fn extern_name(name: &wasmparser::ComponentExternName<'_>) -> String {
+    match name.version_suffix {
+        Some(v) if !name.name.contains('@') => format!("{}{v}", name.name),
+        _ => name.name.to_string(),
+    }
+}
+
 /// What an import is to the server, for a plugin with `settings` (if known).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum ImportStatus {
     /// An interface every plugin has (`host`, `authentication-results`).
     Given,

@@ -227,7 +227,7 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
     let dirs = crate::plugins::Dirs { plugin_dir: &chain.plugin_dir, state_dir: &state, spool_dir: spool.dir(), cache_dir: cache };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let resolver = match config.plugins.iter().any(|p| p.sandbox.dns != wasmtpd_host::sandbox::DnsGrant::Nothing) {
-        true => Some(wasmtpd_host::resolver::Resolver::new(&config.resolver)?),
+        true => Some(wasmtpd_host::resolver::Resolver::new(&config.resolver).map_err(anyhow::Error::msg)?),
         false => None,
     };
     let granted: Vec<_> = config
@@ -236,7 +236,7 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
         .filter(|s| config.plugins.iter().any(|p| p.sandbox.stores.iter().any(|g| g.store == s.name)))
         .cloned()
         .collect();
-    let stores = runtime.block_on(async { wasmtpd_host::store::open(&granted, &state) })?;
+    let stores = runtime.block_on(async { wasmtpd_host::store::open(&granted, &state) }).map_err(anyhow::Error::msg)?;
     let services = wasmtpd_host::Services { resolver, stores };
     let host = runtime.block_on(async { crate::plugins::load(&config, &dirs, &services) })?;
     let out = Arc::new(Mutex::new(String::new()));
@@ -250,7 +250,7 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
     let shared = Arc::new(Shared {
         auth_failures: AuthFailures::new(&config.auth),
         spool,
-        tls: Arc::new(Tls::load(&[], &state).context("no certificates")?),
+        tls: Arc::new(Tls::load(&[], &state).map_err(anyhow::Error::msg)?),
         auth_mechanisms: auth_mechanisms.clone(),
         authenticator: None,
         shutdown: shutdown.clone(),

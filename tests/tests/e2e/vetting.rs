@@ -190,7 +190,7 @@ fn plugin_inspect_shows_hash_contract_hooks_imports_and_grants() {
     assert!(out.contains("contract  wasmtpd:plugin@0.1.0"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("hooks") && l.contains("connect")), "{out}");
     assert!(out.contains("wasmtpd:plugin/dns@0.1.0") && out.contains("needs `dnsbl dns any`"), "{out}");
-    assert!(out.contains("language       Rust") || out.contains("processed-by   rustc"), "producers: {out}");
+    assert!(out.contains("processed-by   wit-bindgen-rust"), "producers: {out}");
 
     // Under a config: granted, or not (then it says so and exits 1).
     let dir = TempDir::new("inspect");
@@ -216,7 +216,13 @@ fn plugin_inspect_shows_hash_contract_hooks_imports_and_grants() {
 #[test]
 fn plugin_inspect_shows_each_languages_toolchain() {
     let _ = server_binary();
-    for (lang, trace) in [("rust", "rustc"), ("python", "componentize-py"), ("js", "componentize-js"), ("c", "clang")] {
+    // What each toolchain writes into the producers sections it leaves.
+    for (lang, trace) in [
+        ("rust", "wit-bindgen-rust"),
+        ("python", "component-init-transform"),
+        ("js", "ComponentizeJS"),
+        ("c", "wit-bindgen-c 0.63"),
+    ] {
         let file = plugin_dir().join(format!("examples/{lang}/rcpt_blocklist.wasm"));
         let (ok, out, err) = inspect(&[file.to_str().unwrap()]);
         assert!(ok, "{lang}: {err}");

@@ -14,6 +14,7 @@ pub const PACKAGE: &str = "wasmtpd:plugin";
 
 /// One capability interface: its name in `wit/`, whether `settings` grant it, and the
 /// `config/sandbox` line (for plugin `{}`) that would.
+#[derive(Debug)]
 pub struct Capability {
     pub interface: &'static str,
     pub granted: fn(&SandboxSettings) -> bool,
