@@ -14,6 +14,7 @@ fn walk(data: &[u8], piece: usize, binary: bool) -> (Vec<Command>, Option<DataEn
     let mut commands = Vec::new();
     let mut reader = ChunkReader::new(1 << 12, 100, binary, true);
     let mut out = Vec::new();
+    let mut fed = 0;
     let mut pos = 0;
     while pos < data.len() {
         let (n, event) = lines.next(&data[pos..]);
@@ -29,9 +30,9 @@ fn walk(data: &[u8], piece: usize, binary: bool) -> (Vec<Command>, Option<DataEn
         if let Command::Bdat { size, last } = cmd {
             let size = usize::try_from(size).unwrap_or(usize::MAX).min(data.len() - pos);
             for p in data[pos..pos + size].chunks(piece) {
-                let before = out.len();
+                fed += p.len();
                 reader.feed(p, &mut out);
-                assert!(out.len() - before <= p.len());
+                assert!(out.len() <= fed, "more out than in");
             }
             pos += size;
             if last {

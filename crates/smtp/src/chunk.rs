@@ -22,13 +22,26 @@ pub struct ChunkReader {
     line_len: usize,
     /// The last octet so far was a CR (its LF may come in the next chunk).
     cr: bool,
+    /// That CR is not written out yet: it is, once its LF comes (so what is written never
+    /// depends on where the input was cut).
+    held_cr: bool,
     failure: Option<DataEnd>,
 }
 
 impl ChunkReader {
     /// `max_size` and `max_line` as for DATA (0 = no limit); `binary` for BODY=BINARYMIME.
     pub fn new(max_size: u64, max_line: usize, binary: bool, refuse_nul: bool) -> Self {
-        ChunkReader { max_size, max_line, text: !binary, refuse_nul, size: 0, line_len: 0, cr: false, failure: None }
+        ChunkReader {
+            max_size,
+            max_line,
+            text: !binary,
+            refuse_nul,
+            size: 0,
+            line_len: 0,
+            cr: false,
+            held_cr: false,
+            failure: None,
+        }
     }
 
     /// Octets of message so far.
@@ -43,6 +56,12 @@ impl ChunkReader {
 
     /// Takes `input` (part of a chunk), appending what may be kept to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if input.is_empty() {
+            return;
+        }
+        if std::mem::take(&mut self.held_cr) && input[0] == b'\n' && self.failure.is_none() {
+            out.push(b'\r');
+        }
         let mut kept = input.len();
         for (i, &b) in input.iter().enumerate() {
             if self.failure.is_some() {
@@ -77,6 +96,10 @@ impl ChunkReader {
         }
         if self.failure.is_none() {
             kept = input.len();
+            if self.cr {
+                kept -= 1;
+                self.held_cr = true;
+            }
         }
         out.extend_from_slice(&input[..kept]);
     }
@@ -161,11 +184,14 @@ mod tests {
 
     #[test]
     fn output_stops_at_the_first_broken_rule_at_every_segmentation() {
-        let msg = b"ok\r\nbad\nmore text\r\n";
-        let whole = run(&[msg], 100, text());
-        for piece in 1..8 {
-            assert_eq!(run(&[msg], piece, text()), whole);
+        // The second found by the bdat fuzz target: a bare CR at the end of a read.
+        for msg in [&b"ok\r\nbad\nmore text\r\n"[..], b"a\rb\nNOOP\r\n", b"a\r\nb\r", b"x\r\r\n"] {
+            let whole = run(&[msg], 100, text());
+            for piece in 1..8 {
+                assert_eq!(run(&[msg], piece, text()), whole, "{msg:?} in pieces of {piece}");
+            }
         }
-        assert_eq!(whole.0, b"ok\r\nbad");
+        assert_eq!(run(&[b"ok\r\nbad\nmore text\r\n"], 1, text()).0, b"ok\r\nbad");
+        assert_eq!(run(&[b"a\rb\n"], 1, text()).0, b"a");
     }
 }
