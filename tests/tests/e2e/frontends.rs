@@ -41,10 +41,10 @@ fn xclient_from_a_trusted_relay_is_the_client_plugins_and_received_see() {
     let ehlo = c.cmd("EHLO relay.test", 250);
     assert!(ehlo.lines.iter().any(|l| l == "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"), "{ehlo:?}");
     c.cmd("XCLIENT ADDR=198.51.100.7 NAME=client.example HELO=orig.example", 220);
-    c.cmd("EHLO orig.example", 250);
     deliver(&mut c);
     let m = String::from_utf8(s.delivered().pop().unwrap()).unwrap();
-    assert!(m.starts_with("Received: from orig.example (client.example [198.51.100.7])"), "{m}");
+    // (`envelope` says EHLO client.test, after the XCLIENT's HELO.)
+    assert!(m.contains("\r\nReceived: from client.test (client.example [198.51.100.7])\r\n"), "{m}");
     // hosts_allow sees the client XCLIENT names.
     let mut c = s.greeted_from(ip("127.0.0.2"));
     let r = c.cmd("XCLIENT ADDR=203.0.113.66", 550);
@@ -54,7 +54,6 @@ fn xclient_from_a_trusted_relay_is_the_client_plugins_and_received_see() {
     let mut c = s.greeted_from(ip("127.0.0.2"));
     c.cmd("XCLIENT ADDR=203.0.113.666", 501);
     c.cmd("XCLIENT FOO=bar", 501);
-    c.cmd("EHLO relay.test", 250);
     deliver(&mut c);
     let m = String::from_utf8(s.delivered().pop().unwrap()).unwrap();
     assert!(m.contains("[127.0.0.2]"), "{m}");
@@ -80,10 +79,9 @@ fn proxy_headers_from_a_trusted_balancer_name_the_client() {
     let mut c = v1;
     c.send("PROXY TCP4 198.51.100.9 192.0.2.25 4711 25\r\n");
     c.expect(220);
-    c.cmd("EHLO orig.example", 250);
     deliver(&mut c);
     let m = String::from_utf8(s.delivered().pop().unwrap()).unwrap();
-    assert!(m.starts_with("Received: from orig.example ([198.51.100.9])"), "{m}");
+    assert!(m.contains("\r\nReceived: from client.test ([198.51.100.9])\r\n"), "{m}");
     // v2, naming the client hosts_allow refuses.
     let mut c = Client::connect_from(s.proxy_addr(), ip("127.0.0.4"));
     let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
@@ -133,7 +131,7 @@ fn bdat_chunks_are_delivered_as_sent() {
     // Past the size limit in chunks: 552, the rest refused until RSET, framing kept.
     c.envelope("a@remote.test", &["b@example.com"]);
     let big = "x".repeat(598) + "\r\n";
-    c.send(format!("BDAT 600\r\n{big}BDAT 600\r\n{big}BDAT 5 LAST\r\nQUIT\r\n"));
+    c.send(format!("BDAT 600\r\n{big}BDAT 600\r\n{big}BDAT 6 LAST\r\nQUIT\r\n"));
     c.expect(250);
     c.expect(552);
     c.expect(503);
