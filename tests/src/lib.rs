@@ -97,7 +97,8 @@ pub fn server_command(dir: &Path) -> Command {
 }
 
 /// Starts the server on the config and state under `dir`, with `args` added; returns it, its
-/// plain address and (with `--listen-tls` in `args`) its implicit-TLS address.
+/// plain address and (with `--listen-tls` in `args`) its implicit-TLS address. The address of
+/// a `--listen-proxy` listener is in `PROXY_ADDR_FILE` of `dir`, for [`TestServer::proxy_addr`].
 fn spawn(dir: &Path, args: &[String]) -> (Child, SocketAddr, Option<SocketAddr>) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
     let mut child = server_command(dir)
@@ -111,7 +112,7 @@ fn spawn(dir: &Path, args: &[String]) -> (Child, SocketAddr, Option<SocketAddr>)
         .spawn()
         .expect("starting wasmtpd");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let listeners = 1 + args.iter().filter(|a| *a == "--listen-tls").count();
+    let listeners = 1 + args.iter().filter(|a| *a == "--listen-tls" || *a == "--listen-proxy").count();
     let (mut plain, mut tls) = (None, None);
     for _ in 0..listeners {
         let mut line = String::new();
@@ -123,6 +124,10 @@ fn spawn(dir: &Path, args: &[String]) -> (Child, SocketAddr, Option<SocketAddr>)
                 std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
             );
         };
+        if let Some(a) = addr.strip_suffix(" (PROXY)") {
+            std::fs::write(dir.join(PROXY_ADDR_FILE), a).unwrap();
+            continue;
+        }
         match addr.strip_suffix(" (TLS)") {
             Some(a) => tls = Some(a.parse().unwrap()),
             None => plain = Some(addr.parse().unwrap()),
@@ -169,6 +174,9 @@ pub fn with_standard_rights(files: &[(&str, &str)]) -> Vec<(String, String)> {
     }
     out
 }
+
+/// Where [`spawn`] leaves the address of a `--listen-proxy` listener.
+const PROXY_ADDR_FILE: &str = "proxy-listener";
 
 /// A running server process.
 pub struct TestServer {
@@ -257,6 +265,12 @@ impl TestServer {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// The address of the `--listen-proxy` listener the server was started with.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        let text = std::fs::read_to_string(self.dir.0.join(PROXY_ADDR_FILE)).expect("started with --listen-proxy");
+        text.parse().unwrap()
     }
 
     /// Connects and reads the 220 greeting.

@@ -178,7 +178,7 @@ fn transaction(c: &mut Criterion) {
                 let args = HookArgs::Rcpt { to: &to, params: &[] };
                 let r = chain.run(&mut scope, Hook::Rcpt, args, ctx(&mut conn, &mut txn)).await;
                 assert_eq!(r.verdict, wasmtpd_smtp::Verdict::Ok);
-                txn.recipients.push(Recipient { address: to.clone(), params: vec![] });
+                txn.recipients.push(Recipient { address: to.clone(), params: vec![], dsn: Default::default() });
                 chain.run(&mut scope, Hook::Data, HookArgs::None, ctx(&mut conn, &mut txn)).await;
                 txn.message = Some(Message {
                     content: Content::Memory(body.clone()),

@@ -259,8 +259,22 @@ pub fn mail_params(p: &MailParams) -> Vec<wit::EsmtpParam> {
     if p.body_8bitmime {
         out.push(wit::EsmtpParam { keyword: "BODY".into(), value: Some("8BITMIME".into()) });
     }
+    if p.binarymime {
+        out.push(wit::EsmtpParam { keyword: "BODY".into(), value: Some("BINARYMIME".into()) });
+    }
     if p.smtputf8 {
         out.push(wit::EsmtpParam { keyword: "SMTPUTF8".into(), value: None });
+    }
+    // DSN's (RFC 3461), as a queue passes them on: the envelope id xtext-encoded again.
+    if let Some(ret) = p.dsn.ret {
+        let value = match ret {
+            wasmtpd_smtp::dsn::Ret::Full => "FULL",
+            wasmtpd_smtp::dsn::Ret::Hdrs => "HDRS",
+        };
+        out.push(wit::EsmtpParam { keyword: "RET".into(), value: Some(value.into()) });
+    }
+    if let Some(envid) = &p.dsn.envid {
+        out.push(wit::EsmtpParam { keyword: "ENVID".into(), value: Some(wasmtpd_smtp::xtext::encode(envid)) });
     }
     out.extend(p.other.iter().map(Into::into));
     out

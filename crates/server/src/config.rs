@@ -12,6 +12,7 @@
 //! | `resolver`    | the DNS resolver: `nameserver ADDR[:PORT]` (repeatable; default: `/etc/resolv.conf`), `timeout`, `attempts`, `cache-size` |
 //! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
 //! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
+//! | `frontends`   | the front ends trusted with XCLIENT and the PROXY protocol: `xclient ADDR[/PREFIX]...`, `proxy ADDR[/PREFIX]...`, `proxy_timeout D` (default: none; see `frontends.rs`) |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -39,8 +40,19 @@ use crate::authentication::Checks;
 use crate::tls::CertificateFiles;
 
 /// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
-pub const SERVER_FILES: &[&str] =
-    &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting", "resolver", "authentication", "stores"];
+pub const SERVER_FILES: &[&str] = &[
+    "plugins",
+    "sandbox",
+    "limits",
+    "tls",
+    "auth",
+    "me",
+    "smtpgreeting",
+    "resolver",
+    "authentication",
+    "stores",
+    "frontends",
+];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
 pub use wasmtpd_host::sandbox::Origin;
@@ -212,6 +224,8 @@ pub struct Config {
     pub checks: Checks,
     /// The key-value stores (`stores`), in order.
     pub stores: Vec<StoreSettings>,
+    /// The front ends trusted with XCLIENT and PROXY headers (`frontends`).
+    pub frontends: crate::frontends::Frontends,
 }
 
 impl Config {
@@ -254,7 +268,8 @@ impl Config {
         let checks = load_checks(&source)?;
         let stores = load_stores(&source)?;
         check_store_grants(&plugins, &stores)?;
-        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks, stores })
+        let frontends = crate::frontends::load(&source)?;
+        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks, stores, frontends })
     }
 
     /// The directory relative paths in the config (certificates) are taken from: the config
@@ -503,6 +518,13 @@ fn set_limit(limits: &mut Limits, server: &mut ServerLimits, key: &str, value: &
         "max_text_line" => limits.max_text_line = parse_count(value, 0)?,
         "max_errors" => limits.max_errors = parse_u32(value)?,
         "spool_threshold" => limits.spool_threshold = parse_size(value)?,
+        "nul_in_data" => {
+            limits.refuse_nul = match value {
+                "refuse" => true,
+                "keep" => false,
+                v => return Err(format!("nul_in_data is `refuse` or `keep`, not `{v}`")),
+            }
+        }
         "max_connections" => server.max_connections = parse_count(value, 1)?,
         "max_connections_per_ip" => server.max_connections_per_ip = parse_count(value, 1)?,
         "command_timeout" => server.command_timeout = parse_duration(value)?,
@@ -581,7 +603,7 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
 }
 
 /// A duration that may not be zero (a zero write timeout would fail every write that has to wait).
-fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
     match parse_duration(v)? {
         d if d.is_zero() => Err(format!("`{v}` must be more than zero")),
         d => Ok(d),

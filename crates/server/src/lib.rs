@@ -4,6 +4,7 @@
 //! - [`config`]: the configuration directory (qpsmtpd's layout) and its errors.
 //! - [`config_files`]: the config files plugins read (`host.config`), cached.
 //! - [`plugin_files`]: which config files each plugin may read.
+//! - [`frontends`]: the front ends trusted with XCLIENT and PROXY headers.
 //! - [`admission`]: connection limits, total and per IP.
 //! - `connection`: one task per client, a handler per command; the only code that touches a
 //!   client's stream.
@@ -22,6 +23,7 @@ pub mod authentication;
 pub mod config;
 pub mod config_files;
 mod connection;
+pub mod frontends;
 pub mod inspect;
 pub mod plugin_test;
 pub mod plugin_files;
@@ -67,8 +69,17 @@ pub(crate) struct Shared<R> {
 /// A bound listening socket, not yet tied to a runtime.
 pub struct Listener {
     pub tcp: std::net::TcpListener,
+    pub kind: ListenerKind,
+}
+
+/// What a listener's connections begin with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerKind {
     /// Implicit TLS (RFC 8314, port 465 style): the TLS handshake comes before the greeting.
     pub implicit_tls: bool,
+    /// A PROXY protocol header (v1 or v2) from a trusted load balancer comes first
+    /// (`--listen-proxy`; the peers in `config/frontends`).
+    pub proxy: bool,
 }
 
 /// What an accept loop needs.
@@ -99,7 +110,7 @@ impl<R: HookRunner> Acceptor<R> {
     /// Starts an accept loop per listener on the current runtime; each connection is a task
     /// there too, so it never moves between threads.
     fn start(&self, listeners: Vec<Listener>) {
-        for Listener { tcp, implicit_tls } in listeners {
+        for Listener { tcp, kind } in listeners {
             let listener = match TcpListener::from_std(tcp) {
                 Ok(l) => l,
                 Err(e) => {
@@ -108,11 +119,12 @@ impl<R: HookRunner> Acceptor<R> {
                 }
             };
             let this = self.clone();
-            self.tracker.spawn(async move { this.accept_loop(listener, implicit_tls).await });
+            self.tracker.spawn(async move { this.accept_loop(listener, kind).await });
         }
     }
 
-    async fn accept_loop(self, listener: TcpListener, implicit_tls: bool) {
+    async fn accept_loop(self, listener: TcpListener, kind: ListenerKind) {
+        let implicit_tls = kind.implicit_tls;
         let Acceptor { shared, admission, tracker, token, counter, epoch } = self;
         loop {
             let (stream, remote) = tokio::select! {
@@ -135,11 +147,12 @@ impl<R: HookRunner> Acceptor<R> {
                 starttls: !implicit_tls && shared.tls.has_certificates(),
                 auth_mechanisms: shared.auth_mechanisms.clone(),
                 auth_without_tls: shared.config.auth.plaintext.allows(remote.ip()),
+                xclient: shared.config.frontends.may_xclient(remote.ip()),
             };
             let session =
                 Session::new(Connection::new(id, remote, local), shared.config.limits.clone()).with_offer(offer);
             let admitted = admission.admit(remote.ip());
-            let serve = connection::serve(stream, implicit_tls, shared.clone(), session, admitted);
+            let serve = connection::serve(stream, kind, shared.clone(), session, admitted);
             tracker.spawn(serve.instrument(span));
         }
     }
@@ -225,17 +238,18 @@ pub async fn serve<R: HookRunner>(
     }
 }
 
-/// Binds every `--listen` address (and `--listen-tls`, with `implicit_tls`) once for each of
-/// `workers` workers, with SO_REUSEPORT; returns a set of listeners per worker. An address
-/// that cannot be bound stops start-up. A port 0 is chosen once, for all workers.
-pub fn bind(addrs: &[(SocketAddr, bool)], workers: usize) -> anyhow::Result<Vec<Vec<Listener>>> {
+/// Binds every `--listen` address (and `--listen-tls`, with `implicit_tls`, and
+/// `--listen-proxy`, with `proxy`) once for each of `workers` workers, with SO_REUSEPORT;
+/// returns a set of listeners per worker. An address that cannot be bound stops start-up. A
+/// port 0 is chosen once, for all workers.
+pub fn bind(addrs: &[(SocketAddr, ListenerKind)], workers: usize) -> anyhow::Result<Vec<Vec<Listener>>> {
     let mut sets: Vec<Vec<Listener>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
-    for &(addr, implicit_tls) in addrs {
+    for &(addr, kind) in addrs {
         let mut bound = addr;
         for set in &mut sets {
             let tcp = reuse_port_listener(bound).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             bound = tcp.local_addr()?;
-            set.push(Listener { tcp, implicit_tls });
+            set.push(Listener { tcp, kind });
         }
     }
     Ok(sets)

@@ -39,6 +39,10 @@ struct Args {
     /// Address to listen on with implicit TLS (RFC 8314, like port 465); may be repeated.
     #[arg(long, value_name = "ADDR:PORT")]
     listen_tls: Vec<SocketAddr>,
+    /// Address to listen on behind a load balancer: each connection starts with a PROXY
+    /// protocol header (v1 or v2) from a peer listed in config/frontends; may be repeated.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen_proxy: Vec<SocketAddr>,
     /// Where plugin components are: `<name>.wasm` for each plugin named in config/plugins.
     #[arg(long, value_name = "DIR", default_value = "/usr/lib/wasmtpd/plugins")]
     plugin_dir: PathBuf,
@@ -204,6 +208,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    if !args.listen_proxy.is_empty() && config.frontends.proxy.is_empty() {
+        anyhow::bail!(
+            "configuration error: {}: --listen-proxy needs the load balancers' addresses (`proxy ADDR[/PREFIX]`)",
+            config.source.display("frontends")
+        );
+    }
     // One descriptor per client: allow as many as the hard limit lets us.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) if (n as usize) < config.server.max_connections + 64 => tracing::warn!(
@@ -217,12 +227,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     // This thread is the first worker; `serve` starts the others.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let addrs: Vec<(SocketAddr, bool)> =
-        args.listen.iter().map(|a| (*a, false)).chain(args.listen_tls.iter().map(|a| (*a, true))).collect();
+    let kind = |implicit_tls, proxy| wasmtpd::ListenerKind { implicit_tls, proxy };
+    let addrs: Vec<(SocketAddr, wasmtpd::ListenerKind)> = args
+        .listen
+        .iter()
+        .map(|a| (*a, kind(false, false)))
+        .chain(args.listen_tls.iter().map(|a| (*a, kind(true, false))))
+        .chain(args.listen_proxy.iter().map(|a| (*a, kind(false, true))))
+        .collect();
     let listeners = wasmtpd::bind(&addrs, workers)?;
     for l in &listeners[0] {
         // Tests and scripts read these lines to learn the port of `--listen 127.0.0.1:0`.
-        let tls = if l.implicit_tls { " (TLS)" } else { "" };
+        let tls = match (l.kind.implicit_tls, l.kind.proxy) {
+            (true, _) => " (TLS)",
+            (false, true) => " (PROXY)",
+            (false, false) => "",
+        };
         println!("wasmtpd listening on {}{tls}", l.tcp.local_addr()?);
     }
     runtime.block_on(async {

@@ -153,11 +153,16 @@ pub fn received_header(me: &str, conn: &Connection, txn: &Transaction) -> String
             (false, false) => "",
         });
     }
-    let ip = address_literal(conn.remote.ip());
+    let literal = address_literal(conn.remote.ip());
+    // The client's name as a trusted front end gave it (XCLIENT NAME), when it is a plain one.
+    let ip = match conn.remote_name.as_deref() {
+        Some(name) if address::is_domain(name) => format!("{name} {literal}"),
+        _ => literal.clone(),
+    };
     let from = match helo {
         Some(name) if is_plain_host(name) => format!("{name} ({ip})"),
-        Some(name) => format!("{ip} (helo={} {ip})", sanitised(name)),
-        None => format!("{ip} ({ip})"),
+        Some(name) => format!("{literal} (helo={} {ip})", sanitised(name)),
+        None => format!("{literal} ({ip})"),
     };
     let tls = match &conn.tls {
         Some(t) => format!("\r\n\t(using {} with cipher {})", t.version, t.cipher),
@@ -218,7 +223,11 @@ mod tests {
         let mut txn = Transaction::new("c1.1".into(), None, MailParams::default());
         for r in recipients {
             let (local, domain) = r.rsplit_once('@').unwrap();
-            txn.recipients.push(Recipient { address: Address::new(local, domain).unwrap(), params: vec![] });
+            txn.recipients.push(Recipient {
+                address: Address::new(local, domain).unwrap(),
+                params: vec![],
+                dsn: Default::default(),
+            });
         }
         received_header("mx.test", &conn, &txn)
     }

@@ -9,10 +9,10 @@
 //!   the colon is tolerated, as nearly every server does.
 //! - ESMTP parameters are `KEYWORD[=value]` (RFC 5321 4.1.2); keywords are upper-cased; a
 //!   repeated keyword is an error. SIZE is parsed as a number that may not overflow; BODY must be
-//!   7BIT or 8BITMIME; SMTPUTF8 takes no value.
-//! - `BDAT <size> [LAST]` (RFC 3030) is parsed exactly, although CHUNKING is not offered: the
-//!   server must know how many octets of chunk follow the line to skip them (a chunk is message
-//!   text, never commands). A BDAT without a valid size is its own error, [`CommandError::BadBdat`].
+//!   7BIT, 8BITMIME or BINARYMIME; SMTPUTF8 takes no value.
+//! - `BDAT <size> [LAST]` (RFC 3030) is parsed exactly: the server must know how many octets
+//!   of chunk follow the line, whether it takes or refuses them (a chunk is message text, never
+//!   commands). A BDAT without a valid size is its own error, [`CommandError::BadBdat`].
 
 use crate::address::{self, Address, AddressError};
 
@@ -46,13 +46,14 @@ pub enum Command {
         initial_response: Option<String>,
     },
     /// `BDAT chunk-size [LAST]` (RFC 3030): `size` octets of message follow the line at once,
-    /// without waiting for a reply. Parsed even though CHUNKING is not offered, so that the
-    /// server knows how much to skip: the chunk is message text and must never be read as
+    /// without waiting for a reply. They are message text, taken or refused, and never read as
     /// commands.
     Bdat {
         size: u64,
         last: bool,
     },
+    /// `XCLIENT attribute=value ...` (Postfix): a trusted front end's facts of its client.
+    Xclient(crate::xclient::Xclient),
     /// A known SMTP verb this server does not implement (EXPN, TURN, ...): 502.
     NotImplemented(String),
     /// Anything else: handed to the `unrecognized_command` hook.
@@ -69,8 +70,13 @@ pub struct MailParams {
     pub size: Option<u64>,
     /// `BODY=8BITMIME` (RFC 6152); `false` for `BODY=7BIT` or no BODY.
     pub body_8bitmime: bool,
+    /// `BODY=BINARYMIME` (RFC 3030 section 3): the message comes by BDAT only, and may hold
+    /// any octet.
+    pub binarymime: bool,
     /// `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
+    /// `RET` and `ENVID` (RFC 3461).
+    pub dsn: crate::dsn::MailDsn,
     /// Every other parameter, in order.
     pub other: Vec<EsmtpParam>,
 }
@@ -98,7 +104,7 @@ pub enum CommandError {
     DuplicateParameter(String),
     #[error("SIZE value is not a number in range")]
     BadSize,
-    #[error("BODY must be 7BIT or 8BITMIME")]
+    #[error("BODY must be 7BIT, 8BITMIME or BINARYMIME")]
     BadBody,
     #[error("SMTPUTF8 takes no value")]
     BadSmtputf8,
@@ -106,6 +112,11 @@ pub enum CommandError {
     /// after it can be trusted to be a command.
     #[error("BDAT <chunk-size> [LAST]")]
     BadBdat,
+    #[error("{0}")]
+    Dsn(#[from] crate::dsn::DsnError),
+    /// A malformed XCLIENT (answered 550 instead when the client may not use XCLIENT at all).
+    #[error("{0}")]
+    Xclient(#[from] crate::xclient::XclientError),
 }
 
 impl Command {
@@ -141,6 +152,7 @@ impl Command {
             "STARTTLS" => no_argument(rest, Command::StartTls, "STARTTLS with no argument")?,
             "AUTH" => parse_auth(rest)?,
             "BDAT" => parse_bdat(rest)?,
+            "XCLIENT" => Command::Xclient(crate::xclient::parse(rest)?),
             "EXPN" | "TURN" | "ATRN" | "ETRN" | "SEND" | "SOML" | "SAML" => Command::NotImplemented(upper),
             _ => unrecognized(line),
         };
@@ -149,8 +161,10 @@ impl Command {
 }
 
 /// The verbs of the commands this server carries out (not the ones it answers 502).
-const IMPLEMENTED_VERBS: [&str; 13] =
-    ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "VRFY", "HELP", "QUIT", "STARTTLS", "AUTH", "BDAT"];
+const IMPLEMENTED_VERBS: [&str; 14] = [
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "VRFY", "HELP", "QUIT", "STARTTLS", "AUTH", "BDAT",
+    "XCLIENT",
+];
 
 /// Whether `line` starts with the verb of a command this server carries out (any case),
 /// followed by a space or the end of the line. Used where a line may be either a command or a
@@ -232,9 +246,12 @@ pub fn parse_mail(rest: &str) -> Result<Command, CommandError> {
             ("SIZE", None) => return Err(CommandError::BadSize),
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => mail.body_8bitmime = true,
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => mail.body_8bitmime = false,
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("BINARYMIME") => mail.binarymime = true,
             ("BODY", _) => return Err(CommandError::BadBody),
             ("SMTPUTF8", None) => mail.smtputf8 = true,
             ("SMTPUTF8", Some(_)) => return Err(CommandError::BadSmtputf8),
+            ("RET", v) => mail.dsn.ret = Some(crate::dsn::ret(v)?),
+            ("ENVID", v) => mail.dsn.envid = Some(crate::dsn::envid(v)?),
             _ => mail.other.push(p),
         }
     }
@@ -246,7 +263,22 @@ pub fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
     let args = strip_keyword(rest, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
     let (path, params) = split_path(args)?;
     let to = address::parse_path(path, true)?.ok_or(CommandError::Syntax("a recipient address, not <>"))?;
-    Ok(Command::Rcpt { to, params: parse_params(params)? })
+    let params = parse_params(params)?;
+    rcpt_dsn(&params)?;
+    Ok(Command::Rcpt { to, params })
+}
+
+/// The DSN parameters among a RCPT's (RFC 3461: NOTIFY and ORCPT), checked.
+pub fn rcpt_dsn(params: &[EsmtpParam]) -> Result<crate::dsn::RcptDsn, CommandError> {
+    let mut dsn = crate::dsn::RcptDsn::default();
+    for p in params {
+        match p.keyword.as_str() {
+            "NOTIFY" => dsn.notify = Some(crate::dsn::notify(p.value.as_deref())?),
+            "ORCPT" => dsn.orcpt = Some(crate::dsn::orcpt(p.value.as_deref())?),
+            _ => {}
+        }
+    }
+    Ok(dsn)
 }
 
 fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
@@ -445,7 +477,7 @@ mod tests {
                 "{verb}: {parsed:?}"
             );
         }
-        for other in ["EXPN", "TURN", "XCLIENT", "dXNlcg==", "YWxpY2U=", "*", "", " QUIT", "QUITX", "MAIL:"] {
+        for other in ["EXPN", "TURN", "XFORWARD", "dXNlcg==", "YWxpY2U=", "*", "", " QUIT", "QUITX", "MAIL:"] {
             assert!(!names_an_implemented_verb(other.as_bytes()), "{other}");
         }
     }
@@ -502,8 +534,23 @@ mod tests {
         assert!(p("MAIL TO:<a@b.example>").is_err());
         assert!(p("MAIL FROM:<postmaster>").is_err());
         assert!(p("MAIL FROM:<a@b.example>SIZE=1").is_err());
-        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.example> ENVID=abc+2B") else { panic!() };
-        assert_eq!(params.other, vec![EsmtpParam { keyword: "ENVID".into(), value: Some("abc+2B".into()) }]);
+        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.example> ENVID=abc+2B RET=hdrs") else { panic!() };
+        assert_eq!(params.dsn.envid.as_deref(), Some("abc+"), "ENVID is xtext, decoded");
+        assert_eq!(params.dsn.ret, Some(crate::dsn::Ret::Hdrs));
+        assert!(params.other.is_empty());
+        assert_eq!(p("MAIL FROM:<a@b.example> ENVID=a+0D+0Ab"), Err(CommandError::Dsn(crate::dsn::DsnError::Envid)));
+        assert!(p("MAIL FROM:<a@b.example> RET=ALL").is_err());
+        assert!(p("MAIL FROM:<a@b.example> RET=FULL RET=FULL").is_ok(), "an identical repeat is one");
+        let Ok(Command::Rcpt { params, .. }) =
+            p("RCPT TO:<a@b.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+40b.example")
+        else {
+            panic!()
+        };
+        let dsn = rcpt_dsn(&params).unwrap();
+        assert_eq!(dsn.orcpt.unwrap().address, "a@b.example");
+        assert!(dsn.notify.unwrap().success);
+        assert!(p("RCPT TO:<a@b.example> NOTIFY=NEVER,DELAY").is_err());
+        assert!(p("RCPT TO:<a@b.example> ORCPT=rfc822;a+0Ab").is_err());
     }
 
     #[test]
@@ -512,7 +559,10 @@ mod tests {
         for bad in ["SIZE=18446744073709551616", "SIZE=999999999999999999999", "SIZE=-1", "SIZE=1e3", "SIZE=", "SIZE"] {
             assert!(p(&format!("MAIL FROM:<a@b.example> {bad}")).is_err(), "{bad}");
         }
-        assert!(p("MAIL FROM:<a@b.example> BODY=BINARYMIME").is_err());
+        assert!(p("MAIL FROM:<a@b.example> BODY=BINARY").is_err());
+        assert!(
+            matches!(p("MAIL FROM:<a@b.example> BODY=binarymime"), Ok(Command::Mail { params, .. }) if params.binarymime)
+        );
         assert!(p("MAIL FROM:<a@b.example> SIZE=1 SIZE=2").is_err());
         assert!(p("MAIL FROM:<a@b.example> SMTPUTF8=yes").is_err());
     }

@@ -14,6 +14,11 @@
 //! gets `552 5.3.4`. In all three cases the rest of the message is read and discarded (so the
 //! client sees the reply at the right moment), and nothing more is written out.
 //!
+//! NUL octets (RFC 5321 2.3.8 and RFC 6152: 7BIT and 8BITMIME text has none) are the
+//! operator's choice (`nul_in_data` in `config/limits`): **refused** by default, with `550
+//! 5.6.0` once the message is read to its end, as a bare CR or LF is; or kept as they are
+//! ([`DataReader::refusing_nul`]).
+//!
 //! The reader keeps a few bytes of state and no buffer of its own: memory does not grow with
 //! the message.
 
@@ -48,6 +53,8 @@ pub enum DataEnd {
     BareNewline,
     /// A line passed the text-line limit.
     LineTooLong,
+    /// The message held a NUL octet, and NULs are refused.
+    Nul,
 }
 
 #[derive(Debug)]
@@ -62,6 +69,8 @@ pub struct DataReader {
     too_big: bool,
     bare_newline: bool,
     line_too_long: bool,
+    refuse_nul: bool,
+    nul: bool,
 }
 
 impl DataReader {
@@ -75,7 +84,15 @@ impl DataReader {
             too_big: false,
             bare_newline: false,
             line_too_long: false,
+            refuse_nul: false,
+            nul: false,
         }
+    }
+
+    /// The same reader, refusing a message with a NUL octet (`true`) or keeping it as it is.
+    pub fn refusing_nul(mut self, refuse: bool) -> Self {
+        self.refuse_nul = refuse;
+        self
     }
 
     /// Octets of message content so far.
@@ -85,7 +102,7 @@ impl DataReader {
 
     /// Whether the message is already known to be rejected (output has stopped).
     pub fn is_rejected(&self) -> bool {
-        self.too_big || self.bare_newline || self.line_too_long
+        self.too_big || self.bare_newline || self.line_too_long || self.nul
     }
 
     /// Consumes bytes from `input`, appending unstuffed message content to `out`.
@@ -102,6 +119,9 @@ impl DataReader {
                     // Fast path: copy everything up to the next CR or LF at once.
                     let run = memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
                     if run > 0 {
+                        if self.refuse_nul && memchr::memchr(0, &input[i..i + run]).is_some() {
+                            self.nul = true;
+                        }
                         // Emit exactly up to the octet that breaks the line limit, so that
                         // what comes out never depends on how the input was segmented.
                         let allowed = match self.max_line {
@@ -184,6 +204,8 @@ impl DataReader {
             DataEnd::TooBig
         } else if self.bare_newline {
             DataEnd::BareNewline
+        } else if self.nul {
+            DataEnd::Nul
         } else if self.line_too_long {
             DataEnd::LineTooLong
         } else {
@@ -312,6 +334,26 @@ mod tests {
             for chunk in [1, 3, 7, 64, 999] {
                 assert_eq!(run(&crash, chunk, limit.0, limit.1), whole, "chunk {chunk}, limits {limit:?}");
             }
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_or_kept_as_the_operator_chose() {
+        for msg in [&b"a\0b\r\n.\r\n"[..], b"\0\r\n.\r\n", b".\0\r\n.\r\n", b"x\r\n\0.\r\n.\r\n"] {
+            for chunk in [1, 2, 64] {
+                let mut r = DataReader::new(0, 1000).refusing_nul(true);
+                let (mut out, mut pos) = (Vec::new(), 0);
+                let end = loop {
+                    let end = (pos + chunk).min(msg.len());
+                    let (n, done) = r.feed(&msg[pos..end], &mut out);
+                    pos += n;
+                    if let Some(d) = done {
+                        break d;
+                    }
+                };
+                assert_eq!((end, pos), (DataEnd::Nul, msg.len()), "{msg:?} read to its end and refused");
+            }
+            assert!(matches!(run(msg, 64, 0, 1000).1, Some(DataEnd::Complete { .. })), "kept: {msg:?}");
         }
     }
 

@@ -30,6 +30,7 @@ impl Hook {
         match mechanism {
             Mechanism::Plain => Hook::AuthPlain,
             Mechanism::Login => Hook::AuthLogin,
+            Mechanism::Xclient => Hook::Auth,
         }
     }
 

@@ -195,6 +195,9 @@ pub fn smtputf8_required() -> Reply {
 pub fn bare_newline_in_data() -> Reply {
     Reply::new(550, e(5, 6, 0), "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)")
 }
+pub fn nul_in_data() -> Reply {
+    Reply::new(550, e(5, 6, 0), "Message contains a NUL octet, which message text may not hold (RFC 5321 2.3.8)")
+}
 pub fn data_line_too_long(limit: usize) -> Reply {
     Reply::new(550, e(5, 6, 0), format!("Message has a line longer than {limit} octets"))
 }
@@ -232,6 +235,14 @@ pub fn bdat_chunk_too_big(limit: u64) -> Reply {
         format!("BDAT chunk exceeds the message size limit of {limit} octets; closing connection"),
     )
 }
+/// A BDAT chunk was taken and more may follow (RFC 3030 section 2).
+pub fn bdat_chunk_received(size: u64) -> Reply {
+    Reply::new(250, e(2, 0, 0), format!("{size} octets received"))
+}
+/// A BDAT chunk after a refused one of the same transaction (its octets were read and dropped).
+pub fn bdat_after_failure() -> Reply {
+    Reply::new(503, e(5, 5, 1), "An earlier BDAT chunk of this transaction was refused; send RSET")
+}
 pub fn invalid_characters() -> Reply {
     Reply::new(500, e(5, 5, 2), "Syntax error: control characters or invalid UTF-8 in command")
 }
@@ -261,6 +272,10 @@ pub fn insufficient_storage() -> Reply {
 
 // ---- STARTTLS (RFC 3207) ----
 
+/// XCLIENT from a client that is not a trusted front end (Postfix's reply).
+pub fn xclient_unauthorized() -> Reply {
+    Reply::new(550, e(5, 7, 0), "Error: insufficient authorization")
+}
 pub fn starttls_ready() -> Reply {
     Reply::new(220, e(2, 0, 0), "Ready to start TLS")
 }

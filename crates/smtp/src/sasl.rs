@@ -24,6 +24,9 @@ pub enum Mechanism {
     Plain,
     /// The de-facto LOGIN mechanism: user name and password, each prompted for.
     Login,
+    /// Not one the server runs or offers: a login a trusted front end reported with XCLIENT
+    /// LOGIN (the client authenticated there).
+    Xclient,
 }
 
 impl Mechanism {
@@ -43,6 +46,7 @@ impl Mechanism {
             (Mechanism::Plain, true) => 0,
             (Mechanism::Login, false) => 2,
             (Mechanism::Login, true) => 1,
+            (Mechanism::Xclient, _) => 0,
         }
     }
 
@@ -51,6 +55,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
+            Mechanism::Xclient => "XCLIENT",
         }
     }
 }
@@ -169,6 +174,7 @@ impl Exchange {
                 }
                 Err(e) => Step::Done(Err(e)),
             },
+            (Mechanism::Xclient, _) => Step::Done(Err(SaslError::Malformed(mechanism))),
         };
         (ex, step)
     }
@@ -328,6 +334,7 @@ mod tests {
         let initial = |m| match m {
             Mechanism::Plain => encode(b"\0alice\0pw"),
             Mechanism::Login => encode(b"alice"),
+            Mechanism::Xclient => unreachable!("not in ALL"),
         };
         for m in Mechanism::ALL {
             for with_initial in [false, true] {

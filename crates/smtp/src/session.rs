@@ -27,7 +27,7 @@ use crate::line::DEFAULT_MAX_COMMAND_LINE;
 use crate::notes::Notes;
 use crate::reply::{self, Reply};
 use crate::sasl::Mechanism;
-use crate::transaction::{Recipient, Transaction};
+use crate::transaction::{Chunking, Recipient, Transaction};
 
 /// Protocol limits enforced by the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,9 @@ pub struct Limits {
     pub max_errors: u32,
     /// Messages up to this size stay in memory; larger ones are written to a spool file.
     pub spool_threshold: u64,
+    /// A message (7BIT or 8BITMIME) with a NUL octet is refused with 550 (`true`, the
+    /// default), or kept as it is.
+    pub refuse_nul: bool,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
             max_text_line: DEFAULT_MAX_TEXT_LINE,
             max_errors: 20,
             spool_threshold: 64 * 1024,
+            refuse_nul: true,
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct Connection {
     pub iprev: Option<crate::authentication::AuthCheck>,
     /// Notes for the whole connection (plugins share state here), and the server's records.
     pub notes: Notes,
+    /// The client's host name as a trusted front end gave it (XCLIENT NAME), for the Received
+    /// header.
+    pub remote_name: Option<String>,
 }
 
 /// Facts about an established TLS session.
@@ -111,6 +118,8 @@ pub struct Offer {
     pub auth_mechanisms: Vec<Mechanism>,
     /// AUTH may be used without TLS on this connection (operator's choice, e.g. loopback).
     pub auth_without_tls: bool,
+    /// The client is a front end the operator trusts with XCLIENT (`config/frontends`).
+    pub xclient: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +149,7 @@ impl Connection {
             auth: None,
             iprev: None,
             notes: Notes::default(),
+            remote_name: None,
         }
     }
 }
@@ -164,6 +174,11 @@ impl Session {
         self
     }
 
+    /// What is offered, to change before the greeting (a PROXY header named another client).
+    pub fn offer_mut(&mut self) -> &mut Offer {
+        &mut self.offer
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -175,13 +190,16 @@ impl Session {
             0 => "SIZE".to_string(),
             n => format!("SIZE {n}"),
         });
-        caps.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"].map(String::from));
+        caps.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN"].map(String::from));
         if self.offer.starttls && self.connection.tls.is_none() {
             caps.push("STARTTLS".to_string());
         }
         if self.auth_usable() {
             let names: Vec<&str> = self.offer.auth_mechanisms.iter().map(|m| m.name()).collect();
             caps.push(format!("AUTH {}", names.join(" ")));
+        }
+        if self.offer.xclient {
+            caps.push(format!("XCLIENT {}", crate::xclient::ATTRIBUTES.join(" ")));
         }
         caps
     }
@@ -213,7 +231,12 @@ impl Session {
         if self.transaction.is_some() {
             return Err(reply::bad_sequence("Nested MAIL command: a transaction is already in progress"));
         }
-        let has_params = params.size.is_some() || params.body_8bitmime || params.smtputf8 || !params.other.is_empty();
+        let has_params = params.size.is_some()
+            || params.dsn != Default::default()
+            || params.body_8bitmime
+            || params.binarymime
+            || params.smtputf8
+            || !params.other.is_empty();
         if has_params && !hello.esmtp {
             return Err(reply::bad_sequence("ESMTP parameters need EHLO, not HELO"));
         }
@@ -243,7 +266,7 @@ impl Session {
             return Err(reply::bad_sequence("Use MAIL before RCPT"));
         };
         txn.rcpt_attempted = true;
-        if let Some(p) = params.first() {
+        if let Some(p) = params.iter().find(|p| !matches!(p.keyword.as_str(), "NOTIFY" | "ORCPT")) {
             return Err(reply::parameter_not_recognized(&p.keyword));
         }
         if !to.is_ascii() && !txn.mail_params.smtputf8 {
@@ -258,11 +281,34 @@ impl Session {
     /// RCPT accepted: add the recipient.
     pub fn accept_rcpt(&mut self, to: Address, params: Vec<EsmtpParam>) {
         if let Some(txn) = &mut self.transaction {
-            txn.recipients.push(Recipient { address: to, params });
+            let dsn = crate::command::rcpt_dsn(&params).unwrap_or_default();
+            txn.recipients.push(Recipient { address: to, params, dsn });
         }
     }
 
     pub fn check_data(&self) -> Result<(), Reply> {
+        self.check_message()?;
+        match &self.transaction {
+            Some(t) if t.chunking != Chunking::None => {
+                Err(reply::bad_sequence("DATA may not follow BDAT in a transaction (RFC 3030)"))
+            }
+            Some(t) if t.mail_params.binarymime => Err(reply::bad_sequence("BODY=BINARYMIME needs BDAT, not DATA")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a BDAT chunk's command (RFC 3030): as DATA, an envelope with a recipient first;
+    /// after a refused chunk, none of the transaction's chunks is taken until RSET.
+    pub fn check_bdat(&self) -> Result<(), Reply> {
+        self.check_message()?;
+        match &self.transaction {
+            Some(t) if t.chunking == Chunking::Failed => Err(reply::bdat_after_failure()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A message may come now: a transaction with an accepted recipient.
+    fn check_message(&self) -> Result<(), Reply> {
         match &self.transaction {
             None => Err(reply::bad_sequence("MAIL first")),
             Some(t) if t.recipients.is_empty() && t.rcpt_attempted => Err(reply::no_valid_recipients()),
@@ -312,6 +358,61 @@ impl Session {
         c.relay_client = false;
         c.notes = Default::default();
         self.transaction = None;
+    }
+
+    /// Checks XCLIENT: only a front end the operator trusts may send it (550 5.7.0 otherwise, as
+    /// Postfix answers), and not in a transaction.
+    pub fn check_xclient(&self) -> Result<(), Reply> {
+        if !self.offer.xclient {
+            return Err(reply::xclient_unauthorized());
+        }
+        if self.transaction.is_some() {
+            return Err(reply::bad_sequence("Error: MAIL transaction in progress"));
+        }
+        Ok(())
+    }
+
+    /// XCLIENT accepted: the session starts over as a connection from the client the front end
+    /// speaks for (Postfix resets to the initial state, then greets again). The attributes given
+    /// replace the server's facts: ADDR and PORT the remote address, DESTADDR and DESTPORT the
+    /// local one, NAME the client's host name, HELO (with PROTO) the HELO/EHLO name, LOGIN who
+    /// authenticated (at the front end; the client may relay, as after AUTH).
+    /// `[UNAVAILABLE]` clears NAME, HELO and LOGIN; an unavailable address or port keeps ours.
+    /// Forgotten, as after STARTTLS: the transaction, the relay flag, the connection notes, the
+    /// iprev result (it was for the front end's address). Kept: the connection id, TLS, early
+    /// talking and the error count.
+    pub fn accept_xclient(&mut self, x: &crate::xclient::Xclient) {
+        let c = &mut self.connection;
+        let esmtp = c.hello.as_ref().is_none_or(|h| h.esmtp);
+        c.hello = None;
+        c.auth = None;
+        c.relay_client = false;
+        c.notes = Default::default();
+        c.iprev = None;
+        self.transaction = None;
+        if let Some(Some(ip)) = x.addr {
+            c.remote.set_ip(ip);
+        }
+        if let Some(Some(port)) = x.port {
+            c.remote.set_port(port);
+        }
+        if let Some(Some(ip)) = x.dest_addr {
+            c.local.set_ip(ip);
+        }
+        if let Some(Some(port)) = x.dest_port {
+            c.local.set_port(port);
+        }
+        if let Some(name) = &x.name {
+            c.remote_name = name.clone();
+        }
+        let esmtp = x.proto.flatten().unwrap_or(esmtp);
+        if let Some(Some(host)) = &x.helo {
+            c.hello = Some(Hello { esmtp, host: host.clone() });
+        }
+        if let Some(Some(user)) = &x.login {
+            c.auth = Some(AuthInfo { user: user.clone(), mechanism: Mechanism::Xclient });
+            c.relay_client = true;
+        }
     }
 
     /// Checks `AUTH <mechanism>`; `Ok` gives the mechanism to run.
@@ -418,7 +519,9 @@ mod tests {
         assert_eq!(code(s.check_rcpt(&utf8, &[])), 553);
         let to = Address::new("x", "y.example").unwrap();
         let notify = [EsmtpParam { keyword: "NOTIFY".into(), value: Some("NEVER".into()) }];
-        assert_eq!(code(s.check_rcpt(&to, &notify)), 555);
+        assert_eq!(code(s.check_rcpt(&to, &notify)), 250, "DSN's NOTIFY is understood");
+        let xfoo = [EsmtpParam { keyword: "XFOO".into(), value: None }];
+        assert_eq!(code(s.check_rcpt(&to, &xfoo)), 555);
     }
 
     fn tls() -> TlsInfo {
@@ -480,7 +583,8 @@ mod tests {
     fn auth_sequence() {
         let s = session();
         assert_eq!(code(s.check_auth("PLAIN").map(|_| ())), 502, "no auth plugin: not offered");
-        let offer = Offer { starttls: true, auth_mechanisms: vec![Mechanism::Plain], auth_without_tls: false };
+        let offer =
+            Offer { starttls: true, auth_mechanisms: vec![Mechanism::Plain], auth_without_tls: false, xclient: false };
         let mut s = session().with_offer(offer);
         s.accept_hello(true, "client.example");
         assert!(!s.capabilities().iter().any(|c| c.starts_with("AUTH")), "not offered before TLS");
@@ -496,7 +600,8 @@ mod tests {
         assert!(s.connection.relay_client);
         assert_eq!(code(s.check_auth("PLAIN").map(|_| ())), 503, "already authenticated");
 
-        let offer = Offer { starttls: false, auth_mechanisms: Mechanism::ALL.to_vec(), auth_without_tls: true };
+        let offer =
+            Offer { starttls: false, auth_mechanisms: Mechanism::ALL.to_vec(), auth_without_tls: true, xclient: false };
         let mut s = session().with_offer(offer);
         s.accept_hello(true, "client.example");
         assert!(s.capabilities().contains(&"AUTH PLAIN LOGIN".to_string()), "plaintext allowed here");

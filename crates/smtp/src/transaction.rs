@@ -26,12 +26,30 @@ pub struct Transaction {
     pub authentication: crate::authentication::MessageAuthentication,
     /// Notes for this transaction (plugins share state here), and the server's records.
     pub notes: Notes,
+    /// Where the message stands if it comes in BDAT chunks.
+    pub chunking: Chunking,
+}
+
+/// A transaction's BDAT chunks (RFC 3030).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Chunking {
+    /// No BDAT yet (DATA may still come).
+    #[default]
+    None,
+    /// The first chunk was taken; more may follow until LAST.
+    Receiving,
+    /// A chunk was refused: every later chunk of the transaction is read, thrown away and
+    /// refused (503) until RSET (or a new EHLO) ends it.
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     pub address: Address,
+    /// Every parameter as given (NOTIFY and ORCPT too).
     pub params: Vec<EsmtpParam>,
+    /// NOTIFY and ORCPT (RFC 3461), checked and decoded.
+    pub dsn: crate::dsn::RcptDsn,
 }
 
 /// A message received with DATA, as spooled by the server: our Received header, then the
@@ -75,6 +93,7 @@ impl Transaction {
             message: None,
             authentication: Default::default(),
             notes: Notes::default(),
+            chunking: Chunking::None,
         }
     }
 

@@ -8,6 +8,7 @@ mod disk;
 mod dns;
 mod dns_filters;
 mod durability;
+mod frontends;
 mod key_value;
 mod languages;
 mod limits;

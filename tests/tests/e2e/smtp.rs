@@ -314,8 +314,9 @@ fn smtp_smuggling_look_alikes_over_a_socket() {
         ("\r\n.\r\r\n", 550),
         ("\r\n.\n\r\n", 550),
         ("\n..\n", 550),
-        ("\r\n\0.\r\n", 250),
-        ("\r\n.\0\r\n", 250),
+        // NUL is refused by default (`nul_in_data refuse`), as bare CR and LF are.
+        ("\r\n\0.\r\n", 550),
+        ("\r\n.\0\r\n", 550),
     ] {
         let mut c = s.greeted();
         c.envelope("a@remote.test", &["b@example.com"]);
@@ -410,10 +411,10 @@ fn a_bdat_chunk_is_skipped_never_run_as_commands() {
     let s = TestServer::start_delivering(&[("limits", "max_message_size 1k\n")]);
     let mut c = s.greeted();
     c.cmd("EHLO client.test", 250);
-    // CHUNKING is not offered; a BDAT and its chunk in one packet, the chunk full of commands.
+    // No transaction to take it: a BDAT and its chunk in one packet, the chunk full of commands.
     let chunk = "MAIL FROM:<smuggled@evil.test>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nQUIT\r\n";
     c.send(format!("BDAT {} LAST\r\n{chunk}", chunk.len()));
-    assert_eq!(c.expect(502).text(), "5.5.1 BDAT is not implemented");
+    assert_eq!(c.expect(503).text(), "5.5.1 MAIL first");
     // The next reply is HELP's: none of the chunk's commands ran (no 250 for MAIL, no 221).
     c.cmd("HELP", 214);
     c.cmd("MAIL FROM:<a@remote.test>", 250); // no transaction was begun by the chunk
@@ -422,9 +423,9 @@ fn a_bdat_chunk_is_skipped_never_run_as_commands() {
     c.send("BDAT 32\r\nMAIL FROM:<smuggled@evil.test>\r");
     std::thread::sleep(std::time::Duration::from_millis(200));
     c.send("\nNOOP\r\n");
-    c.expect(502);
+    c.expect(503);
     assert_eq!(c.expect(250).text(), "2.0.0 OK", "the NOOP after the chunk");
-    c.cmd("BDAT 0 LAST", 502);
+    c.cmd("BDAT 0 LAST", 503);
     // A chunk larger than max_message_size is not skipped: 552 and close.
     c.send(format!("BDAT 5000\r\n{}", "MAIL FROM:<x@evil.test>\r\n".repeat(10)));
     let r = c.expect(552);

@@ -57,7 +57,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
         let header = spool::received_header(&self.shared.config.me, &self.session.connection, txn);
         let mut incoming = self.shared.spool.incoming(&txn.id, limits.spool_threshold);
         let mut write_error = incoming.write(header.as_bytes()).await.err();
-        let mut reader = DataReader::new(limits.max_message_size, limits.max_text_line);
+        let mut reader = DataReader::new(limits.max_message_size, limits.max_text_line).refusing_nul(limits.refuse_nul);
         let mut out = Vec::with_capacity(DATA_READ);
         let started = Instant::now();
         let end = loop {
@@ -105,7 +105,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
     }
 
     /// The message is spooled: `data_post` may refuse it, then `queue` decides.
-    async fn post_and_queue(&mut self) -> Flow {
+    pub(super) async fn post_and_queue(&mut self) -> Flow {
         let result = self.run_hook(Hook::DataPost, HookArgs::None).await;
         let decision = self.decide(Hook::DataPost, &HookArgs::None, &result);
         if !decision.accept {
@@ -141,7 +141,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
 
 /// The spool could not hold the message: a full disk is 452 (RFC 5321 4.5.3.1.4), anything
 /// else a local error.
-fn spool_failure(e: &std::io::Error) -> Reply {
+pub(super) fn spool_failure(e: &std::io::Error) -> Reply {
     if e.raw_os_error() == Some(28) {
         return reply::insufficient_storage();
     }
@@ -150,11 +150,12 @@ fn spool_failure(e: &std::io::Error) -> Reply {
 }
 
 /// Why a message that ended this way is refused; `None` if it arrived whole.
-fn framing_error(end: DataEnd, max_text_line: usize) -> Option<Reply> {
+pub(super) fn framing_error(end: DataEnd, max_text_line: usize) -> Option<Reply> {
     match end {
         DataEnd::Complete { .. } => None,
         DataEnd::TooBig => Some(reply::message_too_big()),
         DataEnd::BareNewline => Some(reply::bare_newline_in_data()),
         DataEnd::LineTooLong => Some(reply::data_line_too_long(max_text_line)),
+        DataEnd::Nul => Some(reply::nul_in_data()),
     }
 }

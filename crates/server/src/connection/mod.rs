@@ -6,7 +6,7 @@
 //! - [`parse`]: a command line becomes a [`Command`] (with the `mail_pre`/`rcpt_pre` rewrite).
 //! - One file per command, each `check → run hook → decide → apply`: [`hello`] (HELO, EHLO),
 //!   [`mail`], [`rcpt`], [`data`] (DATA and the message), [`bdat`], [`auth`], [`starttls`],
-//!   and [`simple`] (RSET, NOOP, VRFY, HELP, QUIT, unknown and unimplemented commands).
+//!   [`xclient`] (a trusted front end's client facts), and [`simple`] (RSET, NOOP, VRFY, HELP, QUIT, unknown and unimplemented commands).
 //! - This file: the session from accept to close, the dispatch of a command to its handler,
 //!   and the steps every handler shares (run a hook, decide, apply the decision).
 //!
@@ -22,10 +22,12 @@ mod data;
 mod hello;
 mod mail;
 mod parse;
+mod proxy;
 mod rcpt;
 mod simple;
 mod starttls;
 mod transport;
+mod xclient;
 
 #[cfg(test)]
 mod tests;
@@ -66,17 +68,35 @@ pub(crate) struct ClientConnection<R: HookRunner, S> {
     /// [`auth`]): while this is not zero, a line is read as such a response, never as a
     /// command.
     refused_sasl_lines: u8,
+    /// The message of the transaction, while it arrives in BDAT chunks.
+    chunks: Option<bdat::Chunks>,
 }
 
 /// Serves one client from accept to close. `admitted` is `Err` when a connection limit was hit.
-/// On an implicit-TLS listener the handshake comes first, even for a client that is refused.
+/// On a PROXY listener the header comes first ([`proxy`]), then on an implicit-TLS listener
+/// the handshake, even for a client that is refused.
 pub(crate) async fn serve<R: HookRunner, S: ClientIo>(
-    stream: S,
-    implicit_tls: bool,
+    mut stream: S,
+    listener: crate::ListenerKind,
     shared: Arc<Shared<R>>,
     mut session: Session,
     admitted: Result<Ticket, Reply>,
 ) {
+    let implicit_tls = listener.implicit_tls;
+    if listener.proxy {
+        match proxy::receive(&mut stream, &shared.config.frontends, session.connection.remote).await {
+            Err(()) => return,
+            Ok(None) => {}
+            Ok(Some((client, local))) => {
+                session.connection.remote = client;
+                session.connection.local = local;
+                // What the server allows by address is the client's, never the load balancer's.
+                let offer = session.offer_mut();
+                offer.auth_without_tls = shared.config.auth.plaintext.allows(client.ip());
+                offer.xclient = shared.config.frontends.may_xclient(client.ip());
+            }
+        }
+    }
     let mut stream = ClientStream::Plain(stream);
     let limits = shared.config.server.clone();
     if implicit_tls {
@@ -100,7 +120,8 @@ pub(crate) async fn serve<R: HookRunner, S: ClientIo>(
     };
     let transport = Transport::new(stream, session.limits().max_command_line, limits, shared.shutdown.clone());
     let scope = shared.runner.open_scope();
-    let mut conn = ClientConnection { transport, shared, session, scope, transactions: 0, refused_sasl_lines: 0 };
+    let mut conn =
+        ClientConnection { transport, shared, session, scope, transactions: 0, refused_sasl_lines: 0, chunks: None };
     info!("connected");
     conn.converse().await;
     conn.end_transaction().await;
@@ -160,18 +181,24 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
             None => return Flow::Close, // closed before the greeting
             Some(early) => self.session.connection.early_talker = early,
         }
-        if let Some(authenticator) = &self.shared.authenticator {
-            self.session.connection.iprev = authenticator.iprev(self.session.connection.remote.ip()).await;
-        }
-        let args = HookArgs::None;
-        let result = self.run_hook(Hook::Connect, args).await;
-        let decision = self.decide(Hook::Connect, &args, &result);
+        let decision = self.connect_hook().await;
         if self.session.connection.early_talker && self.shared.config.server.reject_early_talkers && !decision.close {
             warn!("early talker: client sent data before the greeting");
             self.send(reply::early_talker());
             return Flow::Close;
         }
         self.apply(decision).await
+    }
+
+    /// The `connect` hook's decision on the client (after the greeting's wait, or after
+    /// XCLIENT named another client), with the client's iprev result checked first.
+    async fn connect_hook(&mut self) -> Decision {
+        if let Some(authenticator) = &self.shared.authenticator {
+            self.session.connection.iprev = authenticator.iprev(self.session.connection.remote.ip()).await;
+        }
+        let args = HookArgs::None;
+        let result = self.run_hook(Hook::Connect, args).await;
+        self.decide(Hook::Connect, &args, &result)
     }
 
     /// The next line: a command, or a response line of a refused AUTH exchange.
@@ -195,7 +222,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
             Command::Mail { from, params } => self.mail(from, params).await,
             Command::Rcpt { to, params } => self.rcpt(to, params).await,
             Command::Data => self.data().await,
-            Command::Bdat { size, .. } => self.bdat(size).await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::Auth { mechanism, initial_response } => self.auth(&mechanism, initial_response.as_deref()).await,
             Command::StartTls => self.starttls().await,
             Command::Rset => self.rset().await,
@@ -203,6 +230,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
             Command::Vrfy(argument) => self.simple_hook(Hook::Vrfy, HookArgs::Vrfy { argument: &argument }).await,
             Command::Help(argument) => self.simple_hook(Hook::Help, HookArgs::Help { argument: &argument }).await,
             Command::Quit => self.simple_hook(Hook::Quit, HookArgs::None).await,
+            Command::Xclient(x) => self.xclient(x).await,
             Command::NotImplemented(verb) => self.send(reply::command_not_implemented(&verb)),
             Command::Unrecognized { verb, args } => self.unrecognized(&verb, &args).await,
         }
@@ -263,6 +291,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
 
     /// Ends the transaction, if any: runs `reset_transaction` and removes its spool file.
     async fn end_transaction(&mut self) {
+        self.drop_chunks().await;
         if self.session.transaction.is_none() {
             return;
         }

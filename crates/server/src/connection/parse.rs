@@ -26,6 +26,17 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
                 self.send(reply::bdat_bad_size());
                 Err(Flow::Close)
             }
+            // Postfix answers an XCLIENT from a client it does not trust 550, however malformed.
+            Err(CommandError::Xclient(e)) => match self.session.check_xclient() {
+                Err(refusal) => {
+                    warn!("XCLIENT from a client that is not a trusted front end");
+                    Err(self.send(refusal))
+                }
+                Ok(()) => {
+                    warn!(error = %e, "malformed XCLIENT");
+                    Err(self.send(syntax_error(&CommandError::Xclient(e))))
+                }
+            },
             Err(e) => {
                 debug!(error = %e, "unparsable command");
                 Err(self.send(syntax_error(&e)))

@@ -83,12 +83,12 @@ async fn a_message_over_the_spool_threshold_goes_to_a_file_and_reaches_the_queue
 }
 
 #[tokio::test(start_paused = true)]
-async fn bdat_is_skipped_whole_then_refused() {
+async fn bdat_without_a_transaction_is_skipped_whole_then_refused() {
     let mut c = Setup::new(Scripted::accepting()).connect().await;
     c.ehlo().await;
     // The chunk holds what looks like commands: none of them may run.
     c.send(b"BDAT 23 LAST\r\nRSET\r\nQUIT\r\nVRFY root\r\n").await;
-    assert_eq!(c.reply().await, "502 5.5.1 BDAT is not implemented\r\n");
+    assert_eq!(c.reply().await, "503 5.5.1 MAIL first\r\n");
     assert!(c.still_open().await);
     assert!(!c.hooks().contains(&Hook::Quit) && !c.hooks().contains(&Hook::Vrfy), "{:?}", c.hooks());
     c.send(b"BDAT x\r\n").await;

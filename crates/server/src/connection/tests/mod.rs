@@ -8,11 +8,14 @@
 //! real plugins; these cover the protocol detail.
 
 mod auth;
+mod bdat;
 mod data;
 mod limits;
 mod pipelining;
+mod proxy;
 mod starttls;
 mod verdicts;
+mod xclient;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -50,6 +53,8 @@ pub(super) struct Call {
     pub tls: bool,
     pub relay_client: bool,
     pub authenticated: Option<String>,
+    /// The client's address as the hook saw it.
+    pub remote: SocketAddr,
 }
 
 /// What a hook does to the session besides answering (as a plugin may, through the host).
@@ -128,6 +133,7 @@ impl HookRunner for Scripted {
             tls: ctx.connection.tls.is_some(),
             relay_client: ctx.connection.relay_client,
             authenticated: ctx.connection.auth.as_ref().map(|a| a.user.clone()),
+            remote: ctx.connection.remote,
         });
         if let Some(effect) = self.effects.get(&hook) {
             effect(&mut ctx);
@@ -145,6 +151,10 @@ pub(super) struct Setup {
     pub config: Config,
     pub starttls: bool,
     pub implicit_tls: bool,
+    /// Where the client connects from.
+    pub remote: SocketAddr,
+    /// A PROXY listener.
+    pub proxy: bool,
 }
 
 impl Setup {
@@ -155,11 +165,28 @@ impl Setup {
         // Messages stay in memory unless a test wants the spool file.
         config.limits.spool_threshold = 1 << 20;
         config.auth.failure_delay = Duration::ZERO;
-        Setup { runner, config, starttls: false, implicit_tls: false }
+        let remote = "192.0.2.7:40000".parse().unwrap();
+        Setup { runner, config, starttls: false, implicit_tls: false, remote, proxy: false }
     }
 
     pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
         change(&mut self.config);
+        self
+    }
+
+    fn listener(&self) -> crate::ListenerKind {
+        crate::ListenerKind { implicit_tls: self.implicit_tls, proxy: self.proxy }
+    }
+
+    /// A PROXY listener: the client must send a PROXY header first.
+    pub fn proxy(mut self) -> Self {
+        self.proxy = true;
+        self
+    }
+
+    /// The client connects from `remote`.
+    pub fn from(mut self, remote: &str) -> Self {
+        self.remote = remote.parse().expect("an address");
         self
     }
 
@@ -171,6 +198,7 @@ impl Setup {
 
     /// Connects a client; the greeting is not read yet.
     pub async fn connect(self) -> Client {
+        let listener = self.listener();
         let dir = TempDir::new();
         let (tls, client_tls) = if self.starttls || self.implicit_tls {
             let cert = TestCertificate::new(&dir.0);
@@ -200,15 +228,16 @@ impl Setup {
             runner,
             config,
         });
-        let remote: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let remote = self.remote;
         let local: SocketAddr = "198.51.100.1:25".parse().unwrap();
-        let offer = Offer { starttls: self.starttls, auth_mechanisms, auth_without_tls: true };
+        let xclient = shared.config.frontends.may_xclient(remote.ip());
+        let offer = Offer { starttls: self.starttls, auth_mechanisms, auth_without_tls: true, xclient };
         let session =
             Session::new(Connection::new("t1".into(), remote, local), shared.config.limits.clone()).with_offer(offer);
         let admission = Admission::new(10, 10);
         let ticket = admission.admit(remote.ip());
         let (client, server) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(super::serve(server, self.implicit_tls, shared, session, ticket));
+        let task = tokio::spawn(super::serve(server, listener, shared, session, ticket));
         Client { io: ClientIo::Plain(client), read: Vec::new(), task, calls, scopes, shutdown, client_tls, _dir: dir }
     }
 }
@@ -302,7 +331,12 @@ impl Client {
         closed && self.task_ends().await
     }
 
-    async fn task_ends(&mut self) -> bool {
+    /// Closes the client's side of the connection.
+    pub async fn hang_up(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+
+    pub(super) async fn task_ends(&mut self) -> bool {
         tokio::time::timeout(REPLY_WAIT, &mut self.task).await.is_ok()
     }
 
