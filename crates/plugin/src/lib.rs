@@ -62,6 +62,9 @@ pub use bindings::wasmtpd::plugin::host;
 /// to live; only the stores the operator grants, each plugin's keys its own (see
 /// `wit/key-value.wit`).
 pub use bindings::wasmtpd::plugin::key_value;
+/// Delivery onward: the current message handed to a downstream server the operator defined
+/// and granted, recipients checked with it as they arrive (see `wit/delivery.wit`).
+pub use bindings::wasmtpd::plugin::delivery;
 /// The WIT `types` interface (used by the generated export glue).
 pub use bindings::wasmtpd::plugin::types;
 

@@ -15,11 +15,14 @@
 //! - [`sasl`]: AUTH's SASL exchanges (PLAIN, LOGIN): from base64 lines to credentials.
 //! - [`verdict`]: the one table that turns a hook's verdict into a reply.
 //! - [`reply`]: the reply type, and every fixed reply text the server sends.
+//! - [`downstream`]: the client side, for delivery onward: a downstream's replies read, the
+//!   message made clean for the wire (CRLF, dot-stuffing, line limits), XCLIENT's xtext.
 
 pub mod address;
 pub mod authentication;
 pub mod command;
 pub mod data;
+pub mod downstream;
 pub mod hook;
 pub mod hook_table;
 pub mod line;
