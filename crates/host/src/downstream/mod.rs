@@ -205,7 +205,7 @@ impl Downstream {
         let connect_deadline = deadline.min(Instant::now() + self.settings.connect_timeout);
         let session = Session::connect(&self.settings, self.tls.clone(), &self.me, permit, connect_deadline, deadline).await?;
         let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::debug!(downstream = self.name(), opened = n, "downstream connection opened");
+        tracing::info!(downstream = self.name(), opened = n, "downstream connection opened");
         Ok(session)
     }
 

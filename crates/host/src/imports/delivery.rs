@@ -322,7 +322,7 @@ impl PluginState {
             drop(open);
             return Ok(report(outcomes, d));
         }
-        let mut message = self.message().map_err(Fault::Protocol)?;
+        let message = self.message().map_err(Fault::Protocol)?;
         let data = session.data(accepted.len(), |offset| message.read(offset, CHUNK), deadline).await?;
         match data {
             Err(refused) => {

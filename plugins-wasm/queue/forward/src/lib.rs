@@ -104,7 +104,7 @@ impl Forward {
         let delivered = report.recipients.iter().filter(|o| (200..300).contains(&o.reply.code)).count();
         if report.all_accepted && total > 0 {
             let r = &report.recipients[0].reply;
-            wasmtpd_plugin::info(format!(
+            wasmtpd_plugin::debug(format!(
                 "delivered to downstream {downstream} for {total} recipient(s): {} {} (downstream connections opened: {})",
                 r.code, r.text, report.connections_opened
             ));
