@@ -139,9 +139,8 @@ postlog unix-dgram n - n - 1 postlogd
         let started = Instant::now();
         while started.elapsed() < START_LIMIT {
             if self.master.is_none() {
-                self.master = std::fs::read_to_string(self.path("queue/pid/master.pid"))
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok());
+                self.master =
+                    std::fs::read_to_string(self.path("queue/pid/master.pid")).ok().and_then(|t| t.trim().parse().ok());
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return true;

@@ -26,13 +26,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wasmtpd_host::downstream::{self, Address, DownstreamSettings, Protocol, StartTls};
 use wasmtpd_host::resolver::ResolverSettings;
 use wasmtpd_host::sandbox::{
-    DirGrant, DnsGrant, DownstreamGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings,
-    StoreGrant, TIMEOUT_RANGE,
+    DirGrant, DnsGrant, DownstreamGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE,
+    SandboxSettings, StoreGrant, TIMEOUT_RANGE,
 };
 use wasmtpd_host::state::MAX_CONFIG_NAME;
-use wasmtpd_host::downstream::{self, Address, DownstreamSettings, Protocol, StartTls};
 use wasmtpd_host::store::{self, Backend, StoreSettings};
 use wasmtpd_smtp::Limits;
 
@@ -41,8 +41,19 @@ use crate::authentication::Checks;
 use crate::tls::CertificateFiles;
 
 /// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
-pub const SERVER_FILES: &[&str] =
-    &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting", "resolver", "authentication", "stores", "downstreams"];
+pub const SERVER_FILES: &[&str] = &[
+    "plugins",
+    "sandbox",
+    "limits",
+    "tls",
+    "auth",
+    "me",
+    "smtpgreeting",
+    "resolver",
+    "authentication",
+    "stores",
+    "downstreams",
+];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
 pub use wasmtpd_host::sandbox::Origin;
@@ -513,7 +524,11 @@ fn load_downstreams(source: &ConfigSource) -> Result<Vec<DownstreamSettings>, Co
                 (*name, Address::Unix(PathBuf::from(path)), rest)
             }
             [name, hostport, rest @ ..] => (*name, parse_host_port(hostport).map_err(err)?, rest),
-            _ => return Err(err(format!("expected `NAME HOST:PORT smtp|lmtp` or `NAME unix PATH smtp|lmtp`, found `{line}`"))),
+            _ => {
+                return Err(err(format!(
+                    "expected `NAME HOST:PORT smtp|lmtp` or `NAME unix PATH smtp|lmtp`, found `{line}`"
+                )));
+            }
         };
         downstream::check_name(name).map_err(err)?;
         let (protocol, mut settings) = match rest {
@@ -583,7 +598,10 @@ fn parse_host_port(v: &str) -> Result<Address, String> {
     let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if port == 0 || host.is_empty() || (bare.parse::<std::net::IpAddr>().is_err() && !wasmtpd_smtp::address::is_domain(bare)) {
+    if port == 0
+        || host.is_empty()
+        || (bare.parse::<std::net::IpAddr>().is_err() && !wasmtpd_smtp::address::is_domain(bare))
+    {
         return Err(bad());
     }
     Ok(Address::Tcp { host: host.to_string(), port })
@@ -596,7 +614,10 @@ fn check_downstream_grants(plugins: &[PluginLine], downstreams: &[DownstreamSett
             if !downstreams.iter().any(|d| d.name == grant.downstream) {
                 return Err(ConfigError::at(
                     &grant.origin,
-                    format!("no downstream `{}` in config/downstreams (granted to plugin `{}`)", grant.downstream, p.instance),
+                    format!(
+                        "no downstream `{}` in config/downstreams (granted to plugin `{}`)",
+                        grant.downstream, p.instance
+                    ),
                 ));
             }
         }

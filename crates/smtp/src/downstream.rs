@@ -298,8 +298,8 @@ mod tests {
 
     #[test]
     fn replies_single_and_multiline() {
-        let got = read_all(b"250-mx.example\r\n250-PIPELINING\r\n250 XCLIENT ADDR NAME\r\n550 5.1.1 <a@b>: no\r\n")
-            .unwrap();
+        let got =
+            read_all(b"250-mx.example\r\n250-PIPELINING\r\n250 XCLIENT ADDR NAME\r\n550 5.1.1 <a@b>: no\r\n").unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].code, 250);
         let x = Extensions::parse(&got[0]);

@@ -180,8 +180,11 @@ fn a_downstream_that_answers_garbage_gives_451_and_no_crash() {
                 }
                 seen.extend_from_slice(&buf[..n]);
                 if seen.ends_with(b"\r\n") {
-                    let reply: &[u8] =
-                        if seen.starts_with(b"EHLO") { b"250-fake\r\n250 PIPELINING\r\n" } else { b"250-ok\r\n354 mixed\r\n" };
+                    let reply: &[u8] = if seen.starts_with(b"EHLO") {
+                        b"250-fake\r\n250 PIPELINING\r\n"
+                    } else {
+                        b"250-ok\r\n354 mixed\r\n"
+                    };
                     seen.clear();
                     let _ = s.write_all(reply);
                 }
@@ -353,11 +356,27 @@ fn fake_lmtp(after: &'static [u8]) -> u16 {
 fn mixed_lmtp_replies_after_the_message_defer_it_so_nothing_is_lost() {
     for (after, code, starts) in [
         // One saved, one not: 451, the client keeps the message and tries again.
-        (&b"250 2.0.0 <alice@example.test> Saved\r\n452 4.2.2 <carol@example.test> Mailbox is full\r\n"[..], 451, "4.4.0 delivered to 1 of 2 recipients"),
-        (&b"250 2.0.0 <alice@example.test> Saved\r\n552 5.2.2 <carol@example.test> Quota exceeded\r\n"[..], 451, "4.4.0 delivered to 1 of 2 recipients"),
+        (
+            &b"250 2.0.0 <alice@example.test> Saved\r\n452 4.2.2 <carol@example.test> Mailbox is full\r\n"[..],
+            451,
+            "4.4.0 delivered to 1 of 2 recipients",
+        ),
+        (
+            &b"250 2.0.0 <alice@example.test> Saved\r\n552 5.2.2 <carol@example.test> Quota exceeded\r\n"[..],
+            451,
+            "4.4.0 delivered to 1 of 2 recipients",
+        ),
         // Every recipient refused for good: the downstream's 5xx.
-        (&b"552 5.2.2 <alice@example.test> Quota exceeded\r\n552 5.2.2 <carol@example.test> Quota exceeded\r\n"[..], 552, "5.2.2 downstream lmtp: 552 5.2.2"),
-        (&b"250 2.0.0 <alice@example.test> Saved\r\n250 2.0.0 <carol@example.test> Saved\r\n"[..], 250, "2.0.0 Queued by downstream lmtp"),
+        (
+            &b"552 5.2.2 <alice@example.test> Quota exceeded\r\n552 5.2.2 <carol@example.test> Quota exceeded\r\n"[..],
+            552,
+            "5.2.2 downstream lmtp: 552 5.2.2",
+        ),
+        (
+            &b"250 2.0.0 <alice@example.test> Saved\r\n250 2.0.0 <carol@example.test> Saved\r\n"[..],
+            250,
+            "2.0.0 Queued by downstream lmtp",
+        ),
     ] {
         let after: &'static [u8] = Box::leak(after.to_vec().into_boxed_slice());
         let port = fake_lmtp(after);

@@ -161,7 +161,8 @@ pub fn start(kind: Kind) -> Result<Running> {
     let mut sink_port = 0;
     if matches!(kind, Kind::WasmtpdForward | Kind::HarakaForward) {
         sink_port = free_port()?;
-        sink = Some(spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{sink_port}"), "1024"]))?);
+        sink =
+            Some(spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{sink_port}"), "1024"]))?);
     }
     let (child, root) = match kind {
         Kind::Sink => {
@@ -348,7 +349,9 @@ fn setup_forward(dir: &Path, sink_port: u16) -> Result<()> {
     write(
         &c,
         "downstreams",
-        &format!("sink 127.0.0.1:{sink_port} smtp starttls off max-connections 256 max-messages 100000 idle-time 60s\n"),
+        &format!(
+            "sink 127.0.0.1:{sink_port} smtp starttls off max-connections 256 max-messages 100000 idle-time 60s\n"
+        ),
     )?;
     // The server logs each downstream connection it opens (`downstream_connections`).
     Ok(())
@@ -358,7 +361,11 @@ fn setup_forward(dir: &Path, sink_port: u16) -> Result<()> {
 fn setup_haraka_forward(dir: &Path, sink_port: u16) -> Result<()> {
     let c = dir.join("config");
     write(&c, "plugins", "rcpt_to.in_host_list\nqueue/smtp_forward\n")?;
-    write(&c, "smtp_forward.ini", &format!("host=127.0.0.1\nport={sink_port}\nenable_tls=false\nenable_outbound=false\n"))?;
+    write(
+        &c,
+        "smtp_forward.ini",
+        &format!("host=127.0.0.1\nport={sink_port}\nenable_tls=false\nenable_outbound=false\n"),
+    )?;
     Ok(())
 }
 

@@ -103,12 +103,16 @@ impl Results {
                 "×",
                 &|r| r >= 3.0,
             );
-            row(format!("{w}: wasmtpd (smtp-forward) ≥ 0.3 × smtp-sink"), ratio(forward, self.rate(Kind::Sink, w)), "×", &|r| {
-                r >= 0.3
-            });
+            row(
+                format!("{w}: wasmtpd (smtp-forward) ≥ 0.3 × smtp-sink"),
+                ratio(forward, self.rate(Kind::Sink, w)),
+                "×",
+                &|r| r >= 0.3,
+            );
         }
         row(
-            "downstream connections wasmtpd (smtp-forward) opened in all its runs (reused: far fewer than messages)".into(),
+            "downstream connections wasmtpd (smtp-forward) opened in all its runs (reused: far fewer than messages)"
+                .into(),
             self.downstream_connections.map(|n| n as f64),
             "",
             &|_| true,

@@ -89,8 +89,7 @@ pub struct DownstreamSettings {
 impl DownstreamSettings {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
-        Duration::from_millis(10)..=Duration::from_secs(600);
+    pub const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(600);
 
     pub fn new(name: &str, address: Address, protocol: Protocol, origin: Origin) -> DownstreamSettings {
         DownstreamSettings {
@@ -203,7 +202,8 @@ impl Downstream {
             }
         };
         let connect_deadline = deadline.min(Instant::now() + self.settings.connect_timeout);
-        let session = Session::connect(&self.settings, self.tls.clone(), &self.me, permit, connect_deadline, deadline).await?;
+        let session =
+            Session::connect(&self.settings, self.tls.clone(), &self.me, permit, connect_deadline, deadline).await?;
         let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(downstream = self.name(), opened = n, "downstream connection opened");
         Ok(session)

@@ -128,7 +128,11 @@ impl Session {
         };
         let greeting = session.read_reply(deadline).await?;
         if greeting.code != 220 {
-            return Err(Fault::Unavailable(format!("the downstream's greeting: {} {}", greeting.code, greeting.text())));
+            return Err(Fault::Unavailable(format!(
+                "the downstream's greeting: {} {}",
+                greeting.code,
+                greeting.text()
+            )));
         }
         session.hello(deadline).await?;
         let mut encrypted = false;
@@ -174,7 +178,12 @@ impl Session {
         self.xclient_sent.as_deref()
     }
 
-    async fn start_tls(&mut self, config: Arc<rustls::ClientConfig>, name: &str, deadline: Instant) -> Result<(), Fault> {
+    async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(), Fault> {
         if self.reader.has_pending() {
             return Err(Fault::Protocol("the downstream sent data before the TLS handshake".into()));
         }
@@ -246,10 +255,10 @@ impl Session {
             }
             self.dirty = false;
         }
-        if let (Some(facts), Some(offered)) = (xclient, self.xclient_offered.as_ref()) {
+        if let (Some(facts), Some(offered)) = (xclient, self.xclient_offered.clone()) {
             let key = facts.key();
-            match (&self.xclient_sent, xclient_line(facts, offered)) {
-                (Some(sent), _) if *sent == key => {}
+            match (self.xclient_sent.clone(), xclient_line(facts, &offered)) {
+                (Some(sent), _) if sent == key => {}
                 (Some(_), _) => return Err(Fault::Stale),
                 (None, None) => {}
                 (None, Some(line)) => {
@@ -276,7 +285,11 @@ impl Session {
 
     /// RCPT TO for each of `recipients`, pipelined if the downstream offers PIPELINING; the
     /// replies in order.
-    pub async fn recipients(&mut self, recipients: &[String], deadline: Instant) -> Result<Vec<DownstreamReply>, Fault> {
+    pub async fn recipients(
+        &mut self,
+        recipients: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<DownstreamReply>, Fault> {
         let r = self.recipients_inner(recipients, deadline).await;
         if r.is_err() {
             self.broken = true;
@@ -284,7 +297,11 @@ impl Session {
         r
     }
 
-    async fn recipients_inner(&mut self, recipients: &[String], deadline: Instant) -> Result<Vec<DownstreamReply>, Fault> {
+    async fn recipients_inner(
+        &mut self,
+        recipients: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<DownstreamReply>, Fault> {
         let mut replies = Vec::with_capacity(recipients.len());
         if self.ext.pipelining {
             let mut out = Vec::new();
@@ -459,7 +476,10 @@ impl AsyncWrite for PinnedIo {
         self.0.as_mut().poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         self.0.as_mut().poll_shutdown(cx)
     }
 }

@@ -301,21 +301,23 @@ impl PluginState {
         let mut open = self.delivery.open.take().expect("just opened");
         let report = |outcomes: Vec<(String, Reply)>, d: &Downstream| DeliveryReport {
             all_accepted: outcomes.iter().all(|(_, r)| r.is_positive()),
-            recipients: outcomes.iter().map(|(a, r)| RecipientOutcome { recipient: a.clone(), reply: to_wit(r) }).collect(),
+            recipients: outcomes
+                .iter()
+                .map(|(a, r)| RecipientOutcome { recipient: a.clone(), reply: to_wit(r) })
+                .collect(),
             connections_opened: d.connections_opened(),
         };
         if !open.mail.is_positive() {
             let outcomes = wanted.into_iter().map(|a| (a, open.mail.clone())).collect();
             return Ok(report(outcomes, d));
         }
-        let unasked: Vec<String> = wanted.iter().filter(|a| !open.asked.iter().any(|(x, _)| x == *a)).cloned().collect();
+        let unasked: Vec<String> =
+            wanted.iter().filter(|a| !open.asked.iter().any(|(x, _)| x == *a)).cloned().collect();
         let session = open.session.as_mut().expect("open");
         let replies = session.recipients(&unasked, deadline).await?;
         open.asked.extend(unasked.into_iter().zip(replies));
-        let mut outcomes: Vec<(String, Reply)> = wanted
-            .iter()
-            .map(|a| open.asked.iter().find(|(x, _)| x == a).cloned().expect("asked"))
-            .collect();
+        let mut outcomes: Vec<(String, Reply)> =
+            wanted.iter().map(|a| open.asked.iter().find(|(x, _)| x == a).cloned().expect("asked")).collect();
         let accepted: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].1.is_positive()).collect();
         if accepted.is_empty() {
             // Nothing to send: the session goes back (reset before its next use).

@@ -38,7 +38,9 @@ mod limits;
 mod wasi;
 
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
-pub use grants::{DirGrant, DnsGrant, DownstreamGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs};
+pub use grants::{
+    DirGrant, DnsGrant, DownstreamGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs,
+};
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
 

@@ -55,7 +55,11 @@ impl Forward {
             if let Some((_, to)) = routes.iter().find(|(k, _)| k == d) {
                 return Some(to.clone());
             }
-            if let Some((_, to)) = routes.iter().filter(|(k, _)| k.starts_with('.') && d.ends_with(k.as_str())).max_by_key(|(k, _)| k.len()) {
+            if let Some((_, to)) = routes
+                .iter()
+                .filter(|(k, _)| k.starts_with('.') && d.ends_with(k.as_str()))
+                .max_by_key(|(k, _)| k.len())
+            {
                 return Some(to.clone());
             }
         }
@@ -69,9 +73,9 @@ impl Forward {
         };
         match host::transaction_note(NOTE) {
             Some(chosen) if chosen != downstream => {
-                return HookResult::deny_soft(format!(
-                    "split transaction: this recipient goes to another downstream; send it again in a new transaction"
-                ))
+                return HookResult::deny_soft(
+                    "split transaction: this recipient goes to another downstream; send it again in a new transaction",
+                )
                 .with_enhanced_code("4.5.3");
             }
             Some(_) => {}
@@ -90,8 +94,8 @@ impl Forward {
 
     pub fn queue(&self) -> HookResult {
         let first = host::transaction().and_then(|t| t.recipients.into_iter().next());
-        let downstream = host::transaction_note(NOTE)
-            .or_else(|| first.and_then(|r| self.route(r.address.domain.as_deref())));
+        let downstream =
+            host::transaction_note(NOTE).or_else(|| first.and_then(|r| self.route(r.address.domain.as_deref())));
         let Some(downstream) = downstream else {
             wasmtpd_plugin::warn("no downstream for this message's recipients");
             return HookResult::deny_soft("no route to a downstream for these recipients").with_enhanced_code("4.3.0");
@@ -114,7 +118,10 @@ impl Forward {
             report.recipients.iter().map(|o| &o.reply).filter(|r| !(200..300).contains(&r.code)).collect();
         let first_failure = failures.first().copied();
         for o in report.recipients.iter().filter(|o| !(200..300).contains(&o.reply.code)) {
-            wasmtpd_plugin::info(format!("downstream {downstream} refused {}: {} {}", o.recipient, o.reply.code, o.reply.text));
+            wasmtpd_plugin::info(format!(
+                "downstream {downstream} refused {}: {} {}",
+                o.recipient, o.reply.code, o.reply.text
+            ));
         }
         match first_failure {
             Some(r) if delivered == 0 && failures.iter().all(|r| r.code >= 500) => HookResult::deny(said(&downstream, r))
