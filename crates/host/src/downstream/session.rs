@@ -201,15 +201,22 @@ impl Session {
 
     /// EHLO (LHLO for LMTP; HELO if EHLO is refused), and the extensions it offers.
     async fn hello(&mut self, deadline: Instant) -> Result<(), Fault> {
+        let me = self.me.clone();
+        self.hello_as(&me, deadline).await
+    }
+
+    /// EHLO with `name`: ours, or after XCLIENT the client's own (the downstream takes the
+    /// name of the EHLO after XCLIENT as the client's HELO, as Postfix's proxy filter sends it).
+    async fn hello_as(&mut self, name: &str, deadline: Instant) -> Result<(), Fault> {
         let verb = if self.protocol == Protocol::Lmtp { "LHLO" } else { "EHLO" };
-        self.send(format!("{verb} {}\r\n", self.me).as_bytes(), deadline).await?;
+        self.send(format!("{verb} {name}\r\n").as_bytes(), deadline).await?;
         let r = self.read_reply(deadline).await?;
         if r.code == 250 {
             self.ext = Extensions::parse(&r);
             return Ok(());
         }
         if self.protocol == Protocol::Smtp && r.is_permanent() {
-            self.send(format!("HELO {}\r\n", self.me).as_bytes(), deadline).await?;
+            self.send(format!("HELO {name}\r\n").as_bytes(), deadline).await?;
             let r = self.read_reply(deadline).await?;
             if r.code == 250 {
                 self.ext = Extensions::default();
@@ -272,7 +279,9 @@ impl Session {
                         )));
                     }
                     self.xclient_sent = Some(key);
-                    self.hello(deadline).await?;
+                    let plain = |h: &&str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic());
+                    let name = facts.helo.as_deref().filter(plain).unwrap_or(&self.me).to_string();
+                    self.hello_as(&name, deadline).await?;
                 }
             }
         }
