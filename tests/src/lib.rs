@@ -9,9 +9,13 @@
 //! - [`dkim`]: a DKIM key for a test zone, and messages signed with it.
 //! - [`dns`]: name servers for the DNS tests (a private nsd with the test's zones, one that
 //!   never answers, one that answers SERVFAIL).
+//! - [`postfix`]: a private Postfix the delivery tests forward to (maildirs under the test's
+//!   directory, XCLIENT allowed, its log in a file); [`dovecot`]: a private Dovecot LMTP.
 
 pub mod dkim;
 pub mod dns;
+pub mod dovecot;
+pub mod postfix;
 pub mod redis;
 pub mod tls;
 
@@ -144,6 +148,8 @@ pub const STANDARD_RIGHTS: &[(&str, &str)] = &[
     ("rcpt_ok", "accept-recipient"),
     ("queue/maildir", "queue"),
     ("queue/discard", "queue"),
+    ("queue/smtp-forward", "queue"),
+    ("queue/lmtp", "queue"),
     ("auth_flat_file", "authenticate"),
     ("relay", "relay-client accept-recipient"),
 ];
@@ -394,7 +400,8 @@ impl Client {
     }
 
     /// A client on a connected stream, with the read timeout and no Nagle delay.
-    fn over(stream: TcpStream) -> Client {
+    /// A client on a stream the test connected itself.
+    pub fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         stream.set_nodelay(true).unwrap();
         Client { stream: Some(tls::ClientStream::Plain(stream)), buf: Vec::new() }

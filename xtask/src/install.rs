@@ -10,7 +10,11 @@
 //!   stopped by the PID in its pidfile, and the service the package enables at boot is
 //!   disabled (`update-rc.d PACKAGE disable`, which removes its systemd unit's links too);
 //! - `redis-server` (Debian package `redis-server`), which the key-value store tests start
-//!   privately on loopback ports (`tests/src/redis.rs`), installed the same way.
+//!   privately on loopback ports (`tests/src/redis.rs`), installed the same way;
+//! - `postfix` and `dovecot-lmtpd` (Debian packages `postfix`, `dovecot-lmtpd`), the downstreams
+//!   the delivery tests forward to, each a private instance on a loopback port
+//!   (`tests/src/postfix.rs`, `tests/src/dovecot.rs`), installed the same way; postfix is
+//!   preseeded "No configuration" first, so it does not become the machine's MTA.
 //!
 //! A tool that is already there is left alone. Installing needs root (or sudo).
 
@@ -34,6 +38,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 const TEST_DAEMONS: &[(&str, &str, &str)] = &[
     ("test -x /usr/sbin/nsd || command -v nsd", "nsd", "/run/nsd/nsd.pid"),
     ("command -v redis-server", "redis-server", "/run/redis/redis-server.pid"),
+    ("test -x /usr/sbin/postfix", "postfix", "/var/spool/postfix/pid/master.pid"),
+    ("test -x /usr/lib/dovecot/lmtp", "dovecot-lmtpd", "/run/dovecot/master.pid"),
 ];
 
 /// Where Debian's `invoke-rc.d` asks whether a package may start its service (exit 101: no).
@@ -54,6 +60,9 @@ pub fn test_tools() -> Result<()> {
     }
     if !daemons.is_empty() {
         let packages: Vec<&str> = daemons.iter().map(|(_, pkg, _)| *pkg).collect();
+        if packages.contains(&"postfix") {
+            preseed_postfix();
+        }
         eprintln!("xtask: installing Debian packages for the tests, not started: {}", packages.join(", "));
         apt_install_not_started(&packages)?;
         for (_, pkg, pidfile) in daemons {
@@ -148,16 +157,7 @@ fn as_root(args: &[&str]) -> Command {
 pub fn bench_tools(haraka_dir: &std::path::Path) -> Result<()> {
     let mut missing = Vec::new();
     if !succeeds("command -v smtp-source && command -v smtp-sink && command -v postfix") {
-        // Install Postfix without a system configuration of its own (the benchmark runs a
-        // private instance); otherwise debconf asks, or sets up a system MTA on port 25.
-        let mut preseed = Command::new("debconf-set-selections");
-        preseed.stdin(std::process::Stdio::piped());
-        if let Ok(mut child) = preseed.spawn() {
-            use std::io::Write;
-            let _ =
-                child.stdin.take().unwrap().write_all(b"postfix postfix/main_mailer_type select No configuration\n");
-            let _ = child.wait();
-        }
+        preseed_postfix();
         missing.push("postfix");
     }
     if !succeeds("command -v qpsmtpd-forkserver") {
@@ -179,6 +179,18 @@ pub fn bench_tools(haraka_dir: &std::path::Path) -> Result<()> {
             .arg(HARAKA))?;
     }
     Ok(())
+}
+
+/// Has Postfix installed without a system configuration of its own (the tests and the benchmark
+/// run private instances); otherwise debconf asks, or sets up a system MTA on port 25.
+fn preseed_postfix() {
+    let mut preseed = as_root(&["debconf-set-selections"]);
+    preseed.stdin(std::process::Stdio::piped());
+    if let Ok(mut child) = preseed.spawn() {
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(b"postfix postfix/main_mailer_type select No configuration\n");
+        let _ = child.wait();
+    }
 }
 
 /// The Haraka release benchmarked.

@@ -21,11 +21,13 @@ wasmtime::component::bindgen!({
     // A DNS lookup waits on the network: it suspends the plugin's call (its fiber), and the
     // worker thread serves other sessions meanwhile.
     // So does a key-value store's operation (a disk write, a round trip to Redis).
-    imports: { "wasmtpd:plugin/dns": async, "wasmtpd:plugin/key-value": async },
+    // And a delivery to a downstream server (a connection, a round trip per command).
+    imports: { "wasmtpd:plugin/dns": async, "wasmtpd:plugin/key-value": async, "wasmtpd:plugin/delivery": async },
 });
 
 use exports::wasmtpd::plugin as hooks;
 pub use wasmtpd::plugin::authentication_results;
+pub use wasmtpd::plugin::delivery;
 pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
 pub use wasmtpd::plugin::key_value;

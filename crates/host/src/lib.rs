@@ -14,12 +14,15 @@
 //!   of functions.
 //! - [`resolver`]: the server's DNS resolver and cache, shared by plugins and the server.
 //! - [`store`]: the key-value stores (the [`store::Store`] trait; embedded on redb, or Redis).
+//! - [`downstream`]: the servers plugins deliver onward to (`config/downstreams`), their SMTP
+//!   and LMTP client and connection pools.
 //! - `bindings`: the one `bindgen!` site and the conversions to engine types.
 //! - `state`: the data of one instance's store.
 
 pub mod bindings;
 pub mod breaker;
 mod chain;
+pub mod downstream;
 mod imports;
 pub mod inspect;
 pub mod plugin;
@@ -47,6 +50,8 @@ pub use state::ConfigFiles;
 pub struct Services {
     pub resolver: Option<resolver::Resolver>,
     pub stores: store::Stores,
+    /// The downstreams of `config/downstreams` by name (`downstream` in `config/sandbox`).
+    pub downstreams: downstream::Downstreams,
 }
 
 /// The loaded plugin chain.

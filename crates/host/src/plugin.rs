@@ -209,6 +209,16 @@ impl LoadedPlugin {
             );
         }
         let stores = crate::imports::key_value::granted_stores(&spec.name, &spec.settings.stores, &services.stores)?;
+        let downstreams = spec
+            .settings
+            .downstreams
+            .iter()
+            .map(|g| {
+                services.downstreams.get(&g.downstream).cloned().ok_or_else(|| {
+                    anyhow::anyhow!("{}: downstream `{}` is not defined in config/downstreams", g.origin, g.downstream)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let meta = Arc::new(PluginMeta {
             name: spec.name.clone(),
             args: spec.args.clone(),
@@ -223,6 +233,7 @@ impl LoadedPlugin {
             resolver: services.resolver.clone(),
             stores,
             store_operations: spec.settings.store_operations,
+            downstreams,
         });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })

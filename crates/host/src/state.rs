@@ -49,6 +49,8 @@ pub struct PluginMeta {
     /// make per transaction.
     pub stores: Vec<crate::imports::key_value::GrantedStore>,
     pub store_operations: u32,
+    /// The downstreams it may deliver to (`downstream` in config/sandbox).
+    pub downstreams: Vec<Arc<crate::downstream::Downstream>>,
 }
 
 /// The config files one plugin may read. Asking for any other reads as missing, and is
@@ -130,6 +132,9 @@ pub struct PluginState {
     pub dns: crate::imports::dns::DnsUse,
     /// The store calls it made in this transaction (`imports/key_value.rs`).
     pub store_use: crate::imports::key_value::StoreUse,
+    /// Its deliveries in this transaction, and the downstream session it holds
+    /// (`imports/delivery.rs`).
+    pub delivery: crate::imports::delivery::DeliveryUse,
 }
 
 impl WasiView for PluginState {

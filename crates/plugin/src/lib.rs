@@ -51,6 +51,9 @@ mod bindings {
 
 /// The server's iprev, SPF, DKIM and DMARC results (see `wit/authentication-results.wit`).
 pub use bindings::wasmtpd::plugin::authentication_results;
+/// Delivery onward: the current message handed to a downstream server the operator defined
+/// and granted, recipients checked with it as they arrive (see `wit/delivery.wit`).
+pub use bindings::wasmtpd::plugin::delivery;
 /// DNS through the server's resolver: typed lookups, parallel lookups and DNS list checks,
 /// answered only for the names the operator grants (see `wit/dns.wit`).
 pub use bindings::wasmtpd::plugin::dns;

@@ -13,6 +13,7 @@
 //! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
 //! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
 //! | `frontends`   | the front ends trusted with XCLIENT and the PROXY protocol: `xclient ADDR[/PREFIX]...`, `proxy ADDR[/PREFIX]...`, `proxy_timeout D` (default: none; see `frontends.rs`) |
+//! | `downstreams` | the servers plugins may deliver onward to: `NAME HOST:PORT\|unix PATH smtp\|lmtp [SETTING VALUE]...` per line (see `load_downstreams`; default: none) |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -26,10 +27,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wasmtpd_host::downstream::{self, Address, DownstreamSettings, Protocol, StartTls};
 use wasmtpd_host::resolver::ResolverSettings;
 use wasmtpd_host::sandbox::{
-    DirGrant, DnsGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE, SandboxSettings,
-    StoreGrant, TIMEOUT_RANGE,
+    DirGrant, DnsGrant, DownstreamGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE,
+    SandboxSettings, StoreGrant, TIMEOUT_RANGE,
 };
 use wasmtpd_host::state::MAX_CONFIG_NAME;
 use wasmtpd_host::store::{self, Backend, StoreSettings};
@@ -52,6 +54,7 @@ pub const SERVER_FILES: &[&str] = &[
     "authentication",
     "stores",
     "frontends",
+    "downstreams",
 ];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
@@ -226,6 +229,8 @@ pub struct Config {
     pub stores: Vec<StoreSettings>,
     /// The front ends trusted with XCLIENT and PROXY headers (`frontends`).
     pub frontends: crate::frontends::Frontends,
+    /// The downstreams (`downstreams`), in order.
+    pub downstreams: Vec<DownstreamSettings>,
 }
 
 impl Config {
@@ -269,7 +274,9 @@ impl Config {
         let stores = load_stores(&source)?;
         check_store_grants(&plugins, &stores)?;
         let frontends = crate::frontends::load(&source)?;
-        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks, stores, frontends })
+        let downstreams = load_downstreams(&source)?;
+        check_downstream_grants(&plugins, &downstreams)?;
+        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks, stores, frontends, downstreams })
     }
 
     /// The directory relative paths in the config (certificates) are taken from: the config
@@ -490,6 +497,137 @@ fn check_store_grants(plugins: &[PluginLine], stores: &[StoreSettings]) -> Resul
                     format!("plugin `{}` cannot have a namespace of its own: {e}", p.instance),
                 )
             })?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads `downstreams`: `NAME ADDRESS PROTOCOL [SETTING VALUE]...` per line, each name once.
+/// The file is the server's own: no plugin can read it (its AUTH passwords among it).
+///
+/// | part | value | default |
+/// |---|---|---|
+/// | `ADDRESS` | `HOST:PORT` (`[IPV6]:PORT`), or `unix PATH` | |
+/// | `PROTOCOL` | `smtp` or `lmtp` | |
+/// | `starttls` | `required` (certificate checked), `opportunistic` (when offered, not checked) or `off` | `opportunistic` |
+/// | `ca` | a PEM file of the certificates to trust for `starttls required` | the system's |
+/// | `tls-name` | the name the certificate must carry | the host |
+/// | `auth` | `USER PASSWORD`: AUTH PLAIN, only over TLS or to loopback or a Unix socket | none |
+/// | `xclient` | `on`: pass our client's address, HELO and login with XCLIENT when offered | `off` |
+/// | `connect-timeout`, `io-timeout` | from `10ms` to `10m` | `5s`, `30s` |
+/// | `max-connections` | connections open at once, 1 to 1024 | `16` |
+/// | `idle-time` | how long an unused connection is kept | `30s` |
+/// | `max-messages` | messages per connection, at least 1 | `100` |
+fn load_downstreams(source: &ConfigSource) -> Result<Vec<DownstreamSettings>, ConfigError> {
+    let mut out: Vec<DownstreamSettings> = Vec::new();
+    for (n, line) in source.lines("downstreams")?.unwrap_or_default() {
+        let err = |what: String| ConfigError { path: source.display("downstreams"), line: Some(n), what };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let origin = Origin { file: source.display("downstreams"), line: n };
+        let (name, address, rest) = match words.as_slice() {
+            [name, "unix", path, rest @ ..] => {
+                if !path.starts_with('/') {
+                    return Err(err(format!("the socket path `{path}` must be absolute")));
+                }
+                (*name, Address::Unix(PathBuf::from(path)), rest)
+            }
+            [name, hostport, rest @ ..] => (*name, parse_host_port(hostport).map_err(err)?, rest),
+            _ => {
+                return Err(err(format!(
+                    "expected `NAME HOST:PORT smtp|lmtp` or `NAME unix PATH smtp|lmtp`, found `{line}`"
+                )));
+            }
+        };
+        downstream::check_name(name).map_err(err)?;
+        let (protocol, mut settings) = match rest {
+            ["smtp", s @ ..] => (Protocol::Smtp, s.iter()),
+            ["lmtp", s @ ..] => (Protocol::Lmtp, s.iter()),
+            [p, ..] => return Err(err(format!("unknown protocol `{p}` (smtp, lmtp)"))),
+            [] => return Err(err("the protocol is missing: smtp or lmtp".into())),
+        };
+        if let Some(first) = out.iter().find(|d| d.name == name) {
+            return Err(err(format!("downstream `{name}` is already defined at {}", first.origin)));
+        }
+        let mut d = DownstreamSettings::new(name, address, protocol, origin);
+        while let Some(setting) = settings.next() {
+            let mut value = || settings.next().copied().ok_or_else(|| err(format!("`{setting}` needs a value")));
+            let timeout = |v: &str| -> Result<Duration, String> {
+                let t = parse_duration(v)?;
+                if !DownstreamSettings::TIMEOUT_RANGE.contains(&t) {
+                    return Err(format!("`{setting}` `{v}` is out of range: it must be from 10ms to 10m"));
+                }
+                Ok(t)
+            };
+            match *setting {
+                "starttls" => {
+                    d.starttls = match value()? {
+                        "required" => StartTls::Required,
+                        "opportunistic" => StartTls::Opportunistic,
+                        "off" => StartTls::Off,
+                        v => return Err(err(format!("starttls is required, opportunistic or off, not `{v}`"))),
+                    }
+                }
+                "ca" => d.ca = Some(PathBuf::from(value()?)),
+                "tls-name" => d.tls_name = Some(value()?.to_string()),
+                "auth" => {
+                    let user = value()?.to_string();
+                    let password = value().map_err(|_| err("auth takes USER PASSWORD".into()))?.to_string();
+                    d.auth = Some((user, password));
+                }
+                "xclient" => d.xclient = parse_bool(value()?).map_err(err)?,
+                "connect-timeout" => d.connect_timeout = timeout(value()?).map_err(err)?,
+                "io-timeout" => d.io_timeout = timeout(value()?).map_err(err)?,
+                "idle-time" => d.idle_time = parse_duration(value()?).map_err(err)?,
+                "max-connections" => {
+                    d.max_connections = parse_count(value()?, 1).map_err(err)?;
+                    if d.max_connections > 1024 {
+                        return Err(err("max-connections is out of range: it must be from 1 to 1024".into()));
+                    }
+                }
+                "max-messages" => d.max_messages = parse_u32(value()?).map_err(err)?.max(1),
+                s => {
+                    return Err(err(format!(
+                        "unknown downstream setting `{s}` (starttls, ca, tls-name, auth, xclient, connect-timeout, io-timeout, max-connections, idle-time, max-messages)"
+                    )));
+                }
+            }
+        }
+        if d.starttls == StartTls::Required && matches!(d.address, Address::Unix(_)) {
+            return Err(err("starttls required over a Unix socket: TLS is for TCP".into()));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// `HOST:PORT`, `[IPV6]:PORT`.
+fn parse_host_port(v: &str) -> Result<Address, String> {
+    let bad = || format!("`{v}` is not HOST:PORT (or `unix PATH`)");
+    let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if port == 0
+        || host.is_empty()
+        || (bare.parse::<std::net::IpAddr>().is_err() && !wasmtpd_smtp::address::is_domain(bare))
+    {
+        return Err(bad());
+    }
+    Ok(Address::Tcp { host: host.to_string(), port })
+}
+
+/// Every downstream granted in `sandbox` is defined in `downstreams`.
+fn check_downstream_grants(plugins: &[PluginLine], downstreams: &[DownstreamSettings]) -> Result<(), ConfigError> {
+    for p in plugins {
+        for grant in &p.sandbox.downstreams {
+            if !downstreams.iter().any(|d| d.name == grant.downstream) {
+                return Err(ConfigError::at(
+                    &grant.origin,
+                    format!(
+                        "no downstream `{}` in config/downstreams (granted to plugin `{}`)",
+                        grant.downstream, p.instance
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -748,6 +886,7 @@ fn parse_pin(word: &str) -> Result<String, String> {
 /// | `dns-queries` | DNS questions per transaction | `64` |
 /// | `store` | `NAME` (a store of `config/stores`, the keys in the plugin's own namespace), `NAME shared NAMESPACE` (a namespace shared with the other plugins granted it), or `none`; one line per store | none |
 /// | `store-operations` | store calls per transaction | `256` |
+/// | `downstream` | `NAME...` of `config/downstreams` it may deliver to, or `none` | none |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
         return Ok(());
@@ -872,6 +1011,16 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str], origin: 
             }
         },
         "store-operations" => s.store_operations = parse_u32(one()?)?,
+        "downstream" => {
+            let grants = DownstreamGrant::parse(values, origin)?;
+            if grants.is_empty() {
+                s.downstreams.clear();
+            }
+            for grant in grants {
+                s.downstreams.retain(|g| g.downstream != grant.downstream);
+                s.downstreams.push(grant);
+            }
+        }
         _ => return Err(format!("unknown sandbox setting `{setting}`")),
     }
     Ok(())
@@ -1157,6 +1306,50 @@ mod tests {
         let e = Config::load(src).unwrap_err();
         assert!(e.what.contains("cannot have a namespace of its own"), "{e}");
         assert!(check_plugin_file("stores").is_err(), "config/stores is the server's own");
+    }
+
+    #[test]
+    fn downstreams_and_their_grants() {
+        let (_d, src) = dir(&[
+            ("plugins", "queue/smtp-forward\n"),
+            (
+                "downstreams",
+                "postfix 127.0.0.1:2525 smtp xclient on io-timeout 2s max-connections 4\n# x\ndovecot unix /run/lmtp lmtp starttls off auth u p\n",
+            ),
+            ("sandbox", "queue/smtp-forward downstream postfix dovecot\n"),
+        ]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.downstreams.len(), 2);
+        let p = &c.downstreams[0];
+        assert_eq!(p.address, Address::Tcp { host: "127.0.0.1".into(), port: 2525 });
+        assert!(p.xclient && p.io_timeout == Duration::from_secs(2) && p.max_connections == 4);
+        assert_eq!((c.downstreams[1].protocol, c.downstreams[1].origin.line), (Protocol::Lmtp, 3));
+        assert_eq!(c.downstreams[1].auth, Some(("u".into(), "p".into())));
+        let granted: Vec<_> = c.plugins[0].sandbox.downstreams.iter().map(|g| g.downstream.as_str()).collect();
+        assert_eq!(granted, ["postfix", "dovecot"]);
+        for (file, text, line, what) in [
+            ("downstreams", "a 127.0.0.1:25 smtp\na 127.0.0.1:26 smtp\n", 2, "already defined at"),
+            ("downstreams", "a 127.0.0.1 smtp\n", 1, "not HOST:PORT"),
+            ("downstreams", "a 127.0.0.1:25 http\n", 1, "unknown protocol"),
+            ("downstreams", "a 127.0.0.1:25\n", 1, "protocol is missing"),
+            ("downstreams", "a unix run/x lmtp\n", 1, "must be absolute"),
+            ("downstreams", "a 127.0.0.1:25 smtp starttls maybe\n", 1, "required, opportunistic or off"),
+            ("downstreams", "a 127.0.0.1:25 smtp io-timeout 11m\n", 1, "out of range"),
+            ("downstreams", "a 127.0.0.1:25 smtp auth u\n", 1, "USER PASSWORD"),
+            ("downstreams", "a 127.0.0.1:25 smtp color blue\n", 1, "unknown downstream setting"),
+            ("downstreams", "A 127.0.0.1:25 smtp\n", 1, "not a downstream name"),
+            ("sandbox", "# x\nqueue/smtp-forward downstream elsewhere\n", 2, "no downstream `elsewhere`"),
+        ] {
+            let mut files = vec![("plugins", "queue/smtp-forward\n"), (file, text)];
+            if file != "downstreams" {
+                files.push(("downstreams", "postfix 127.0.0.1:25 smtp\n"));
+            }
+            let (_d, src) = dir(&files);
+            let e = Config::load(src).unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.path.ends_with(file) && e.what.contains(what), "{e}");
+        }
+        assert!(check_plugin_file("downstreams").is_err(), "config/downstreams is the server's own");
     }
 
     #[test]

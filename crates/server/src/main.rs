@@ -177,7 +177,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let stores = wasmtpd_host::store::open(&granted, &args.state_dir)
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores };
+    let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
+    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores, downstreams };
     let runner = wasmtpd::plugins::load(&config, &dirs, &services)?;
     let authenticator = match (&resolver, config.checks.any()) {
         (Some(r), true) => Some(Authenticator::new(config.checks, r, &config.me)),

@@ -20,6 +20,8 @@
 //! - [`reply`]: the reply type, and every fixed reply text the server sends.
 //! - [`xclient`]: Postfix's XCLIENT: a trusted front end's facts of its client.
 //! - [`xtext`]: RFC 3461's xtext encoding of parameter values.
+//! - [`downstream`]: the client side, for delivery onward: a downstream's replies read, the
+//!   message made clean for the wire (CRLF, dot-stuffing, line limits), XCLIENT's xtext.
 
 pub mod address;
 pub mod authentication;
@@ -27,6 +29,7 @@ pub mod chunk;
 pub mod command;
 pub mod data;
 pub mod dsn;
+pub mod downstream;
 pub mod hook;
 pub mod hook_table;
 pub mod line;

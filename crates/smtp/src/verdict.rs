@@ -71,6 +71,11 @@ pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyC
     let done = |reply: Reply| decision(reply, false, false, false);
     let bad_credentials = |d: Decision| Decision { bad_credentials: true, ..d };
     let addr = &path_text(args);
+    // A temporary failure the plugin marks as network or routing (X.4.x: a downstream that
+    // refused, timed out or did not speak SMTP) is 451, "aborted: error in processing",
+    // rather than the hook's 450 or 452 (which say "mailbox busy", "no storage").
+    let routing = result.enhanced.is_some_and(|e| e.1 == 4);
+    let soft = |default: u16| if routing { 451 } else { default };
 
     if result.fault && !hook.result_is_ignored() {
         return fault_decision(hook, args, ctx);
@@ -113,7 +118,7 @@ pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyC
         Hook::Rcpt => match v {
             Ok => accept(r(250, enh(2, 1, 5), &format!("{addr}, recipient ok"))),
             Deny => refuse(r(550, enh(5, 7, 1), "relaying denied")),
-            DenySoft => refuse(r(450, enh(4, 7, 1), "relaying denied")),
+            DenySoft => refuse(r(soft(450), enh(4, 7, 1), "relaying denied")),
             DenyDisconnect => close(r(550, enh(5, 7, 1), "delivery denied")),
             DenySoftDisconnect => close(r(421, enh(4, 7, 1), "relaying denied")),
             Done => done(r(250, enh(2, 1, 5), &format!("{addr}, recipient ok"))),
@@ -130,7 +135,7 @@ pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyC
         },
         Hook::DataPost => match v {
             Deny => reset(r(552, enh(5, 7, 1), "Message denied")),
-            DenySoft => reset(r(452, enh(4, 7, 1), "Message denied temporarily")),
+            DenySoft => reset(r(soft(452), enh(4, 7, 1), "Message denied temporarily")),
             DenyDisconnect => close(r(552, enh(5, 7, 1), "Message denied")),
             DenySoftDisconnect => close(r(452, enh(4, 7, 1), "Message denied temporarily")),
             // Not queued; the plugin took responsibility for the message.
@@ -141,7 +146,7 @@ pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyC
         Hook::Queue => match v {
             Ok | Done => reset(r(250, enh(2, 0, 0), "Queued")),
             Deny => reset(r(552, enh(5, 7, 1), "Message denied")),
-            DenySoft => reset(r(452, enh(4, 7, 1), "Message denied temporarily")),
+            DenySoft => reset(r(soft(452), enh(4, 7, 1), "Message denied temporarily")),
             _ => reset(r(451, enh(4, 3, 0), "Queuing declined or disabled; try again later")),
         },
         Hook::Vrfy => match v {
@@ -478,6 +483,17 @@ mod tests {
         res.enhanced = Some(EnhancedCode(2, 1, 5));
         let got = decide(Hook::Rcpt, &res, &ctx());
         assert_eq!(got.reply.to_string(), "550-5.1.5 no thanks\r\n550 5.1.5 250 2.0.0 OK\r\n");
+    }
+
+    #[test]
+    fn a_routing_failure_is_451() {
+        let mut res = HookResult::new(DenySoft).with_message("downstream unavailable");
+        res.enhanced = Some(EnhancedCode(4, 4, 1));
+        for hook in [Hook::Rcpt, Hook::DataPost, Hook::Queue] {
+            assert_eq!(decide(hook, &res, &ctx()).reply.to_string(), "451 4.4.1 downstream unavailable\r\n");
+        }
+        res.enhanced = Some(EnhancedCode(4, 2, 2));
+        assert_eq!(decide(Hook::Queue, &res, &ctx()).reply.code(), 452, "other temporary failures keep their code");
     }
 
     #[test]

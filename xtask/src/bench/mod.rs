@@ -14,6 +14,9 @@
 //!    `wasmtpd (store)` and `wasmtpd (Redis)` add greylisting (the triplet already white) and
 //!    limit to the six plugins, on the embedded store and on a local redis-server. The store
 //!    operations' own latency comes from `crates/host/examples/store_latency.rs` (`store.rs`).
+//!    `wasmtpd (smtp-forward)` runs the six plugins with `queue/smtp-forward` to a private
+//!    smtp-sink in place of `queue/discard`, against `haraka (smtp_forward)` to one of its own;
+//!    the report says how many downstream connections wasmtpd opened in all its runs.
 //! 5. 2,000 idle connections to a fresh wasmtpd (a six-plugin chain's instance pool fits about
 //!    2,500 connections in its address space budget: `max_connections` is 2,000 here).
 //! 6. Writes the tables to stdout and `bench/results/<date>-<quick|full>.md`.
@@ -80,6 +83,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         load_before,
         load_after: String::new(),
         started,
+        downstream_connections: None,
     };
     let mut servers = Vec::new();
     for kind in ALL {
@@ -142,6 +146,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     }
     for s in servers.into_iter().flatten() {
+        if s.kind == Kind::WasmtpdForward {
+            results.downstream_connections = s.downstream_connections();
+        }
         s.stop();
     }
     results.idle = match peers::start(Kind::WasmtpdDiscard).and_then(|s| {

@@ -46,9 +46,13 @@ pub enum Kind {
     WasmtpdDns,
     WasmtpdStore,
     WasmtpdRedis,
+    /// The six plugins with `queue/smtp-forward` to a private smtp-sink.
+    WasmtpdForward,
+    /// Haraka with `queue/smtp_forward` to a private smtp-sink.
+    HarakaForward,
 }
 
-pub const ALL: [Kind; 9] = [
+pub const ALL: [Kind; 11] = [
     Kind::Sink,
     Kind::WasmtpdDiscard,
     Kind::WasmtpdMaildir,
@@ -58,6 +62,8 @@ pub const ALL: [Kind; 9] = [
     Kind::Postfix,
     Kind::Haraka,
     Kind::Qpsmtpd,
+    Kind::WasmtpdForward,
+    Kind::HarakaForward,
 ];
 
 impl Kind {
@@ -72,6 +78,8 @@ impl Kind {
             Kind::WasmtpdDns => "wasmtpd (discard, DNS)",
             Kind::WasmtpdStore => "wasmtpd (store)",
             Kind::WasmtpdRedis => "wasmtpd (Redis)",
+            Kind::WasmtpdForward => "wasmtpd (smtp-forward)",
+            Kind::HarakaForward => "haraka (smtp_forward)",
         }
     }
 
@@ -86,6 +94,8 @@ impl Kind {
             Kind::WasmtpdDns => "wasmtpd-dns",
             Kind::WasmtpdStore => "wasmtpd-store",
             Kind::WasmtpdRedis => "wasmtpd-redis",
+            Kind::WasmtpdForward => "wasmtpd-forward",
+            Kind::HarakaForward => "haraka-forward",
         }
     }
 }
@@ -102,6 +112,8 @@ pub struct Running {
     _dns: Option<DnsServer>,
     /// The Redis the Redis variant keeps its state in (stopped with it).
     _redis: Option<RedisServer>,
+    /// The smtp-sink the forwarding variants forward to (stopped with it).
+    sink: Option<Child>,
 }
 
 /// Where the benchmark keeps its files.
@@ -145,6 +157,13 @@ pub fn start(kind: Kind) -> Result<Running> {
     };
     let mut dns = None;
     let mut redis = None;
+    let mut sink = None;
+    let mut sink_port = 0;
+    if matches!(kind, Kind::WasmtpdForward | Kind::HarakaForward) {
+        sink_port = free_port()?;
+        sink =
+            Some(spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{sink_port}"), "1024"]))?);
+    }
     let (child, root) = match kind {
         Kind::Sink => {
             let child = spawn(Command::new("smtp-sink").args(["-u", "postfix", &format!("127.0.0.1:{port}"), "1024"]))?;
@@ -163,16 +182,27 @@ pub fn start(kind: Kind) -> Result<Running> {
             let pid = child.id();
             (Some(child), pid)
         }
-        Kind::Haraka => {
+        Kind::Haraka | Kind::HarakaForward => {
             setup_haraka(&dir, port)?;
+            if kind == Kind::HarakaForward {
+                setup_haraka_forward(&dir, sink_port)?;
+            }
             let child = spawn(
                 Command::new(haraka_bin()).arg("-c").arg(&dir).env("YES_REALLY_DO_DISCARD", "1").current_dir(&dir),
             )?;
             let pid = child.id();
             (Some(child), pid)
         }
-        Kind::WasmtpdDiscard | Kind::WasmtpdMaildir | Kind::WasmtpdDns | Kind::WasmtpdStore | Kind::WasmtpdRedis => {
+        Kind::WasmtpdDiscard
+        | Kind::WasmtpdMaildir
+        | Kind::WasmtpdDns
+        | Kind::WasmtpdStore
+        | Kind::WasmtpdRedis
+        | Kind::WasmtpdForward => {
             setup_wasmtpd(&dir, kind == Kind::WasmtpdMaildir)?;
+            if kind == Kind::WasmtpdForward {
+                setup_forward(&dir, sink_port)?;
+            }
             if kind == Kind::WasmtpdDns {
                 let server = start_name_server()?;
                 setup_dns(&dir, server.addr())?;
@@ -202,7 +232,7 @@ pub fn start(kind: Kind) -> Result<Running> {
             (Some(child), pid)
         }
     };
-    let mut running = Running { kind, port, root, child, dir, _dns: dns, _redis: redis };
+    let mut running = Running { kind, port, root, child, dir, _dns: dns, _redis: redis, sink };
     running.wait_ready()?;
     if matches!(kind, Kind::WasmtpdStore | Kind::WasmtpdRedis) {
         whitelist(port)?;
@@ -245,7 +275,17 @@ impl Running {
         }
     }
 
+    /// Connections the forwarding variant of wasmtpd opened to its smtp-sink (from its log).
+    pub fn downstream_connections(&self) -> Option<u64> {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).ok()?;
+        Some(log.lines().filter(|l| l.contains("downstream connection opened")).count() as u64)
+    }
+
     pub fn stop(mut self) {
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink.kill();
+            let _ = sink.wait();
+        }
         if self.kind == Kind::Postfix {
             let _ = Command::new("postfix").arg("-c").arg(self.dir.join("etc")).arg("stop").status();
         }
@@ -289,6 +329,43 @@ fn setup_wasmtpd(dir: &Path, maildir: bool) -> Result<()> {
     // instance pool is sized for max_connections (each connection may hold an instance of all
     // six plugins); about 2,500 fit in its address space budget, so not more.
     write(&c, "limits", "max_connections_per_ip 2100\nmax_connections 2100\n")?;
+    Ok(())
+}
+
+/// The six plugins with `queue/smtp-forward` (recipients mirrored at RCPT, before `rcpt_ok`)
+/// in place of `queue/discard`, forwarding to the smtp-sink on `sink_port`.
+fn setup_forward(dir: &Path, sink_port: u16) -> Result<()> {
+    let c = dir.join("config");
+    write(
+        &c,
+        "plugins",
+        "count_unrecognized_commands 4\ncheck_badmailfrom\ncheck_badrcptto\nqueue/smtp-forward sink\nrcpt_ok\nheaders require From,Date\n",
+    )?;
+    write(
+        &c,
+        "sandbox",
+        "rcpt_ok rights accept-recipient\nqueue/smtp-forward rights queue\nqueue/smtp-forward downstream sink\nqueue/smtp-forward timeout 30s\n",
+    )?;
+    write(
+        &c,
+        "downstreams",
+        &format!(
+            "sink 127.0.0.1:{sink_port} smtp starttls off max-connections 256 max-messages 100000 idle-time 60s\n"
+        ),
+    )?;
+    // The server logs each downstream connection it opens (`downstream_connections`).
+    Ok(())
+}
+
+/// Haraka's `queue/smtp_forward` to the smtp-sink on `sink_port`, in place of its discard.
+fn setup_haraka_forward(dir: &Path, sink_port: u16) -> Result<()> {
+    let c = dir.join("config");
+    write(&c, "plugins", "rcpt_to.in_host_list\nqueue/smtp_forward\n")?;
+    write(
+        &c,
+        "smtp_forward.ini",
+        &format!("host=127.0.0.1\nport={sink_port}\nenable_tls=false\nenable_outbound=false\n"),
+    )?;
     Ok(())
 }
 

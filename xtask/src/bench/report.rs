@@ -23,6 +23,8 @@ pub struct Results {
     pub load_before: String,
     pub load_after: String,
     pub started: String,
+    /// Connections `wasmtpd (smtp-forward)` opened to its smtp-sink over all its runs.
+    pub downstream_connections: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -93,6 +95,28 @@ impl Results {
                 &|r| r > 1.0,
             );
         }
+        for w in ["W1", "W2"] {
+            let forward = self.rate(Kind::WasmtpdForward, w);
+            row(
+                format!("{w}: wasmtpd (smtp-forward) ≥ 3 × haraka (smtp_forward)"),
+                ratio(forward, self.rate(Kind::HarakaForward, w)),
+                "×",
+                &|r| r >= 3.0,
+            );
+            row(
+                format!("{w}: wasmtpd (smtp-forward) ≥ 0.3 × smtp-sink"),
+                ratio(forward, self.rate(Kind::Sink, w)),
+                "×",
+                &|r| r >= 0.3,
+            );
+        }
+        row(
+            "downstream connections wasmtpd (smtp-forward) opened in all its runs (reused: far fewer than messages)"
+                .into(),
+            self.downstream_connections.map(|n| n as f64),
+            "",
+            &|_| true,
+        );
         row(
             "W3: wasmtpd (discard) ≥ 0.8 × smtp-sink".into(),
             ratio(self.rate(Kind::WasmtpdDiscard, "W3"), self.rate(Kind::Sink, "W3")),

@@ -1,12 +1,14 @@
 //! The host side of the interfaces a plugin imports. `wit/host.wit` is here, one file per group
 //! of its functions (this file wires them to the generated `Host` trait and holds the small
-//! ones); each other interface has a file of its own: `dns.rs` (`wit/dns.wit`) and
-//! `authentication_results.rs` (`wit/authentication-results.wit`).
+//! ones); each other interface has a file of its own: `dns.rs` (`wit/dns.wit`),
+//! `authentication_results.rs` (`wit/authentication-results.wit`), `key_value.rs`
+//! (`wit/key-value.wit`) and `delivery.rs` (`wit/delivery.wit`).
 //!
 //! Every function is bounded: strings and lists a plugin hands us are size-checked, reads
 //! return at most 64 KiB, and errors come back as `Err(reason)` to the plugin, never as a trap.
 
 pub mod authentication_results;
+pub mod delivery;
 pub mod dns;
 pub mod key_value;
 pub mod log;

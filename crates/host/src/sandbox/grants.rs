@@ -1,6 +1,7 @@
 //! What the operator grants a plugin beyond nothing, and which grants the host refuses: host
 //! directories (`grant-dir`), the [`Rights`] to loosen policy (`rights`), DNS ([`DnsGrant`],
-//! `dns`) and key-value stores ([`StoreGrant`], `store`). (The config files
+//! `dns`), key-value stores ([`StoreGrant`], `store`) and downstreams to deliver to
+//! ([`DownstreamGrant`], `downstream`). (The config files
 //! it may read are named in [`SandboxSettings::config_files`](super::SandboxSettings) and
 //! checked by `state::ConfigGrant`.)
 //!
@@ -194,6 +195,36 @@ impl DnsGrant {
     }
 }
 
+/// A downstream granted to a plugin (`downstream NAME` in `config/sandbox`): a server of
+/// `config/downstreams` it may deliver the current message to (`wit/delivery.wit`). None by
+/// default; the plugin names the downstream, never an address, and never sees its
+/// credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamGrant {
+    /// The downstream's name in `config/downstreams`.
+    pub downstream: String,
+    /// Where it was granted, for error messages.
+    pub origin: Origin,
+}
+
+impl DownstreamGrant {
+    /// `downstream` followed by `values`: one or more names, or `none` (`Ok(vec![])`: every
+    /// downstream withdrawn).
+    pub fn parse(values: &[&str], origin: &Origin) -> Result<Vec<DownstreamGrant>, String> {
+        match values {
+            [] => Err("downstream takes one or more downstream names (of config/downstreams), or none".into()),
+            ["none"] => Ok(Vec::new()),
+            names => names
+                .iter()
+                .map(|n| {
+                    crate::downstream::check_name(n)?;
+                    Ok(DownstreamGrant { downstream: n.to_string(), origin: origin.clone() })
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A store granted to a plugin (`store NAME` in `config/sandbox`), and the namespace its keys
 /// are in: its own (named after its instance name), or one the operator shares between
 /// plugins on purpose (`store NAME shared NAMESPACE`). A plugin reaches no other namespace: the
@@ -288,6 +319,17 @@ mod tests {
         assert_eq!(DnsGrant::parse(&["none"]), Ok(DnsGrant::Nothing));
         for bad in [&[][..], &["a..b"], &["zen example"], &["127.0.0.1:53"]] {
             assert!(DnsGrant::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_downstream_grant_names_downstreams() {
+        let origin = Origin { file: "sandbox".into(), line: 9 };
+        let g = DownstreamGrant::parse(&["postfix", "dovecot-lmtp"], &origin).unwrap();
+        assert_eq!(g.iter().map(|g| g.downstream.as_str()).collect::<Vec<_>>(), ["postfix", "dovecot-lmtp"]);
+        assert_eq!(DownstreamGrant::parse(&["none"], &origin), Ok(vec![]));
+        for bad in [&[][..], &["127.0.0.1:25"], &["Postfix"], &["a/b"]] {
+            assert!(DownstreamGrant::parse(bad, &origin).is_err(), "{bad:?}");
         }
     }
 

@@ -22,7 +22,9 @@
 //!   [`Rights`] to loosen policy (`rights`), DNS for any name or names under zones
 //!   ([`DnsGrant`], `dns`), at most `dns-queries` per transaction, and key-value stores of
 //!   `config/stores`, each in the plugin's own namespace unless shared on purpose
-//!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction.
+//!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction, and
+//!   downstreams of `config/downstreams` to deliver the message to ([`DownstreamGrant`],
+//!   `downstream`).
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
@@ -40,7 +42,9 @@ mod wasi;
 
 pub use capabilities::{CAPABILITIES, Capability, PACKAGE, UngrantedImport, capability, check_imports};
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
-pub use grants::{DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs};
+pub use grants::{
+    DirGrant, DnsGrant, DownstreamGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs,
+};
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
 
@@ -98,6 +102,8 @@ pub struct SandboxSettings {
     /// Most store calls it may make per transaction (the connection phase counts as one).
     /// Default 256: a greylister makes one or two per recipient, of at most 100.
     pub store_operations: u32,
+    /// The downstreams of `config/downstreams` it may deliver to (none by default).
+    pub downstreams: Vec<DownstreamGrant>,
     /// When repeated faults disable the plugin for a while.
     pub breaker: crate::breaker::BreakerSettings,
 }
@@ -119,6 +125,7 @@ impl Default for SandboxSettings {
             dns_queries: 64,
             stores: Vec::new(),
             store_operations: 256,
+            downstreams: Vec::new(),
             breaker: crate::breaker::BreakerSettings::default(),
         }
     }
