@@ -10,9 +10,12 @@
 //! - [`dns`]: name servers for the DNS tests (a private nsd with the test's zones, one that
 //!   never answers, one that answers SERVFAIL).
 
+pub mod clamd;
 pub mod dkim;
 pub mod dns;
 pub mod redis;
+pub mod rspamd;
+pub mod spamd;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -34,6 +34,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 const TEST_DAEMONS: &[(&str, &str, &str)] = &[
     ("test -x /usr/sbin/nsd || command -v nsd", "nsd", "/run/nsd/nsd.pid"),
     ("command -v redis-server", "redis-server", "/run/redis/redis-server.pid"),
+    // The content filters' scanners (issue 16); the tests run private instances with
+    // signatures and rules of their own, so freshclam (a dependency) never runs either.
+    ("test -x /usr/sbin/clamd", "clamav-daemon", "/run/clamav/clamd.pid"),
+    ("test -x /usr/sbin/clamd", "clamav-freshclam", "/run/clamav/freshclam.pid"),
+    ("test -x /usr/sbin/spamd", "spamd", "/run/spamd.pid"),
+    ("test -x /usr/bin/rspamd", "rspamd", "/run/rspamd/rspamd.pid"),
 ];
 
 /// Where Debian's `invoke-rc.d` asks whether a package may start its service (exit 101: no).

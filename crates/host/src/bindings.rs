@@ -21,7 +21,8 @@ wasmtime::component::bindgen!({
     // A DNS lookup waits on the network: it suspends the plugin's call (its fiber), and the
     // worker thread serves other sessions meanwhile.
     // So does a key-value store's operation (a disk write, a round trip to Redis).
-    imports: { "wasmtpd:plugin/dns": async, "wasmtpd:plugin/key-value": async },
+    // And an upstream's connect, write and read (a scanner's answer).
+    imports: { "wasmtpd:plugin/dns": async, "wasmtpd:plugin/key-value": async, "wasmtpd:plugin/upstream": async },
 });
 
 use exports::wasmtpd::plugin as hooks;
@@ -30,6 +31,7 @@ pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
 pub use wasmtpd::plugin::key_value;
 pub use wasmtpd::plugin::types as wit;
+pub use wasmtpd::plugin::upstream;
 
 /// The host's side of every hook, made from the rows of `wasmtpd_smtp::for_each_hook!`.
 macro_rules! hook_exports {

@@ -115,6 +115,7 @@ impl LoadedPlugin {
             );
         }
         let stores = crate::imports::key_value::granted_stores(&spec.name, &spec.settings.stores, &services.stores)?;
+        let upstreams = crate::imports::upstream::granted_upstreams(&spec.settings.upstreams, &services.upstreams)?;
         let meta = Arc::new(PluginMeta {
             name: spec.name.clone(),
             args: spec.args.clone(),
@@ -129,6 +130,8 @@ impl LoadedPlugin {
             resolver: services.resolver.clone(),
             stores,
             store_operations: spec.settings.store_operations,
+            upstreams,
+            upstream_calls: spec.settings.upstream_calls,
         });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })

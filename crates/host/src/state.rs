@@ -49,6 +49,9 @@ pub struct PluginMeta {
     /// make per transaction.
     pub stores: Vec<crate::imports::key_value::GrantedStore>,
     pub store_operations: u32,
+    /// The upstreams it was granted, and how many calls it may make per transaction.
+    pub upstreams: Vec<Arc<crate::upstream::Upstream>>,
+    pub upstream_calls: u32,
 }
 
 /// The config files one plugin may read. Asking for any other reads as missing, and is
@@ -130,6 +133,9 @@ pub struct PluginState {
     pub dns: crate::imports::dns::DnsUse,
     /// The store calls it made in this transaction (`imports/key_value.rs`).
     pub store_use: crate::imports::key_value::StoreUse,
+    /// Its upstream connections and the calls it made in this transaction
+    /// (`imports/upstream.rs`); the connections close when the instance is dropped.
+    pub upstream_use: crate::imports::upstream::UpstreamUse,
 }
 
 impl WasiView for PluginState {

@@ -128,7 +128,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let stores = wasmtpd_host::store::open(&granted, &args.state_dir)
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores };
+    let upstreams = wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&args.state_dir))
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores, upstreams };
     let runner = wasmtpd::plugins::load(&config, &dirs, &services)?;
     let authenticator = match (&resolver, config.checks.any()) {
         (Some(r), true) => Some(Authenticator::new(config.checks, r, &config.me)),

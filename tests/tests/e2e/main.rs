@@ -4,6 +4,7 @@ mod auth;
 mod chain;
 mod clients;
 mod config;
+mod content_filters;
 mod disk;
 mod dns;
 mod dns_filters;

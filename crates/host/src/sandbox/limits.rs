@@ -76,6 +76,7 @@ pub fn store(
         relay_refusal_logged: false,
         dns: Default::default(),
         store_use: Default::default(),
+        upstream_use: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -20,7 +20,9 @@
 //!   [`Rights`] to loosen policy (`rights`), DNS for any name or names under zones
 //!   ([`DnsGrant`], `dns`), at most `dns-queries` per transaction, and key-value stores of
 //!   `config/stores`, each in the plugin's own namespace unless shared on purpose
-//!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction.
+//!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction, and named
+//!   upstreams of `config/upstreams` ([`UpstreamGrant`], `upstream`), at most
+//!   `upstream-calls` calls per transaction.
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
@@ -36,7 +38,9 @@ mod limits;
 mod wasi;
 
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
-pub use grants::{DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs};
+pub use grants::{
+    DirGrant, DnsGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, UpstreamGrant, grant_dirs,
+};
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
 
@@ -94,6 +98,11 @@ pub struct SandboxSettings {
     /// Most store calls it may make per transaction (the connection phase counts as one).
     /// Default 256: a greylister makes one or two per recipient, of at most 100.
     pub store_operations: u32,
+    /// The upstreams of `config/upstreams` it may connect to (none by default).
+    pub upstreams: Vec<UpstreamGrant>,
+    /// Most upstream calls it may make per transaction (the connection phase counts as one).
+    /// Default 256: a scan is a connect, a write of the message, a read or two.
+    pub upstream_calls: u32,
     /// When repeated faults disable the plugin for a while.
     pub breaker: crate::breaker::BreakerSettings,
 }
@@ -115,6 +124,8 @@ impl Default for SandboxSettings {
             dns_queries: 64,
             stores: Vec::new(),
             store_operations: 256,
+            upstreams: Vec::new(),
+            upstream_calls: 256,
             breaker: crate::breaker::BreakerSettings::default(),
         }
     }
