@@ -161,7 +161,8 @@ fn http_peer(answer: &'static [u8], connections: Arc<std::sync::atomic::AtomicU3
                     Ok(n) => got.extend_from_slice(&b[..n]),
                 }
             }
-            if s.write_all(answer).is_err() {
+            // An answer that says it closes the connection does.
+            if s.write_all(answer).is_err() || answer.windows(17).any(|w| w == b"Connection: close") {
                 return;
             }
         }

@@ -187,7 +187,7 @@ impl Plugin for Rspamd {
             body: HttpBody::Message,
             max_body: MAX_ANSWER,
         };
-        let response = match upstream::http_request(&name, &request) {
+        let response = match upstream::http_call(&name, &request) {
             Ok(r) => r,
             Err(e) => {
                 return fail.failed(NOTE, &format!("upstream `{name}`: {}", policy::describe_upstream_error(&e)));

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::bindings::upstream::{self, Framing, HttpBody, HttpRequest, HttpResponse, UpstreamError};
+use crate::imports::message::MessageView;
 use crate::sandbox::UpstreamGrant;
 use crate::state::PluginState;
 use crate::upstream::{self as up, Connection, Upstream, Upstreams, http};
@@ -178,38 +179,7 @@ impl PluginState {
             return Err(UpstreamError::Invalid(format!("offset {offset} is past the message's {size} octets")));
         }
         let conn = &mut self.upstream_use.open[i].1;
-        let mut pos = offset;
-        let mut framed = Vec::with_capacity(CHUNK as usize + 4);
-        let mut failed = None;
-        while pos < end {
-            let want = (end - pos).min(CHUNK as u64) as u32;
-            let chunk = match view.read(pos, want) {
-                Ok(c) if !c.is_empty() => c,
-                Ok(_) => break,
-                Err(e) => {
-                    failed = Some(up::UpstreamError::Unavailable(format!("reading the message: {e}")));
-                    break;
-                }
-            };
-            pos += chunk.len() as u64;
-            let sent = match framing {
-                Framing::None => conn.write_all(&chunk, deadline).await,
-                Framing::LengthPrefixed => {
-                    framed.clear();
-                    framed.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-                    framed.extend_from_slice(&chunk);
-                    conn.write_all(&framed, deadline).await
-                }
-            };
-            if let Err(e) = sent {
-                failed = Some(e);
-                break;
-            }
-        }
-        let r = match failed {
-            Some(e) => Err(e),
-            None => conn.flush(deadline).await.map(|()| pos - offset),
-        };
+        let r = stream_message(view, conn, offset, end, framing, deadline).await;
         self.on_connection(i, r)
     }
 
@@ -258,10 +228,7 @@ impl PluginState {
                     // `send_message` closes the connection if it fails.
                     match self.send_message(i, 0, None, Framing::None, deadline).await {
                         Ok(_) => Ok(()),
-                        Err(e) if was_reused => {
-                            let _ = e;
-                            continue;
-                        }
+                        Err(_) if was_reused => continue,
                         Err(e) => return Err(e),
                     }
                 }
@@ -287,6 +254,40 @@ impl PluginState {
             }
         }
     }
+}
+
+/// Writes octets `offset..end` of the message `view` to `conn`, in chunks of [`CHUNK`] read
+/// as they are written (framed as `framing` says); the octets of the message written.
+pub(crate) async fn stream_message(
+    view: &mut MessageView,
+    conn: &mut Connection,
+    offset: u64,
+    end: u64,
+    framing: Framing,
+    deadline: Instant,
+) -> Result<u64, up::UpstreamError> {
+    let mut pos = offset;
+    let mut framed = Vec::with_capacity(CHUNK as usize + 4);
+    while pos < end {
+        let want = (end - pos).min(CHUNK as u64) as u32;
+        let chunk = match view.read(pos, want) {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => break,
+            Err(e) => return Err(up::UpstreamError::Unavailable(format!("reading the message: {e}"))),
+        };
+        pos += chunk.len() as u64;
+        match framing {
+            Framing::None => conn.write_all(&chunk, deadline).await?,
+            Framing::LengthPrefixed => {
+                framed.clear();
+                framed.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&chunk);
+                conn.write_all(&framed, deadline).await?
+            }
+        }
+    }
+    conn.flush(deadline).await?;
+    Ok(pos - offset)
 }
 
 impl upstream::Host for PluginState {
@@ -356,7 +357,7 @@ impl upstream::Host for PluginState {
         Ok(())
     }
 
-    async fn http_request(&mut self, upstream: String, request: HttpRequest) -> Result<HttpResponse, UpstreamError> {
+    async fn http_call(&mut self, upstream: String, request: HttpRequest) -> Result<HttpResponse, UpstreamError> {
         let u = self.granted_upstream(&upstream)?;
         self.http(u, request).await
     }
@@ -378,5 +379,86 @@ fn error(e: up::UpstreamError) -> UpstreamError {
         up::UpstreamError::TooLarge(s) => UpstreamError::TooLarge(s),
         up::UpstreamError::Invalid(s) => UpstreamError::Invalid(s),
         up::UpstreamError::Protocol(s) => UpstreamError::Protocol(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use wasmtpd_smtp::{Content, Message};
+
+    /// The speed figure of issue 16: the host-side write of a 1 MiB message (read from the
+    /// message view in chunks, as `write-message` does) against a plain socket write of the
+    /// same bytes, to the same loopback sink, in the same run. Not run by default (a
+    /// measurement, not a check): `cargo test -p wasmtpd-host --release --lib --
+    /// --ignored --nocapture write_message_throughput`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn write_message_throughput() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const ROUNDS: usize = 200;
+        let bytes: Vec<u8> = (0..1u32 << 20).map(|i| b"abcdefghijklmnopqrstuvwxyz\r\n"[(i % 28) as usize]).collect();
+        let mut head = b"Subject: bench\r\n\r\n".to_vec();
+        head.extend_from_slice(&bytes[head.len()..]);
+        let bytes = head;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut b = vec![0; 256 << 10];
+                    while s.read(&mut b).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        let file = std::env::temp_dir().join(format!("wasmtpd-bench-{}", std::process::id()));
+        std::fs::write(&file, &bytes).unwrap();
+        let settings = crate::upstream::UpstreamSettings::new(
+            "sink",
+            crate::upstream::Address::Tcp { host: "127.0.0.1".into(), port },
+            crate::sandbox::Origin { file: "bench".into(), line: 1 },
+        );
+        let upstream = Arc::new(Upstream::new(settings, std::path::Path::new("/")).unwrap());
+        let deadline = || Instant::now() + Duration::from_secs(60);
+        let mut results = Vec::new();
+        for round in 0..2 {
+            let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            plain.set_nodelay(true).unwrap();
+            let started = std::time::Instant::now();
+            for _ in 0..ROUNDS {
+                plain.write_all(&bytes).await.unwrap();
+            }
+            plain.flush().await.unwrap();
+            let plain_time = started.elapsed();
+            let mut host = Vec::new();
+            for content in [Content::Memory(Arc::from(bytes.as_slice())), Content::File(file.clone())] {
+                let message = Message { content, size: bytes.len() as u64, authentication_results: None };
+                let mut view = MessageView::open(&message).unwrap();
+                let mut conn = upstream.connect(deadline()).await.unwrap();
+                let started = std::time::Instant::now();
+                for _ in 0..ROUNDS {
+                    let size = view.size();
+                    let n = stream_message(&mut view, &mut conn, 0, size, Framing::None, deadline()).await;
+                    assert_eq!(n, Ok(bytes.len() as u64));
+                }
+                host.push(started.elapsed());
+            }
+            if round == 1 {
+                results = vec![plain_time, host[0], host[1]];
+            }
+        }
+        let mib_s = |d: Duration| ROUNDS as f64 / d.as_secs_f64();
+        let (plain, memory, file_backed) = (results[0], results[1], results[2]);
+        println!(
+            "1 MiB x {ROUNDS}: plain socket write {:.0} MiB/s; host-side write-message from memory {:.0} MiB/s (ratio {:.2}), from the spool file {:.0} MiB/s (ratio {:.2})",
+            mib_s(plain),
+            mib_s(memory),
+            plain.as_secs_f64() / memory.as_secs_f64(),
+            mib_s(file_backed),
+            plain.as_secs_f64() / file_backed.as_secs_f64()
+        );
+        let _ = std::fs::remove_file(&file);
     }
 }

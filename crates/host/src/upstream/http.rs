@@ -216,7 +216,7 @@ async fn read_chunked(
                 buf.extend_from_slice(&chunk);
             }
         }
-        if body.len() + size > max_body {
+        if size > max_body.saturating_sub(body.len()) {
             return Err(UpstreamError::TooLarge(format!(
                 "an answer body longer than the {max_body} octets the plugin asked for"
             )));
