@@ -102,7 +102,8 @@ impl Rspamd {
             // Its workers would otherwise refuse to run as root.
             cmd.args(["-i", "-u", "root", "-g", "root"]);
         }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting rspamd");
+        let child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting rspamd");
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < START_LIMIT {

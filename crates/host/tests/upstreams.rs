@@ -151,10 +151,8 @@ fn http_peer(answer: &'static [u8], connections: Arc<std::sync::atomic::AtomicU3
                 }
             };
             let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |v| v.trim().parse().unwrap());
+            let len: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length: ")).map_or(0, |v| v.trim().parse().unwrap());
             while got.len() < head_end + len {
                 match s.read(&mut b) {
                     Ok(0) | Err(_) => return,

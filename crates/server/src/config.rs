@@ -41,8 +41,19 @@ use crate::authentication::Checks;
 use crate::tls::CertificateFiles;
 
 /// The server's own files: never readable by a plugin, whatever `config/sandbox` says.
-pub const SERVER_FILES: &[&str] =
-    &["plugins", "sandbox", "limits", "tls", "auth", "me", "smtpgreeting", "resolver", "authentication", "stores", "upstreams"];
+pub const SERVER_FILES: &[&str] = &[
+    "plugins",
+    "sandbox",
+    "limits",
+    "tls",
+    "auth",
+    "me",
+    "smtpgreeting",
+    "resolver",
+    "authentication",
+    "stores",
+    "upstreams",
+];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
 pub use wasmtpd_host::sandbox::Origin;
@@ -511,7 +522,9 @@ fn load_upstreams(source: &ConfigSource) -> Result<Vec<UpstreamSettings>, Config
                 (*name, upstream::Address::Unix(PathBuf::from(path)), rest)
             }
             [_, kind @ ("tcp" | "unix")] => {
-                return Err(err(format!("a {kind} upstream needs its address: `NAME tcp HOST:PORT` or `NAME unix PATH`")));
+                return Err(err(format!(
+                    "a {kind} upstream needs its address: `NAME tcp HOST:PORT` or `NAME unix PATH`"
+                )));
             }
             [_, kind, ..] => return Err(err(format!("unknown upstream kind `{kind}` (tcp, unix)"))),
             _ => return Err(err(format!("expected `NAME tcp HOST:PORT` or `NAME unix PATH`, found `{line}`"))),
@@ -521,7 +534,10 @@ fn load_upstreams(source: &ConfigSource) -> Result<Vec<UpstreamSettings>, Config
             return Err(err(format!("upstream `{name}` is already defined at {}", first.origin)));
         }
         if settings.len() % 2 != 0 {
-            return Err(err(format!("expected `setting value` pairs after the address, found `{}`", settings.join(" "))));
+            return Err(err(format!(
+                "expected `setting value` pairs after the address, found `{}`",
+                settings.join(" ")
+            )));
         }
         let mut u = UpstreamSettings::new(name, address, origin);
         for pair in settings.chunks(2) {
@@ -580,7 +596,10 @@ fn check_upstream_grants(plugins: &[PluginLine], upstreams: &[UpstreamSettings])
             if !upstreams.iter().any(|u| u.name == grant.upstream) {
                 return Err(ConfigError::at(
                     &grant.origin,
-                    format!("no upstream `{}` in config/upstreams (granted to plugin `{}`)", grant.upstream, p.instance),
+                    format!(
+                        "no upstream `{}` in config/upstreams (granted to plugin `{}`)",
+                        grant.upstream, p.instance
+                    ),
                 ));
             }
         }
@@ -1242,10 +1261,13 @@ mod tests {
     #[test]
     fn upstreams_and_their_grants() {
         let (_d, src) = dir(&[
-            ("plugins", "clamd
+            (
+                "plugins",
+                "clamd
 spamassassin
 rcpt_ok
-"),
+",
+            ),
             (
                 "upstreams",
                 "# scanners
@@ -1254,10 +1276,13 @@ spamd tcp 127.0.0.1:783 connect-timeout 300ms max-connections 8
 rspamd tcp [::1]:11333
 ",
             ),
-            ("sandbox", "clamd upstream clamd
+            (
+                "sandbox",
+                "clamd upstream clamd
 spamassassin upstream spamd rspamd
 spamassassin upstream-calls 9
-"),
+",
+            ),
         ]);
         let c = Config::load(src).unwrap();
         assert_eq!(c.upstreams.len(), 3);
@@ -1276,50 +1301,145 @@ spamassassin upstream-calls 9
         assert!(granted(2).is_empty(), "no upstream unless granted");
 
         for (file, text, line, what) in [
-            ("upstreams", "a tcp 127.0.0.1:1
+            (
+                "upstreams",
+                "a tcp 127.0.0.1:1
 a unix /x
-", 2, "already defined at"),
-            ("upstreams", "Clamd unix /x
-", 1, "not an upstream name"),
-            ("upstreams", "a udp 127.0.0.1:1
-", 1, "unknown upstream kind `udp`"),
-            ("upstreams", "a tcp
-", 1, "needs its address"),
-            ("upstreams", "a tcp 127.0.0.1
-", 1, "not HOST:PORT"),
-            ("upstreams", "a tcp 127.0.0.1:0
-", 1, "not HOST:PORT"),
-            ("upstreams", "a unix run/clamd.ctl
-", 1, "must be absolute"),
-            ("upstreams", "a unix /x timeout
-", 1, "pairs"),
-            ("upstreams", "a unix /x timeout 301s
-", 1, "out of range"),
-            ("upstreams", "a unix /x max-connections 0
-", 1, "at least 1"),
-            ("upstreams", "a unix /x max-connections 5000
-", 1, "out of range"),
-            ("upstreams", "a unix /x max-answer 65M
-", 1, "out of range"),
-            ("upstreams", "a unix /x tls ca.pem
-", 1, "`tls` is for tcp upstreams"),
-            ("upstreams", "a tcp h:1 server-name x
-", 1, "comes after `tls"),
-            ("upstreams", "a tcp h:1 pool 2
-", 1, "unknown upstream setting `pool`"),
-            ("sandbox", "# x
+",
+                2,
+                "already defined at",
+            ),
+            (
+                "upstreams",
+                "Clamd unix /x
+",
+                1,
+                "not an upstream name",
+            ),
+            (
+                "upstreams",
+                "a udp 127.0.0.1:1
+",
+                1,
+                "unknown upstream kind `udp`",
+            ),
+            (
+                "upstreams",
+                "a tcp
+",
+                1,
+                "needs its address",
+            ),
+            (
+                "upstreams",
+                "a tcp 127.0.0.1
+",
+                1,
+                "not HOST:PORT",
+            ),
+            (
+                "upstreams",
+                "a tcp 127.0.0.1:0
+",
+                1,
+                "not HOST:PORT",
+            ),
+            (
+                "upstreams",
+                "a unix run/clamd.ctl
+",
+                1,
+                "must be absolute",
+            ),
+            (
+                "upstreams",
+                "a unix /x timeout
+",
+                1,
+                "pairs",
+            ),
+            (
+                "upstreams",
+                "a unix /x timeout 301s
+",
+                1,
+                "out of range",
+            ),
+            (
+                "upstreams",
+                "a unix /x max-connections 0
+",
+                1,
+                "at least 1",
+            ),
+            (
+                "upstreams",
+                "a unix /x max-connections 5000
+",
+                1,
+                "out of range",
+            ),
+            (
+                "upstreams",
+                "a unix /x max-answer 65M
+",
+                1,
+                "out of range",
+            ),
+            (
+                "upstreams",
+                "a unix /x tls ca.pem
+",
+                1,
+                "`tls` is for tcp upstreams",
+            ),
+            (
+                "upstreams",
+                "a tcp h:1 server-name x
+",
+                1,
+                "comes after `tls",
+            ),
+            (
+                "upstreams",
+                "a tcp h:1 pool 2
+",
+                1,
+                "unknown upstream setting `pool`",
+            ),
+            (
+                "sandbox",
+                "# x
 rcpt_ok upstream elsewhere
-", 2, "no upstream `elsewhere` in config/upstreams"),
-            ("sandbox", "rcpt_ok upstream 127.0.0.1:3310
-", 1, "not an upstream name"),
-            ("sandbox", "rcpt_ok upstream
-", 1, "upstream takes"),
+",
+                2,
+                "no upstream `elsewhere` in config/upstreams",
+            ),
+            (
+                "sandbox",
+                "rcpt_ok upstream 127.0.0.1:3310
+",
+                1,
+                "not an upstream name",
+            ),
+            (
+                "sandbox",
+                "rcpt_ok upstream
+",
+                1,
+                "upstream takes",
+            ),
         ] {
-            let mut files = vec![("plugins", "rcpt_ok
-")];
+            let mut files = vec![(
+                "plugins", "rcpt_ok
+",
+            )];
             if file != "upstreams" {
-                files.push(("upstreams", "a unix /x
-"));
+                files.push((
+                    "upstreams",
+                    "a unix /x
+",
+                ));
             }
             files.push((file, text));
             let (_d, src) = dir(&files);

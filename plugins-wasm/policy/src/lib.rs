@@ -296,7 +296,9 @@ impl FailPolicy {
                     .with_enhanced_code("4.7.1")
             }
             FailPolicy::Declined => {
-                wasmtpd_plugin::warn(format!("scan failed, passing the message unscanned (fail_policy declined): {why}"));
+                wasmtpd_plugin::warn(format!(
+                    "scan failed, passing the message unscanned (fail_policy declined): {why}"
+                ));
                 HookResult::declined()
             }
         }

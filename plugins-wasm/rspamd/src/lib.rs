@@ -194,14 +194,20 @@ impl Plugin for Rspamd {
             }
         };
         if response.status != 200 {
-            return fail.failed(NOTE, &format!("upstream `{name}`: HTTP {} {}", response.status, clean(&response.reason)));
+            return fail
+                .failed(NOTE, &format!("upstream `{name}`: HTTP {} {}", response.status, clean(&response.reason)));
         }
         let a = match parse_answer(&response.body) {
             Ok(a) => a,
             Err(why) => return fail.failed(NOTE, &format!("upstream `{name}`: {why}")),
         };
-        let note =
-            format!("score={:.2} required={:.2} action={} symbols={}", a.score, a.required, a.action, a.symbols.join(","));
+        let note = format!(
+            "score={:.2} required={:.2} action={} symbols={}",
+            a.score,
+            a.required,
+            a.action,
+            a.symbols.join(",")
+        );
         let _ = host::set_transaction_note(NOTE, Some(&note));
         wasmtpd_plugin::info(note.clone());
         match a.action.as_str() {

@@ -280,7 +280,10 @@ mod tests {
     fn reads_spamds_answers() {
         let symbols = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 18\r\nSpam: True ; 20.0 / 5.0\r\n\r\nWASMTPD_TEST_TOKEN";
         let v = parse_answer(symbols, true).unwrap();
-        assert_eq!((v.spam, v.score, v.threshold, v.tests.as_slice()), (true, 20.0, 5.0, &["WASMTPD_TEST_TOKEN".to_string()][..]));
+        assert_eq!(
+            (v.spam, v.score, v.threshold, v.tests.as_slice()),
+            (true, 20.0, 5.0, &["WASMTPD_TEST_TOKEN".to_string()][..])
+        );
         let headers = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 79\r\nSpam: False ; 0.0 / 5.0\r\n\r\nX-Spam-Status: No, score=0.0 required=5.0\r\n\ttests=NONE\r\nSubject: hi\r\n\r\n";
         let v = parse_answer(headers, false).unwrap();
         assert_eq!(v.headers, [("X-Spam-Status".to_string(), "No, score=0.0 required=5.0 tests=NONE".to_string())]);

@@ -197,8 +197,8 @@ impl PluginState {
             up::Address::Tcp { host, port } => format!("{host}:{port}"),
             up::Address::Unix(_) => "localhost".to_string(),
         };
-        let head = http::request_head(&request.method, &request.path, &request.headers, &host, body_len)
-            .map_err(error)?;
+        let head =
+            http::request_head(&request.method, &request.path, &request.headers, &host, body_len).map_err(error)?;
         let max_body = (request.max_body as u64).min(upstream.settings.max_answer) as usize;
         // A kept connection may have been closed by the upstream meanwhile: then a new one.
         let mut reused = upstream.take_idle();

@@ -75,7 +75,11 @@ pub struct Response {
 }
 
 /// Reads an answer from `conn` by `deadline`, its body at most `max_body` octets.
-pub async fn read_response(conn: &mut Connection, max_body: usize, deadline: Instant) -> Result<Response, UpstreamError> {
+pub async fn read_response(
+    conn: &mut Connection,
+    max_body: usize,
+    deadline: Instant,
+) -> Result<Response, UpstreamError> {
     let protocol = |s: &str| UpstreamError::Protocol(s.to_string());
     // The head, then whatever of the body came with it.
     let mut buf = Vec::new();
