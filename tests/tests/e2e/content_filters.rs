@@ -89,7 +89,7 @@ fn clamd_down_gets_the_fail_policy() {
     clamd.stop();
     let started = Instant::now();
     let r = send(&strict, &message("hello"));
-    assert_eq!((r.code, r.text().as_str()), (451, "4.7.1 Unable to scan the message for now, please try again later"));
+    assert_eq!((r.code, r.text().as_str()), (452, "4.7.1 Unable to scan the message for now, please try again later"));
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert!(strict.log().contains("scan failed, refusing for now"), "{}", strict.log());
     let r = send(&open, &message("hello"));
@@ -111,7 +111,7 @@ fn a_scanner_that_never_answers_is_cut_off_by_the_hooks_deadline() {
     let started = Instant::now();
     let r = send(&server, &message("hello"));
     let took = started.elapsed();
-    assert_eq!(r.code, 451, "{r:?}");
+    assert_eq!(r.code, 452, "{r:?}");
     assert!(took >= Duration::from_millis(1000) && took < Duration::from_millis(2500), "{took:?}");
     assert!(server.log().contains("timed out"), "{}", server.log());
     assert!(!server.log().contains("fault"), "the plugin answered in time: {}", server.log());
@@ -133,7 +133,7 @@ fn a_garbage_or_endless_answer_is_bounded_and_gets_the_fail_policy() {
         let server = with_clamd("", &upstreams, "clamd upstream clamd\n");
         let started = Instant::now();
         let r = send(&server, &message("hello"));
-        assert_eq!(r.code, 451, "{r:?}");
+        assert_eq!(r.code, 452, "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(server.log().contains(expected), "{expected}: {}", server.log());
     }
@@ -160,7 +160,7 @@ fn a_plugin_that_asks_for_an_upstream_it_was_not_granted_is_refused_and_logged()
     let upstreams = format!("{}other unix /nonexistent\n", clamd.upstream_line("clamd", ""));
     let server = with_clamd("", &upstreams, "clamd upstream other\n");
     let r = send(&server, &message(TEST_VIRUS));
-    assert_eq!(r.code, 451, "the fail policy, not a scan: {r:?}");
+    assert_eq!(r.code, 452, "the fail policy, not a scan: {r:?}");
     let log = server.log();
     let refused: Vec<&str> = log.lines().filter(|l| l.contains("upstream call refused")).collect();
     assert!(!refused.is_empty(), "{log}");
@@ -232,7 +232,7 @@ fn spamassassin_down_or_silent_gets_the_fail_policy() {
     let strict = with_filter("spamassassin", "", &upstreams, "spamd");
     let open = with_filter("spamassassin", "fail_policy declined", &upstreams, "spamd");
     spamd.stop();
-    assert_eq!(send(&strict, &message("hello")).code, 451);
+    assert_eq!(send(&strict, &message("hello")).code, 452);
     assert_eq!(send(&open, &message("hello")).code, 250);
     let silent = listener(|mut s| {
         let mut b = [0; 65536];
@@ -249,7 +249,7 @@ fn spamassassin_down_or_silent_gets_the_fail_policy() {
         ],
     );
     let started = Instant::now();
-    assert_eq!(send(&server, &message("hello")).code, 451);
+    assert_eq!(send(&server, &message("hello")).code, 452);
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
@@ -261,7 +261,7 @@ fn rspamd_actions_are_applied() {
     let r = send(&server, &message(TEST_SPAM));
     assert_eq!((r.code, r.text().as_str()), (550, "5.7.1 Spam message rejected"), "{}", server.log());
     let r = send(&server, &message(TEST_GREY));
-    assert_eq!((r.code, r.text().as_str()), (451, "4.7.1 Greylisted, please try again later"));
+    assert_eq!((r.code, r.text().as_str()), (452, "4.7.1 Greylisted, please try again later"));
     assert!(server.delivered().is_empty());
     let tagged =
         format!("From: a@remote.test\r\nTo: b@example.com\r\nSubject: s\r\nX-Remove-Me: 1\r\n\r\n{TEST_TAG}\r\n");
@@ -293,13 +293,13 @@ fn rspamd_down_or_answering_garbage_gets_the_fail_policy() {
     let strict = with_filter("rspamd", "", &upstreams, "rspamd");
     let open = with_filter("rspamd", "fail_policy declined", &upstreams, "rspamd");
     rspamd.stop();
-    assert_eq!(send(&strict, &message("hello")).code, 451);
+    assert_eq!(send(&strict, &message("hello")).code, 452);
     assert_eq!(send(&open, &message("hello")).code, 250);
     let garbage = listener(|mut s| {
         drain(&mut s);
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!");
     });
     let server = with_filter("rspamd", "", &format!("rspamd tcp 127.0.0.1:{garbage}\n"), "rspamd");
-    assert_eq!(send(&server, &message("hello")).code, 451);
+    assert_eq!(send(&server, &message("hello")).code, 452);
     assert!(server.log().contains("not JSON"), "{}", server.log());
 }
