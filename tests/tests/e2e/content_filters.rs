@@ -69,7 +69,7 @@ fn clamd_refuses_an_infected_message_naming_the_virus_and_delivers_a_clean_one_u
     assert_eq!(r.code, 250, "{r:?}");
     let delivered = server.delivered();
     assert_eq!(delivered.len(), 1);
-    assert!(delivered[0].ends_with(clean.as_bytes()), "unchanged but for the server's Received");
+    assert!(delivered[0].ends_with(format!("{clean}\r\n").as_bytes()), "unchanged but for the server's Received");
     assert!(!String::from_utf8_lossy(&delivered[0]).contains("X-Virus"));
 
     // A large message is streamed whole (spooled to a file, sent from the host in chunks): a
@@ -215,7 +215,7 @@ fn spamassassin_rejects_above_the_threshold_and_tags_below_it() {
     let ham = String::from_utf8_lossy(&delivered[1]).into_owned();
     assert!(header(&ham, "X-Spam-Status")[0].starts_with("No, score=0.0"), "{ham}");
     assert!(header(&ham, "X-Spam-Flag").is_empty(), "{ham}");
-    assert!(delivered[1].ends_with(clean.as_bytes()), "the message itself unchanged: {ham}");
+    assert!(delivered[1].ends_with(format!("{clean}\r\n").as_bytes()), "the message itself unchanged: {ham}");
 
     // SYMBOLS mode makes the same status from the rule names.
     let symbols = with_filter("spamassassin", "mode symbols", &upstreams, "spamd");
@@ -281,7 +281,7 @@ fn rspamd_actions_are_applied() {
     assert_eq!(header(&subject, "Subject"), ["*** SPAM *** test"], "{subject}");
     let ham = String::from_utf8_lossy(&delivered[2]).into_owned();
     assert!(header(&ham, "X-Spam").is_empty(), "{ham}");
-    assert!(delivered[2].ends_with(clean.as_bytes()), "unchanged but for the headers added: {ham}");
+    assert!(delivered[2].ends_with(format!("{clean}\r\n").as_bytes()), "unchanged but for the headers added: {ham}");
     // The envelope went as rspamd's headers: its log names the sender and the client.
     assert!(server.log().contains("action=add header"), "{}", server.log());
 }
