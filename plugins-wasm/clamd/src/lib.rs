@@ -14,7 +14,7 @@
 //! - `max_size SIZE` (default `25M`, clamd's own default `StreamMaxLength`): a larger message is
 //!   not scanned; that is logged and noted (`not scanned: ...`), and the message goes on.
 //! - `fail_policy tempfail|declined` (default tempfail): when clamd cannot be asked (down, no
-//!   answer by the deadline, an answer that is not clamd's), refuse with `451 4.7.1` so the
+//!   answer by the deadline, an answer that is not clamd's), refuse with `452 4.7.1` so the
 //!   client tries again later, or let the message through unscanned (`declined`, fail open).
 //!
 //! The result is in the transaction note `clamd`: `clean`, `infected: NAME`, or `not scanned:

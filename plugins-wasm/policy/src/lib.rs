@@ -263,7 +263,7 @@ pub fn describe_upstream_error(error: &wasmtpd_plugin::upstream::UpstreamError) 
 }
 
 /// What a content filter (clamd, spamassassin, rspamd) does when its scanner cannot answer:
-/// `fail_policy tempfail` (the default: 451 4.7.1, the client tries again later) or
+/// `fail_policy tempfail` (the default: 452 4.7.1, the client tries again later) or
 /// `fail_policy declined` (fail open: the message goes on unscanned). Either way the failure
 /// is logged and noted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

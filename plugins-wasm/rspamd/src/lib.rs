@@ -10,8 +10,8 @@
 //! | action | what the client gets |
 //! |---|---|
 //! | `reject` | `550 5.7.1` with rspamd's SMTP message (`messages.smtp_message`) or `Spam message rejected` (with `reject 0`: as `add header`) |
-//! | `soft reject` | `451 4.7.1` with rspamd's SMTP message or `Try again later` |
-//! | `greylist` | `451 4.7.1 Greylisted, please try again later` (with `greylist 0`: nothing) |
+//! | `soft reject` | `452 4.7.1` with rspamd's SMTP message or `Try again later` |
+//! | `greylist` | `452 4.7.1 Greylisted, please try again later` (with `greylist 0`: nothing) |
 //! | `add header` | the message gets `X-Spam: Yes` |
 //! | `rewrite subject` | its `Subject` becomes rspamd's `subject` (or `*** SPAM *** ` before it) |
 //! | `no action` | nothing |
@@ -25,7 +25,7 @@
 //! Arguments (`key value` pairs): `upstream NAME` (default `rspamd`, granted with `upstream
 //! NAME` in `config/sandbox`), `reject 0|1` and `greylist 0|1` (default 1), `score_header
 //! 0|1` (default 0), `max_size SIZE` (default `20M`: a larger message is not scanned, which is
-//! logged and noted), `fail_policy tempfail|declined` (default tempfail: `451 4.7.1` when
+//! logged and noted), `fail_policy tempfail|declined` (default tempfail: `452 4.7.1` when
 //! rspamd cannot be asked; declined: fail open).
 
 use policy::{FailPolicy, Options};

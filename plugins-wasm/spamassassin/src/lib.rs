@@ -25,7 +25,7 @@
 //! - `mode headers|symbols` (default headers).
 //! - `max_size SIZE` (default `512k`, spamc's own): a larger message is not scanned; that is
 //!   logged and noted.
-//! - `fail_policy tempfail|declined` (default tempfail, `451 4.7.1`; declined: fail open).
+//! - `fail_policy tempfail|declined` (default tempfail, `452 4.7.1`; declined: fail open).
 //!
 //! The result is in the transaction note `spamassassin`: `score=S required=T spam=yes|no
 //! tests=...`, or `not scanned: WHY`.
