@@ -12,11 +12,14 @@
 //! - [`postfix`]: a private Postfix the delivery tests forward to (maildirs under the test's
 //!   directory, XCLIENT allowed, its log in a file); [`dovecot`]: a private Dovecot LMTP.
 
+pub mod clamd;
 pub mod dkim;
 pub mod dns;
 pub mod dovecot;
 pub mod postfix;
 pub mod redis;
+pub mod rspamd;
+pub mod spamd;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};

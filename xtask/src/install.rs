@@ -40,6 +40,12 @@ const TEST_DAEMONS: &[(&str, &str, &str)] = &[
     ("command -v redis-server", "redis-server", "/run/redis/redis-server.pid"),
     ("test -x /usr/sbin/postfix", "postfix", "/var/spool/postfix/pid/master.pid"),
     ("test -x /usr/lib/dovecot/lmtp", "dovecot-lmtpd", "/run/dovecot/master.pid"),
+    // The content filters' scanners (issue 16); the tests run private instances with
+    // signatures and rules of their own, so freshclam (a dependency) never runs either.
+    ("test -x /usr/sbin/clamd", "clamav-daemon", "/run/clamav/clamd.pid"),
+    ("test -x /usr/sbin/clamd", "clamav-freshclam", "/run/clamav/freshclam.pid"),
+    ("test -x /usr/sbin/spamd", "spamd", "/run/spamd.pid"),
+    ("test -x /usr/bin/rspamd", "rspamd", "/run/rspamd/rspamd.pid"),
 ];
 
 /// Where Debian's `invoke-rc.d` asks whether a package may start its service (exit 101: no).

@@ -22,7 +22,13 @@ wasmtime::component::bindgen!({
     // worker thread serves other sessions meanwhile.
     // So does a key-value store's operation (a disk write, a round trip to Redis).
     // And a delivery to a downstream server (a connection, a round trip per command).
-    imports: { "wasmtpd:plugin/dns": async, "wasmtpd:plugin/key-value": async, "wasmtpd:plugin/delivery": async },
+    // And an upstream's connect, write and read (a scanner's answer).
+    imports: {
+        "wasmtpd:plugin/dns": async,
+        "wasmtpd:plugin/key-value": async,
+        "wasmtpd:plugin/delivery": async,
+        "wasmtpd:plugin/upstream": async,
+    },
 });
 
 use exports::wasmtpd::plugin as hooks;
@@ -32,6 +38,7 @@ pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
 pub use wasmtpd::plugin::key_value;
 pub use wasmtpd::plugin::types as wit;
+pub use wasmtpd::plugin::upstream;
 
 /// The host's side of every hook, made from the rows of `wasmtpd_smtp::for_each_hook!`.
 macro_rules! hook_exports {

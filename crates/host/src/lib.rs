@@ -16,6 +16,7 @@
 //! - [`store`]: the key-value stores (the [`store::Store`] trait; embedded on redb, or Redis).
 //! - [`downstream`]: the servers plugins deliver onward to (`config/downstreams`), their SMTP
 //!   and LMTP client and connection pools.
+//! - [`upstream`]: the named upstreams of `config/upstreams` (connecting, pooling, HTTP/1.1).
 //! - `bindings`: the one `bindgen!` site and the conversions to engine types.
 //! - `state`: the data of one instance's store.
 
@@ -30,6 +31,7 @@ pub mod resolver;
 pub mod sandbox;
 pub mod state;
 pub mod store;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,13 +47,16 @@ pub use state::ConfigFiles;
 
 /// What the server lends plugins beyond the host interface, to those granted it: the resolver
 /// (`dns` in `config/sandbox`; without one, every DNS question is refused) and the key-value
-/// stores of `config/stores` by name (`store` in `config/sandbox`).
+/// stores of `config/stores` by name (`store` in `config/sandbox`), and the upstreams of
+/// `config/upstreams` by name (`upstream`).
 #[derive(Clone, Default)]
 pub struct Services {
     pub resolver: Option<resolver::Resolver>,
     pub stores: store::Stores,
     /// The downstreams of `config/downstreams` by name (`downstream` in `config/sandbox`).
     pub downstreams: downstream::Downstreams,
+    /// The upstreams of `config/upstreams` by name (`upstream` in `config/sandbox`).
+    pub upstreams: upstream::Upstreams,
 }
 
 /// The loaded plugin chain.

@@ -219,6 +219,7 @@ impl LoadedPlugin {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let upstreams = crate::imports::upstream::granted_upstreams(&spec.settings.upstreams, &services.upstreams)?;
         let meta = Arc::new(PluginMeta {
             name: spec.name.clone(),
             args: spec.args.clone(),
@@ -234,6 +235,8 @@ impl LoadedPlugin {
             stores,
             store_operations: spec.settings.store_operations,
             downstreams,
+            upstreams,
+            upstream_calls: spec.settings.upstream_calls,
         });
         let breaker = crate::breaker::Breaker::new(spec.settings.breaker);
         Ok(LoadedPlugin { meta, breaker, settings: spec.settings.clone(), pre, exports })

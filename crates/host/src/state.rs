@@ -51,6 +51,9 @@ pub struct PluginMeta {
     pub store_operations: u32,
     /// The downstreams it may deliver to (`downstream` in config/sandbox).
     pub downstreams: Vec<Arc<crate::downstream::Downstream>>,
+    /// The upstreams it was granted, and how many calls it may make per transaction.
+    pub upstreams: Vec<Arc<crate::upstream::Upstream>>,
+    pub upstream_calls: u32,
 }
 
 /// The config files one plugin may read. Asking for any other reads as missing, and is
@@ -135,6 +138,9 @@ pub struct PluginState {
     /// Its deliveries in this transaction, and the downstream session it holds
     /// (`imports/delivery.rs`).
     pub delivery: crate::imports::delivery::DeliveryUse,
+    /// Its upstream connections and the calls it made in this transaction
+    /// (`imports/upstream.rs`); the connections close when the instance is dropped.
+    pub upstream_use: crate::imports::upstream::UpstreamUse,
 }
 
 impl WasiView for PluginState {

@@ -67,6 +67,10 @@ pub use bindings::wasmtpd::plugin::host;
 pub use bindings::wasmtpd::plugin::key_value;
 /// The WIT `types` interface (used by the generated export glue).
 pub use bindings::wasmtpd::plugin::types;
+/// Services the operator runs next to the server (rspamd, spamd, clamd), reached by the name
+/// the operator granted: a byte stream, the message sent from the host side, and an HTTP/1.1
+/// request helper (see `wit/upstream.wit`).
+pub use bindings::wasmtpd::plugin::upstream;
 
 pub use host::{AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
 pub use types::{Address, EsmtpParam, HookResult, LogLevel, Verdict};

@@ -12,6 +12,7 @@
 //! | `resolver`    | the DNS resolver: `nameserver ADDR[:PORT]` (repeatable; default: `/etc/resolv.conf`), `timeout`, `attempts`, `cache-size` |
 //! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
 //! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
+//! | `upstreams`   | the services plugins may be granted: `NAME tcp HOST:PORT` or `NAME unix PATH`, then `connect-timeout D`, `timeout D`, `max-connections N`, `max-answer SIZE`, `tls CA.pem`, `server-name NAME` (default: none) |
 //! | `frontends`   | the front ends trusted with XCLIENT and the PROXY protocol: `xclient ADDR[/PREFIX]...`, `proxy ADDR[/PREFIX]...`, `proxy_timeout D` (default: none; see `frontends.rs`) |
 //! | `downstreams` | the servers plugins may deliver onward to: `NAME HOST:PORT\|unix PATH smtp\|lmtp [SETTING VALUE]...` per line (see `load_downstreams`; default: none) |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
@@ -31,10 +32,11 @@ use wasmtpd_host::downstream::{self, Address, DownstreamSettings, Protocol, Star
 use wasmtpd_host::resolver::ResolverSettings;
 use wasmtpd_host::sandbox::{
     DirGrant, DnsGrant, DownstreamGrant, FaultPolicy, InstanceScope, MEMORY_RANGE, Right, Rights, STACK_RANGE,
-    SandboxSettings, StoreGrant, TIMEOUT_RANGE,
+    SandboxSettings, StoreGrant, TIMEOUT_RANGE, UpstreamGrant,
 };
 use wasmtpd_host::state::MAX_CONFIG_NAME;
 use wasmtpd_host::store::{self, Backend, StoreSettings};
+use wasmtpd_host::upstream::{self, UpstreamSettings};
 use wasmtpd_smtp::Limits;
 
 use crate::auth::{AuthSettings, PlaintextAuth};
@@ -55,6 +57,7 @@ pub const SERVER_FILES: &[&str] = &[
     "stores",
     "frontends",
     "downstreams",
+    "upstreams",
 ];
 
 /// Where a setting was written (file and line), carried to the errors found after parsing.
@@ -231,6 +234,8 @@ pub struct Config {
     pub frontends: crate::frontends::Frontends,
     /// The downstreams (`downstreams`), in order.
     pub downstreams: Vec<DownstreamSettings>,
+    /// The named upstreams (`upstreams`), in order.
+    pub upstreams: Vec<UpstreamSettings>,
 }
 
 impl Config {
@@ -276,7 +281,24 @@ impl Config {
         let frontends = crate::frontends::load(&source)?;
         let downstreams = load_downstreams(&source)?;
         check_downstream_grants(&plugins, &downstreams)?;
-        Ok(Config { source, me, greeting, limits, server, plugins, tls, auth, resolver, checks, stores, frontends, downstreams })
+        let upstreams = load_upstreams(&source)?;
+        check_upstream_grants(&plugins, &upstreams)?;
+        Ok(Config {
+            source,
+            me,
+            greeting,
+            limits,
+            server,
+            plugins,
+            tls,
+            auth,
+            resolver,
+            checks,
+            stores,
+            frontends,
+            downstreams,
+            upstreams,
+        })
     }
 
     /// The directory relative paths in the config (certificates) are taken from: the config
@@ -633,6 +655,119 @@ fn check_downstream_grants(plugins: &[PluginLine], downstreams: &[DownstreamSett
     Ok(())
 }
 
+/// Reads `upstreams`: `NAME tcp HOST:PORT` or `NAME unix PATH`, then `setting value` pairs,
+/// each name once.
+///
+/// | setting | what | default |
+/// |---|---|---|
+/// | `connect-timeout D` | time to connect (and the TLS handshake), `1ms` to `300s` | `2s` |
+/// | `timeout D` | time per call after that (a write, a read, an HTTP request), `1ms` to `300s` | `30s` |
+/// | `max-connections N` | connections to it at once, server-wide, 1 to 4096 | `32` |
+/// | `max-answer SIZE` | octets read back from one connection or HTTP answer, at most `64M` | `1M` |
+/// | `tls CA.pem` | TCP only: TLS, trusting the CA certificates of this PEM file (relative to the config directory) | none |
+/// | `server-name NAME` | the name its certificate must carry | the host |
+///
+/// Every call is also bounded by what is left of the plugin's hook time.
+fn load_upstreams(source: &ConfigSource) -> Result<Vec<UpstreamSettings>, ConfigError> {
+    let mut upstreams: Vec<UpstreamSettings> = Vec::new();
+    for (n, line) in source.lines("upstreams")?.unwrap_or_default() {
+        let err = |what: String| ConfigError { path: source.display("upstreams"), line: Some(n), what };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let origin = Origin { file: source.display("upstreams"), line: n };
+        let (name, address, settings) = match words.as_slice() {
+            [name, "tcp", address, rest @ ..] => (*name, upstream::parse_tcp_address(address).map_err(err)?, rest),
+            [name, "unix", path, rest @ ..] => {
+                if !path.starts_with('/') {
+                    return Err(err(format!("the socket path `{path}` must be absolute")));
+                }
+                (*name, upstream::Address::Unix(PathBuf::from(path)), rest)
+            }
+            [_, kind @ ("tcp" | "unix")] => {
+                return Err(err(format!(
+                    "a {kind} upstream needs its address: `NAME tcp HOST:PORT` or `NAME unix PATH`"
+                )));
+            }
+            [_, kind, ..] => return Err(err(format!("unknown upstream kind `{kind}` (tcp, unix)"))),
+            _ => return Err(err(format!("expected `NAME tcp HOST:PORT` or `NAME unix PATH`, found `{line}`"))),
+        };
+        upstream::check_upstream_name(name).map_err(err)?;
+        if let Some(first) = upstreams.iter().find(|u| u.name == name) {
+            return Err(err(format!("upstream `{name}` is already defined at {}", first.origin)));
+        }
+        if settings.len() % 2 != 0 {
+            return Err(err(format!(
+                "expected `setting value` pairs after the address, found `{}`",
+                settings.join(" ")
+            )));
+        }
+        let mut u = UpstreamSettings::new(name, address, origin);
+        for pair in settings.chunks(2) {
+            set_upstream(&mut u, pair[0], pair[1]).map_err(err)?;
+        }
+        if u.tls.is_some() && matches!(u.address, upstream::Address::Unix(_)) {
+            return Err(err("`tls` is for tcp upstreams: a Unix socket is local".into()));
+        }
+        upstreams.push(u);
+    }
+    Ok(upstreams)
+}
+
+fn set_upstream(u: &mut UpstreamSettings, setting: &str, value: &str) -> Result<(), String> {
+    let timeout = |v: &str| {
+        let d = parse_duration(v)?;
+        match upstream::TIMEOUT_RANGE.contains(&d) {
+            true => Ok(d),
+            false => Err(format!("{setting} `{v}` is out of range: it must be from 1ms to 300s")),
+        }
+    };
+    match setting {
+        "connect-timeout" => u.connect_timeout = timeout(value)?,
+        "timeout" => u.timeout = timeout(value)?,
+        "max-connections" => {
+            u.max_connections = parse_count(value, 1)?;
+            if u.max_connections > upstream::MAX_CONNECTIONS {
+                return Err(format!(
+                    "max-connections `{value}` is out of range: it must be from 1 to {}",
+                    upstream::MAX_CONNECTIONS
+                ));
+            }
+        }
+        "max-answer" => u.max_answer = in_range("max-answer", value, upstream::MAX_ANSWER_RANGE)?,
+        "tls" => {
+            let tls = u.tls.get_or_insert(upstream::TlsSettings { ca: PathBuf::new(), server_name: None });
+            tls.ca = PathBuf::from(value);
+        }
+        "server-name" => match &mut u.tls {
+            Some(tls) => tls.server_name = Some(value.to_string()),
+            None => return Err("`server-name` comes after `tls CA.pem`".into()),
+        },
+        _ => {
+            return Err(format!(
+                "unknown upstream setting `{setting}` (connect-timeout, timeout, max-connections, max-answer, tls, server-name)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every upstream granted in `sandbox` is defined in `upstreams`.
+fn check_upstream_grants(plugins: &[PluginLine], upstreams: &[UpstreamSettings]) -> Result<(), ConfigError> {
+    for p in plugins {
+        for grant in &p.sandbox.upstreams {
+            if !upstreams.iter().any(|u| u.name == grant.upstream) {
+                return Err(ConfigError::at(
+                    &grant.origin,
+                    format!(
+                        "no upstream `{}` in config/upstreams (granted to plugin `{}`)",
+                        grant.upstream, p.instance
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads `authentication`: the names of the checks to make, one or more per line.
 fn load_checks(source: &ConfigSource) -> Result<Checks, ConfigError> {
     let mut checks = Checks::default();
@@ -887,6 +1022,8 @@ fn parse_pin(word: &str) -> Result<String, String> {
 /// | `store` | `NAME` (a store of `config/stores`, the keys in the plugin's own namespace), `NAME shared NAMESPACE` (a namespace shared with the other plugins granted it), or `none`; one line per store | none |
 /// | `store-operations` | store calls per transaction | `256` |
 /// | `downstream` | `NAME...` of `config/downstreams` it may deliver to, or `none` | none |
+/// | `upstream` | `NAME...` (upstreams of `config/upstreams` it may connect to), or `none` | none |
+/// | `upstream-calls` | upstream calls per transaction | `256` |
 fn load_sandbox(source: &ConfigSource, plugins: &mut [PluginLine]) -> Result<(), ConfigError> {
     let Some(lines) = source.lines("sandbox")? else {
         return Ok(());
@@ -988,6 +1125,16 @@ fn set_sandbox(s: &mut SandboxSettings, setting: &str, values: &[&str], origin: 
                 s.config_files.push(name.to_string());
             }
         }
+        "upstream" => match UpstreamGrant::parse(values, origin)? {
+            None => s.upstreams.clear(),
+            Some(grants) => {
+                for grant in grants {
+                    s.upstreams.retain(|g| g.upstream != grant.upstream);
+                    s.upstreams.push(grant);
+                }
+            }
+        },
+        "upstream-calls" => s.upstream_calls = parse_u32(one()?)?,
         "rights" => {
             if values.is_empty() {
                 return Err(format!("rights takes one or more of {} (or none)", right_names()));
@@ -1350,6 +1497,197 @@ mod tests {
             assert!(e.path.ends_with(file) && e.what.contains(what), "{e}");
         }
         assert!(check_plugin_file("downstreams").is_err(), "config/downstreams is the server's own");
+    }
+
+    #[test]
+    fn upstreams_and_their_grants() {
+        let (_d, src) = dir(&[
+            (
+                "plugins",
+                "clamd
+spamassassin
+rcpt_ok
+",
+            ),
+            (
+                "upstreams",
+                "# scanners
+clamd unix /run/clamav/clamd.ctl timeout 20s max-answer 4k
+spamd tcp 127.0.0.1:783 connect-timeout 300ms max-connections 8
+rspamd tcp [::1]:11333
+",
+            ),
+            (
+                "sandbox",
+                "clamd upstream clamd
+spamassassin upstream spamd rspamd
+spamassassin upstream-calls 9
+",
+            ),
+        ]);
+        let c = Config::load(src).unwrap();
+        assert_eq!(c.upstreams.len(), 3);
+        let clamd = &c.upstreams[0];
+        assert_eq!(clamd.address, upstream::Address::Unix("/run/clamav/clamd.ctl".into()));
+        assert_eq!((clamd.timeout, clamd.max_answer, clamd.origin.line), (Duration::from_secs(20), 4096, 2));
+        assert_eq!(clamd.connect_timeout, upstream::DEFAULT_CONNECT_TIMEOUT);
+        let spamd = &c.upstreams[1];
+        assert_eq!(spamd.address, upstream::Address::Tcp { host: "127.0.0.1".into(), port: 783 });
+        assert_eq!((spamd.connect_timeout, spamd.max_connections), (Duration::from_millis(300), 8));
+        assert_eq!(c.upstreams[2].address.to_string(), "[::1]:11333");
+        let granted = |i: usize| c.plugins[i].sandbox.upstreams.iter().map(|g| g.upstream.clone()).collect::<Vec<_>>();
+        assert_eq!(granted(0), ["clamd"]);
+        assert_eq!(granted(1), ["spamd", "rspamd"]);
+        assert_eq!(c.plugins[1].sandbox.upstream_calls, 9);
+        assert!(granted(2).is_empty(), "no upstream unless granted");
+
+        for (file, text, line, what) in [
+            (
+                "upstreams",
+                "a tcp 127.0.0.1:1
+a unix /x
+",
+                2,
+                "already defined at",
+            ),
+            (
+                "upstreams",
+                "Clamd unix /x
+",
+                1,
+                "not an upstream name",
+            ),
+            (
+                "upstreams",
+                "a udp 127.0.0.1:1
+",
+                1,
+                "unknown upstream kind `udp`",
+            ),
+            (
+                "upstreams",
+                "a tcp
+",
+                1,
+                "needs its address",
+            ),
+            (
+                "upstreams",
+                "a tcp 127.0.0.1
+",
+                1,
+                "not HOST:PORT",
+            ),
+            (
+                "upstreams",
+                "a tcp 127.0.0.1:0
+",
+                1,
+                "not HOST:PORT",
+            ),
+            (
+                "upstreams",
+                "a unix run/clamd.ctl
+",
+                1,
+                "must be absolute",
+            ),
+            (
+                "upstreams",
+                "a unix /x timeout
+",
+                1,
+                "pairs",
+            ),
+            (
+                "upstreams",
+                "a unix /x timeout 301s
+",
+                1,
+                "out of range",
+            ),
+            (
+                "upstreams",
+                "a unix /x max-connections 0
+",
+                1,
+                "at least 1",
+            ),
+            (
+                "upstreams",
+                "a unix /x max-connections 5000
+",
+                1,
+                "out of range",
+            ),
+            (
+                "upstreams",
+                "a unix /x max-answer 65M
+",
+                1,
+                "out of range",
+            ),
+            (
+                "upstreams",
+                "a unix /x tls ca.pem
+",
+                1,
+                "`tls` is for tcp upstreams",
+            ),
+            (
+                "upstreams",
+                "a tcp h:1 server-name x
+",
+                1,
+                "comes after `tls",
+            ),
+            (
+                "upstreams",
+                "a tcp h:1 pool 2
+",
+                1,
+                "unknown upstream setting `pool`",
+            ),
+            (
+                "sandbox",
+                "# x
+rcpt_ok upstream elsewhere
+",
+                2,
+                "no upstream `elsewhere` in config/upstreams",
+            ),
+            (
+                "sandbox",
+                "rcpt_ok upstream 127.0.0.1:3310
+",
+                1,
+                "not an upstream name",
+            ),
+            (
+                "sandbox",
+                "rcpt_ok upstream
+",
+                1,
+                "upstream takes",
+            ),
+        ] {
+            let mut files = vec![(
+                "plugins", "rcpt_ok
+",
+            )];
+            if file != "upstreams" {
+                files.push((
+                    "upstreams",
+                    "a unix /x
+",
+                ));
+            }
+            files.push((file, text));
+            let (_d, src) = dir(&files);
+            let e = Config::load(src).unwrap_err();
+            assert!(e.path.ends_with(file) && e.line == Some(line) && e.what.contains(what), "{text}: {e}");
+        }
+        assert!(check_plugin_file("upstreams").is_err(), "config/upstreams is the server's own");
     }
 
     #[test]

@@ -179,7 +179,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
         .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
-    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores, downstreams };
+    let upstreams = wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&args.state_dir))
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores, downstreams, upstreams };
     let runner = wasmtpd::plugins::load(&config, &dirs, &services)?;
     let authenticator = match (&resolver, config.checks.any()) {
         (Some(r), true) => Some(Authenticator::new(config.checks, r, &config.me)),

@@ -237,7 +237,10 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
         .cloned()
         .collect();
     let stores = runtime.block_on(async { wasmtpd_host::store::open(&granted, &state) }).map_err(anyhow::Error::msg)?;
-    let services = wasmtpd_host::Services { resolver, stores };
+    let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
+    let upstreams = wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&state)).map_err(anyhow::Error::msg)?;
+    let services = wasmtpd_host::Services { resolver, stores, downstreams, upstreams };
     let host = runtime.block_on(async { crate::plugins::load(&config, &dirs, &services) })?;
     let out = Arc::new(Mutex::new(String::new()));
     let last = Arc::new(Mutex::new(BTreeMap::new()));
@@ -258,14 +261,14 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
         config,
     });
     let local: SocketAddr = "192.0.2.25:25".parse().unwrap();
-    let offer = Offer { starttls: false, auth_mechanisms, auth_without_tls: true };
+    let offer = Offer { starttls: false, auth_mechanisms, auth_without_tls: true, xclient: false };
     let smtp = Session::new(Connection::new("test".into(), session.client, local), shared.config.limits.clone())
         .with_offer(offer);
     let admission = Admission::new(1, 1);
     let ticket = admission.admit(session.client.ip());
     let ok = runtime.block_on(async move {
         let (client, server) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(crate::connection::serve(server, false, shared, smtp, ticket));
+        let task = tokio::spawn(crate::connection::serve(server, crate::ListenerKind { implicit_tls: false, proxy: false }, shared, smtp, ticket));
         let ok = converse(client, &session, message.as_deref(), &out, &last).await;
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

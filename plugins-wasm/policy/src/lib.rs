@@ -246,3 +246,73 @@ pub fn address_listed(file: &str, ip: &str, networks: bool) -> bool {
         entry.parse::<std::net::IpAddr>().is_ok_and(|e| e == addr)
     })
 }
+
+/// A [`wasmtpd_plugin::upstream::UpstreamError`] in words, for a log line.
+pub fn describe_upstream_error(error: &wasmtpd_plugin::upstream::UpstreamError) -> String {
+    use wasmtpd_plugin::upstream::UpstreamError;
+    match error {
+        UpstreamError::NotGranted(why) => format!("not granted: {why}"),
+        UpstreamError::OverBudget(why) => format!("over budget: {why}"),
+        UpstreamError::Unavailable(why) => format!("unavailable: {why}"),
+        UpstreamError::Timeout => "timed out".into(),
+        UpstreamError::TooLarge(why) => format!("too large: {why}"),
+        UpstreamError::Invalid(why) => format!("invalid: {why}"),
+        UpstreamError::Protocol(why) => format!("not the expected protocol: {why}"),
+        UpstreamError::NoMessage => "no message".into(),
+    }
+}
+
+/// What a content filter (clamd, spamassassin, rspamd) does when its scanner cannot answer:
+/// `fail_policy tempfail` (the default: 452 4.7.1, the client tries again later) or
+/// `fail_policy declined` (fail open: the message goes on unscanned). Either way the failure
+/// is logged and noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPolicy {
+    TempFail,
+    Declined,
+}
+
+impl FailPolicy {
+    /// `fail_policy` of `options`.
+    pub fn from_options(options: &Options) -> FailPolicy {
+        match options.get("fail_policy") {
+            None | Some("tempfail") => FailPolicy::TempFail,
+            Some("declined") => FailPolicy::Declined,
+            Some(other) => {
+                wasmtpd_plugin::warn(format!("`fail_policy {other}`: expected tempfail or declined; using tempfail"));
+                FailPolicy::TempFail
+            }
+        }
+    }
+
+    /// The result for a scan that failed with `why` (logged; noted in the transaction note
+    /// `note`).
+    pub fn failed(self, note: &str, why: &str) -> HookResult {
+        let _ = host::set_transaction_note(note, Some(&format!("not scanned: {why}")));
+        match self {
+            FailPolicy::TempFail => {
+                wasmtpd_plugin::warn(format!("scan failed, refusing for now (fail_policy tempfail): {why}"));
+                HookResult::deny_soft("Unable to scan the message for now, please try again later")
+                    .with_enhanced_code("4.7.1")
+            }
+            FailPolicy::Declined => {
+                wasmtpd_plugin::warn(format!(
+                    "scan failed, passing the message unscanned (fail_policy declined): {why}"
+                ));
+                HookResult::declined()
+            }
+        }
+    }
+}
+
+/// A size argument: octets, or with a suffix `k`, `M` or `G` (`25M`).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last()? {
+        (i, 'k' | 'K') => (&t[..i], 1 << 10),
+        (i, 'm' | 'M') => (&t[..i], 1 << 20),
+        (i, 'g' | 'G') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}

@@ -5,6 +5,7 @@ mod chain;
 mod clients;
 mod config;
 mod delivery;
+mod content_filters;
 mod disk;
 mod dns;
 mod dns_filters;

@@ -3,6 +3,7 @@
 //! ones); each other interface has a file of its own: `dns.rs` (`wit/dns.wit`),
 //! `authentication_results.rs` (`wit/authentication-results.wit`), `key_value.rs`
 //! (`wit/key-value.wit`) and `delivery.rs` (`wit/delivery.wit`).
+//! (`wit/key-value.wit`) and `upstream.rs` (`wit/upstream.wit`).
 //!
 //! Every function is bounded: strings and lists a plugin hands us are size-checked, reads
 //! return at most 64 KiB, and errors come back as `Err(reason)` to the plugin, never as a trap.
@@ -15,6 +16,7 @@ pub mod log;
 pub mod message;
 pub mod notes;
 pub mod temp;
+pub mod upstream;
 
 use crate::bindings::host::{self, AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
 use crate::bindings::wit::{self, LogLevel};

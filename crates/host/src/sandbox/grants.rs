@@ -2,6 +2,8 @@
 //! directories (`grant-dir`), the [`Rights`] to loosen policy (`rights`), DNS ([`DnsGrant`],
 //! `dns`), key-value stores ([`StoreGrant`], `store`) and downstreams to deliver to
 //! ([`DownstreamGrant`], `downstream`). (The config files
+//! `dns`), key-value stores ([`StoreGrant`], `store`) and named upstreams ([`UpstreamGrant`],
+//! `upstream`). (The config files
 //! it may read are named in [`SandboxSettings::config_files`](super::SandboxSettings) and
 //! checked by `state::ConfigGrant`.)
 //!
@@ -267,6 +269,35 @@ impl StoreGrant {
     }
 }
 
+/// An upstream of `config/upstreams` granted to a plugin (`upstream NAME` in `config/sandbox`):
+/// the plugin may connect to it by that name, and to nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamGrant {
+    /// The upstream's name in `config/upstreams`.
+    pub upstream: String,
+    /// Where it was granted, for error messages.
+    pub origin: Origin,
+}
+
+impl UpstreamGrant {
+    /// `upstream` followed by `values`: `NAME...`, or `none` (`Ok(None)`: every upstream
+    /// withdrawn).
+    pub fn parse(values: &[&str], origin: &Origin) -> Result<Option<Vec<UpstreamGrant>>, String> {
+        match values {
+            [] => Err("upstream takes one or more NAMEs of config/upstreams, or none".into()),
+            ["none"] => Ok(None),
+            names => names
+                .iter()
+                .map(|n| {
+                    crate::upstream::check_upstream_name(n)?;
+                    Ok(UpstreamGrant { upstream: n.to_string(), origin: origin.clone() })
+                })
+                .collect::<Result<Vec<_>, String>>()
+                .map(Some),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +376,17 @@ mod tests {
         assert_eq!(StoreGrant::parse(&["none"], &origin), Ok(None));
         for bad in [&[][..], &["Main"], &["main", "shared"], &["main", "shared", "a{b}"], &["main", "private", "x"]] {
             assert!(StoreGrant::parse(bad, &origin).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_grant_is_a_name_never_an_address() {
+        let origin = Origin { file: "sandbox".into(), line: 2 };
+        let grants = UpstreamGrant::parse(&["clamd", "spamd"], &origin).unwrap().unwrap();
+        assert_eq!(grants.iter().map(|g| g.upstream.as_str()).collect::<Vec<_>>(), ["clamd", "spamd"]);
+        assert_eq!(UpstreamGrant::parse(&["none"], &origin), Ok(None));
+        for bad in [&[][..], &["127.0.0.1:3310"], &["/run/clamav/clamd.ctl"], &["Clamd"]] {
+            assert!(UpstreamGrant::parse(bad, &origin).is_err(), "{bad:?}");
         }
     }
 }

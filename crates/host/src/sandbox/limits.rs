@@ -77,6 +77,7 @@ pub fn store(
         dns: Default::default(),
         store_use: Default::default(),
         delivery: Default::default(),
+        upstream_use: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

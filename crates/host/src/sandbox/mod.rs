@@ -25,6 +25,9 @@
 //!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction, and
 //!   downstreams of `config/downstreams` to deliver the message to ([`DownstreamGrant`],
 //!   `downstream`).
+//!   ([`StoreGrant`], `store`), at most `store-operations` calls per transaction, and named
+//!   upstreams of `config/upstreams` ([`UpstreamGrant`], `upstream`), at most
+//!   `upstream-calls` calls per transaction.
 //!
 //! Limits, per plugin, with defaults: linear memory (64 MiB, enforced by a limiter that also
 //! tells us an out-of-memory happened), wall time per hook call (10 s, enforced with epoch
@@ -43,7 +46,8 @@ mod wasi;
 pub use capabilities::{CAPABILITIES, Capability, PACKAGE, UngrantedImport, capability, check_imports};
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
 pub use grants::{
-    DirGrant, DnsGrant, DownstreamGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, grant_dirs,
+    DirGrant, DnsGrant, DownstreamGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, UpstreamGrant,
+    grant_dirs,
 };
 pub use limits::{BLOCKED_GRACE, MEMORY_RANGE, PluginLimits, STACK_RANGE, TIMEOUT_RANGE, store};
 pub use wasi::{STDERR_LIMIT, StderrLog, refuse_links, wasi_ctx};
@@ -104,6 +108,11 @@ pub struct SandboxSettings {
     pub store_operations: u32,
     /// The downstreams of `config/downstreams` it may deliver to (none by default).
     pub downstreams: Vec<DownstreamGrant>,
+    /// The upstreams of `config/upstreams` it may connect to (none by default).
+    pub upstreams: Vec<UpstreamGrant>,
+    /// Most upstream calls it may make per transaction (the connection phase counts as one).
+    /// Default 256: a scan is a connect, a write of the message, a read or two.
+    pub upstream_calls: u32,
     /// When repeated faults disable the plugin for a while.
     pub breaker: crate::breaker::BreakerSettings,
 }
@@ -126,6 +135,8 @@ impl Default for SandboxSettings {
             stores: Vec::new(),
             store_operations: 256,
             downstreams: Vec::new(),
+            upstreams: Vec::new(),
+            upstream_calls: 256,
             breaker: crate::breaker::BreakerSettings::default(),
         }
     }
