@@ -29,6 +29,7 @@ pub use wasmtpd::plugin::authentication_results;
 pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
 pub use wasmtpd::plugin::key_value;
+pub use wasmtpd::plugin::server_load;
 pub use wasmtpd::plugin::types as wit;
 
 /// The host's side of every hook, made from the rows of `wasmtpd_smtp::for_each_hook!`.

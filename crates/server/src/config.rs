@@ -11,7 +11,7 @@
 //! | `auth`        | the server's AUTH rules (plaintext policy, failure limit), `name value` per line |
 //! | `resolver`    | the DNS resolver: `nameserver ADDR[:PORT]` (repeatable; default: `/etc/resolv.conf`), `timeout`, `attempts`, `cache-size` |
 //! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
-//! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
+//! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [sync-every D] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
 //! | anything else | read by plugins by name (`rcpthosts`, `badmailfrom`, ...): each plugin only the files it was given (`plugin_files.rs`) |
 //!
 //! Lines are trimmed; empty lines and lines starting with `#` are ignored. Every error stops
@@ -243,6 +243,10 @@ impl Config {
             }
         }
         let mut plugins = load_plugins(&source)?;
+        for p in &plugins {
+            crate::plugin_arguments::check(p).map_err(|what| ConfigError::at(&p.origin, what))?;
+        }
+        check_earlytalker_settings(&plugins, &mut server)?;
         load_sandbox(&source, &mut plugins)?;
         let tls = load_tls(&source)?;
         refuse_keys_to_plugins(&tls, &plugins)?;
@@ -262,6 +266,40 @@ impl Config {
             ConfigSource::Embedded => state_dir,
         }
     }
+}
+
+/// `check_earlytalker`'s `wait` and `check-at` (qpsmtpd's arguments) are carried out by the
+/// server, which alone watches the client's socket: with the plugin in the chain, checking at
+/// CONNECT (its default), the greeting waits `wait` seconds (default 1, 0 to 60) watching for
+/// input, whatever `greeting_delay` says; and the server leaves the refusal of an early talker
+/// to the plugin (its `reject`, `reject_type` and `defer-reject`). Message text sent before
+/// our 354 (`check-at DATA`) the server always refuses with 554.
+fn check_earlytalker_settings(plugins: &[PluginLine], server: &mut ServerLimits) -> Result<(), ConfigError> {
+    let Some(p) = plugins.iter().find(|p| p.name == "check_earlytalker") else { return Ok(()) };
+    let err = |what: String| ConfigError::at(&p.origin, format!("plugin `check_earlytalker`: {what}"));
+    let values = |key: &str| -> Vec<&str> {
+        p.args.chunks(2).filter(|c| c.len() == 2 && c[0] == key).map(|c| c[1].as_str()).collect()
+    };
+    let mut at_connect = values("check-at").is_empty();
+    for at in values("check-at") {
+        match at.to_ascii_uppercase().as_str() {
+            "CONNECT" => at_connect = true,
+            "DATA" => {}
+            _ => return Err(err(format!("check-at `{at}` (CONNECT or DATA)"))),
+        }
+    }
+    let wait = match values("wait").last() {
+        None => Duration::from_secs(1),
+        Some(w) => match w.parse::<u64>() {
+            Ok(s) if s <= 60 => Duration::from_secs(s),
+            _ => return Err(err(format!("wait `{w}` (seconds, 0 to 60)"))),
+        },
+    };
+    if at_connect {
+        server.greeting_delay = wait;
+    }
+    server.reject_early_talkers = false;
+    Ok(())
 }
 
 /// Reads `tls`: `certificate CHAIN.pem KEY.pem` per line. The files are read by
@@ -386,7 +424,7 @@ fn load_resolver(source: &ConfigSource) -> Result<ResolverSettings, ConfigError>
 ///
 /// | backend | settings |
 /// |---|---|
-/// | `embedded` | `max-entries N` (per namespace; default 1000000), `max-bytes SIZE` (keys and values, per namespace; default `256M`), `timeout D` |
+/// | `embedded` | `max-entries N` (per namespace; default 1000000), `max-bytes SIZE` (keys and values, per namespace; default `256M`), `sync-every D` (the longest a write waits for its fsync after it is answered, `0` to `60s`; `0`: durable when answered; default `1s`), `timeout D` |
 /// | `redis URL` | `redis://HOST:PORT[/DB]` (or `rediss://`); `pool N` connections (1 to 64, default 2), `prefix P` before every key (default `wasmtpd:`), `timeout D` |
 ///
 /// `timeout` is each operation's time limit, from `1ms` to `60s` (default `1s`).
@@ -435,6 +473,12 @@ fn set_store(s: &mut StoreSettings, setting: &str, value: &str) -> Result<(), St
         }
         (Backend::Embedded(e), "max-entries") => e.max_entries = parse_count(value, 1)? as u64,
         (Backend::Embedded(e), "max-bytes") => e.max_bytes = in_range("max-bytes", value, 1..=u64::MAX)?,
+        (Backend::Embedded(e), "sync-every") => {
+            e.sync_every = parse_duration(value)?;
+            if !store::embedded::SYNC_EVERY_RANGE.contains(&e.sync_every) {
+                return Err(format!("sync-every `{value}` is out of range: it must be from 0 to 60s"));
+            }
+        }
         (Backend::Redis(r), "pool") => {
             r.pool = parse_count(value, 1)?;
             if r.pool > 64 {
@@ -446,7 +490,7 @@ fn set_store(s: &mut StoreSettings, setting: &str, value: &str) -> Result<(), St
             r.prefix = value.to_string();
         }
         (Backend::Embedded(_), _) => {
-            return Err(format!("unknown setting `{setting}` of an embedded store (max-entries, max-bytes, timeout)"));
+            return Err(format!("unknown setting `{setting}` of an embedded store (max-entries, max-bytes, sync-every, timeout)"));
         }
         (Backend::Redis(_), _) => {
             return Err(format!("unknown setting `{setting}` of a redis store (timeout, pool, prefix)"));

@@ -22,6 +22,7 @@ pub mod authentication;
 pub mod config;
 pub mod config_files;
 mod connection;
+pub mod plugin_arguments;
 pub mod plugin_files;
 pub mod plugins;
 pub mod spool;
@@ -134,9 +135,12 @@ impl<R: HookRunner> Acceptor<R> {
                 auth_mechanisms: shared.auth_mechanisms.clone(),
                 auth_without_tls: shared.config.auth.plaintext.allows(remote.ip()),
             };
-            let session =
+            let mut session =
                 Session::new(Connection::new(id, remote, local), shared.config.limits.clone()).with_offer(offer);
             let admitted = admission.admit(remote.ip());
+            if let Ok(ticket) = &admitted {
+                session.connection.connections_from_ip = u32::try_from(ticket.from_ip).unwrap_or(u32::MAX);
+            }
             let serve = connection::serve(stream, implicit_tls, shared.clone(), session, admitted);
             tracker.spawn(serve.instrument(span));
         }

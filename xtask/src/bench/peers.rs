@@ -75,7 +75,7 @@ impl Kind {
         }
     }
 
-    fn dir_name(self) -> &'static str {
+    pub fn dir_name(self) -> &'static str {
         match self {
             Kind::Sink => "sink",
             Kind::Postfix => "postfix",

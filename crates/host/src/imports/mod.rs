@@ -12,6 +12,7 @@ pub mod key_value;
 pub mod log;
 pub mod message;
 pub mod notes;
+pub mod server_load;
 pub mod temp;
 
 use crate::bindings::host::{self, AuthInfo, ConnectionInfo, Header, Recipient, TlsInfo, TransactionInfo};
