@@ -490,7 +490,9 @@ fn set_store(s: &mut StoreSettings, setting: &str, value: &str) -> Result<(), St
             r.prefix = value.to_string();
         }
         (Backend::Embedded(_), _) => {
-            return Err(format!("unknown setting `{setting}` of an embedded store (max-entries, max-bytes, sync-every, timeout)"));
+            return Err(format!(
+                "unknown setting `{setting}` of an embedded store (max-entries, max-bytes, sync-every, timeout)"
+            ));
         }
         (Backend::Redis(_), _) => {
             return Err(format!("unknown setting `{setting}` of a redis store (timeout, pool, prefix)"));
@@ -1088,7 +1090,7 @@ mod tests {
             ("plugins", "greylisting\nlimit\nkarma\nrcpt_ok\n"),
             (
                 "stores",
-                "# the state\nmain embedded max-entries 1000 max-bytes 1M\nshared redis redis://127.0.0.1:6379/2 timeout 200ms pool 4 prefix mx:\n",
+                "# the state\nmain embedded max-entries 1000 max-bytes 1M sync-every 250ms\nshared redis redis://127.0.0.1:6379/2 timeout 200ms pool 4 prefix mx:\n",
             ),
             (
                 "sandbox",
@@ -1099,7 +1101,7 @@ mod tests {
         assert_eq!(c.stores.len(), 2);
         assert_eq!(c.stores[0].name, "main");
         let Backend::Embedded(e) = &c.stores[0].backend else { panic!("{:?}", c.stores[0]) };
-        assert_eq!((e.max_entries, e.max_bytes), (1000, 1 << 20));
+        assert_eq!((e.max_entries, e.max_bytes, e.sync_every), (1000, 1 << 20, Duration::from_millis(250)));
         assert_eq!(c.stores[0].timeout, store::DEFAULT_TIMEOUT);
         let Backend::Redis(r) = &c.stores[1].backend else { panic!("{:?}", c.stores[1]) };
         assert_eq!((r.url.as_str(), r.pool, r.prefix.as_str()), ("redis://127.0.0.1:6379/2", 4, "mx:"));
@@ -1126,6 +1128,7 @@ mod tests {
             ("stores", "main redis\n", 1, "needs its URL"),
             ("stores", "main redis http://127.0.0.1\n", 1, "not a Redis URL"),
             ("stores", "main embedded max-entries\n", 1, "pairs"),
+            ("stores", "main embedded sync-every 2m\n", 1, "sync-every `2m` is out of range"),
             ("stores", "main embedded pool 3\n", 1, "unknown setting `pool` of an embedded store"),
             (
                 "stores",
@@ -1158,6 +1161,30 @@ mod tests {
         let e = Config::load(src).unwrap_err();
         assert!(e.what.contains("cannot have a namespace of its own"), "{e}");
         assert!(check_plugin_file("stores").is_err(), "config/stores is the server's own");
+    }
+
+    #[test]
+    fn plugin_options_and_what_the_server_does_for_check_earlytalker() {
+        let (_d, src) = dir(&[("plugins", "check_earlytalker wait 3 check-at CONNECT\nrcpt_ok\n")]);
+        let c = Config::load(src).unwrap();
+        assert_eq!((c.server.greeting_delay, c.server.reject_early_talkers), (Duration::from_secs(3), false));
+        let (_d, src) = dir(&[("plugins", "check_earlytalker\n")]);
+        assert_eq!(Config::load(src).unwrap().server.greeting_delay, Duration::from_secs(1), "qpsmtpd's wait 1");
+        let (_d, src) = dir(&[("plugins", "check_earlytalker check-at DATA\n")]);
+        assert_eq!(Config::load(src).unwrap().server.greeting_delay, Duration::ZERO, "no check at connect");
+        for (text, line, what) in [
+            ("rcpt_ok\nheaders requre From\n", 2, "plugin `headers` has no option `requre`"),
+            ("check_earlytalker wait 61\n", 1, "wait `61`"),
+            ("rcpt_ok me\n", 1, "takes no arguments"),
+            ("bogus_bounce deny\nnaughty reject\n", 2, "option `reject` has no value"),
+        ] {
+            let (_d, src) = dir(&[("plugins", text)]);
+            let e = Config::load(src).unwrap_err();
+            assert!(e.line == Some(line) && e.what.contains(what), "{text}: {e}");
+        }
+        // Plugins not in the table (the operator's own) keep their arguments to themselves.
+        let (_d, src) = dir(&[("plugins", "my/plugin anything at all\n")]);
+        assert!(Config::load(src).is_ok());
     }
 
     #[test]

@@ -32,10 +32,7 @@ pub const KNOWN: &[(&str, Arguments)] = &[
     ("check_badrcptto", Arguments::Positional(0)),
     ("check_spamhelo", Arguments::Positional(0)),
     ("count_unrecognized_commands", Arguments::Positional(1)),
-    (
-        "check_earlytalker",
-        Arguments::Pairs(&["wait", "check-at", "reject", "reject_type", "action", "defer-reject"]),
-    ),
+    ("check_earlytalker", Arguments::Pairs(&["wait", "check-at", "reject", "reject_type", "action", "defer-reject"])),
     ("dont_require_anglebrackets", Arguments::Positional(0)),
     ("hosts_allow", Arguments::Pairs(&["max_from_ip"])),
     ("headers", Arguments::Pairs(&["require", "future", "past", "reject", "reject_type"])),

@@ -64,7 +64,10 @@ fn a_plugin_without_the_grant_is_refused_and_the_log_names_it() {
 /// loses nothing; with `sync-every 200ms`, nothing answered 200 ms before the kill is lost.
 #[test]
 fn a_value_survives_a_restart_and_kill_9() {
-    for (stores, wait) in [("main embedded sync-every 0\n", Duration::ZERO), ("main embedded sync-every 200ms\n", Duration::from_millis(600))] {
+    for (stores, wait) in [
+        ("main embedded sync-every 0\n", Duration::ZERO),
+        ("main embedded sync-every 200ms\n", Duration::from_millis(600)),
+    ] {
         let grant = "testing/kv_probe store main\n";
         let mut server = probe(
             "first=set:main:white:192.0.2.1:ttl=3600000 first=incr:main:count:5 again=get:main:white again=get:main:count",

@@ -245,7 +245,10 @@ fn headers_requires_from_and_a_plausible_date() {
     // require, past and future as given.
     let s = TestServer::start_with_chain("rcpt_ok\nheaders require From,Date past 15 future 2", &[]);
     assert_eq!(send(&s, "From: a@remote.test\r\n\r\nx").1, "5.6.0 We require a valid Date header");
-    assert_eq!(send(&s, "From: a@remote.test\r\nDate: the other day\r\n\r\nx").1, "5.6.0 We require a valid Date header");
+    assert_eq!(
+        send(&s, "From: a@remote.test\r\nDate: the other day\r\n\r\nx").1,
+        "5.6.0 We require a valid Date header"
+    );
     let r = send(&s, &format!("From: a@remote.test\r\nDate: {old}\r\n\r\nx"));
     assert_eq!(r, (552, "5.6.0 The Date header is too far in the past".into()));
     let r = send(&s, &format!("From: a@remote.test\r\nDate: {future}\r\n\r\nx"));

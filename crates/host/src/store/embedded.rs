@@ -735,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn quotas_per_namespace() {
         let file = TempFile::new();
-        let s = open(&file, EmbeddedSettings { max_entries: 3, max_bytes: 100 });
+        let s = open(&file, EmbeddedSettings { max_entries: 3, max_bytes: 100, ..Default::default() });
         for k in ["a", "b", "c"] {
             s.set(NS, k, b"v".to_vec(), None, Condition::Always, soon()).await.unwrap();
         }
