@@ -277,18 +277,18 @@ impl Config {
 fn check_earlytalker_settings(plugins: &[PluginLine], server: &mut ServerLimits) -> Result<(), ConfigError> {
     let Some(p) = plugins.iter().find(|p| p.name == "check_earlytalker") else { return Ok(()) };
     let err = |what: String| ConfigError::at(&p.origin, format!("plugin `check_earlytalker`: {what}"));
-    let values = |key: &str| -> Vec<&str> {
+    fn values<'a>(p: &'a PluginLine, key: &str) -> Vec<&'a str> {
         p.args.chunks(2).filter(|c| c.len() == 2 && c[0] == key).map(|c| c[1].as_str()).collect()
-    };
-    let mut at_connect = values("check-at").is_empty();
-    for at in values("check-at") {
+    }
+    let mut at_connect = values(p, "check-at").is_empty();
+    for at in values(p, "check-at") {
         match at.to_ascii_uppercase().as_str() {
             "CONNECT" => at_connect = true,
             "DATA" => {}
             _ => return Err(err(format!("check-at `{at}` (CONNECT or DATA)"))),
         }
     }
-    let wait = match values("wait").last() {
+    let wait = match values(p, "wait").last() {
         None => Duration::from_secs(1),
         Some(w) => match w.parse::<u64>() {
             Ok(s) if s <= 60 => Duration::from_secs(s),
