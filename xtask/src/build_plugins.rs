@@ -21,6 +21,14 @@ pub fn plugin_dir() -> PathBuf {
 }
 
 pub fn build_plugins() -> Result<()> {
+    let mut count = build_rust_plugins()?;
+    count += crate::build_components::build()?;
+    eprintln!("xtask: {count} plugins in {}", plugin_dir().display());
+    Ok(())
+}
+
+/// The Rust plugins of `plugins-wasm/` alone (not the examples in other languages); how many.
+pub fn build_rust_plugins() -> Result<usize> {
     ensure_target()?;
     let workspace = project_root().join("plugins-wasm");
     run(cargo()
@@ -35,9 +43,7 @@ pub fn build_plugins() -> Result<()> {
         std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         count += 1;
     }
-    count += crate::build_components::build()?;
-    eprintln!("xtask: {count} plugins in {}", plugin_dir().display());
-    Ok(())
+    Ok(count)
 }
 
 fn ensure_target() -> Result<()> {

@@ -39,6 +39,7 @@ fn main() -> Result<()> {
             eprintln!("  test    install test tools (swaks, python3, openssl, nsd) and run every test");
             eprintln!("  new-plugin --lang rust|python|js|c NAME  a plugin directory from a template, with its session test");
             eprintln!("  bench [--quick]  wasmtpd against smtp-sink, Postfix, Haraka and qpsmtpd; micro-benchmarks");
+            eprintln!("        [--only wasmtpd-discard,wasmtpd-store] [--workloads W1,W2]  those alone, printed");
             std::process::exit(2);
         }
     }

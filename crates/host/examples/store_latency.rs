@@ -4,8 +4,10 @@
 //!
 //! `cargo run --release -p wasmtpd-host --example store_latency [redis://127.0.0.1:PORT]`
 //!
-//! Run on a worker-like runtime (one thread). Sets are one at a time, so each waits for its own
-//! commit (fsync); under load, writes queued together share a commit.
+//! Run on a worker-like runtime (one thread). The embedded store runs twice: with its default
+//! `sync-every 1s` (a write is answered once committed, fsynced within a second) and with
+//! `sync-every 0` (each write waits for its own fsync: one at a time here; under load, writes
+//! queued together share one), so the two are compared in one run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +36,17 @@ async fn measure(name: &str, store: Arc<dyn Store>) {
         store.get(ns, &format!("k{}", i % 100), deadline()).await.unwrap();
         gets.push(t.elapsed());
     }
+    // The same read by way of tokio's blocking pool, as the embedded store read before: what
+    // the hop costs (the read itself is the same).
+    let mut pooled = Vec::new();
+    for i in 0..ROUNDS {
+        let t = Instant::now();
+        let key = format!("k{}", i % 100);
+        let hop = tokio::task::spawn_blocking(|| ()).await;
+        store.get(ns, &key, deadline()).await.unwrap();
+        hop.unwrap();
+        pooled.push(t.elapsed());
+    }
     let mut sets = Vec::new();
     for i in 0..ROUNDS / 4 {
         let t = Instant::now();
@@ -60,6 +73,7 @@ async fn measure(name: &str, store: Arc<dyn Store>) {
     }
     let concurrent = t.elapsed() / (ROUNDS as u32 / 4);
     println!("{name:>8} get        {}", percentiles(gets));
+    println!("{name:>8} get+pool   {}", percentiles(pooled));
     println!("{name:>8} set        {}", percentiles(sets));
     println!("{name:>8} increment  {}", percentiles(incrs));
     println!("{name:>8} increment, {} at once: {:.1} µs each", ROUNDS / 4, concurrent.as_secs_f64() * 1e6);
@@ -72,6 +86,9 @@ fn main() {
         let embedded =
             Embedded::open("bench", &dir.join("bench.redb"), &EmbeddedSettings::default(), Duration::from_secs(5));
         measure("embedded", Arc::new(embedded.unwrap())).await;
+        let synced = EmbeddedSettings { sync_every: Duration::ZERO, ..EmbeddedSettings::default() };
+        let embedded = Embedded::open("bench", &dir.join("synced.redb"), &synced, Duration::from_secs(5));
+        measure("embedded-sync0", Arc::new(embedded.unwrap())).await;
         if let Some(url) = std::env::args().nth(1) {
             let redis = Redis::open("bench", &RedisSettings::new(&url), Duration::from_secs(5)).unwrap();
             measure("redis", Arc::new(redis)).await;

@@ -37,6 +37,7 @@ pub use wasmtpd::plugin::delivery;
 pub use wasmtpd::plugin::dns;
 pub use wasmtpd::plugin::host;
 pub use wasmtpd::plugin::key_value;
+pub use wasmtpd::plugin::server_load;
 pub use wasmtpd::plugin::types as wit;
 pub use wasmtpd::plugin::upstream;
 

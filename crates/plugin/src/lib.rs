@@ -65,6 +65,8 @@ pub use bindings::wasmtpd::plugin::host;
 /// to live; only the stores the operator grants, each plugin's keys its own (see
 /// `wit/key-value.wit`).
 pub use bindings::wasmtpd::plugin::key_value;
+/// How busy the server is: connections from this client, the load average (`wit/server-load.wit`).
+pub use bindings::wasmtpd::plugin::server_load;
 /// The WIT `types` interface (used by the generated export glue).
 pub use bindings::wasmtpd::plugin::types;
 /// Services the operator runs next to the server (rspamd, spamd, clamd), reached by the name

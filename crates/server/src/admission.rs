@@ -25,6 +25,8 @@ struct Counts {
 pub struct Ticket {
     admission: Arc<Admission>,
     ip: IpAddr,
+    /// Connections open from `ip` when this one was admitted, this one included.
+    pub from_ip: usize,
 }
 
 impl Admission {
@@ -43,8 +45,9 @@ impl Admission {
             return Err(reply::too_many_connections_from_ip());
         }
         *n += 1;
+        let from_ip = *n;
         s.total += 1;
-        Ok(Ticket { admission: self.clone(), ip })
+        Ok(Ticket { admission: self.clone(), ip, from_ip })
     }
 
     /// Connections open now.
@@ -76,7 +79,8 @@ mod tests {
         let ip1: IpAddr = "192.0.2.1".parse().unwrap();
         let ip2: IpAddr = "192.0.2.2".parse().unwrap();
         let t1 = a.admit(ip1).unwrap();
-        let _t2 = a.admit(ip1).unwrap();
+        let t2 = a.admit(ip1).unwrap();
+        assert_eq!((t1.from_ip, t2.from_ip), (1, 2), "each counts the connections open from its address");
         assert_eq!(a.admit(ip1).unwrap_err().code(), 421);
         let _t3 = a.admit(ip2).unwrap();
         assert_eq!(a.admit(ip2).unwrap_err(), reply::too_many_connections());

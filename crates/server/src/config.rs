@@ -11,7 +11,7 @@
 //! | `auth`        | the server's AUTH rules (plaintext policy, failure limit), `name value` per line |
 //! | `resolver`    | the DNS resolver: `nameserver ADDR[:PORT]` (repeatable; default: `/etc/resolv.conf`), `timeout`, `attempts`, `cache-size` |
 //! | `authentication` | the email authentication checks the server makes: `iprev`, `spf`, `dkim`, `dmarc`, one per line (default: none) |
-//! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
+//! | `stores`      | the key-value stores plugins may be granted: `NAME embedded [max-entries N] [max-bytes SIZE] [sync-every D] [timeout D]` or `NAME redis redis://HOST:PORT[/DB] [timeout D] [pool N] [prefix P]` per line (default: none) |
 //! | `upstreams`   | the services plugins may be granted: `NAME tcp HOST:PORT` or `NAME unix PATH`, then `connect-timeout D`, `timeout D`, `max-connections N`, `max-answer SIZE`, `tls CA.pem`, `server-name NAME` (default: none) |
 //! | `frontends`   | the front ends trusted with XCLIENT and the PROXY protocol: `xclient ADDR[/PREFIX]...`, `proxy ADDR[/PREFIX]...`, `proxy_timeout D` (default: none; see `frontends.rs`) |
 //! | `downstreams` | the servers plugins may deliver onward to: `NAME HOST:PORT\|unix PATH smtp\|lmtp [SETTING VALUE]...` per line (see `load_downstreams`; default: none) |
@@ -270,6 +270,10 @@ impl Config {
             }
         }
         let mut plugins = load_plugins(&source)?;
+        for p in &plugins {
+            crate::plugin_arguments::check(p).map_err(|what| ConfigError::at(&p.origin, what))?;
+        }
+        check_earlytalker_settings(&plugins, &mut server)?;
         load_sandbox(&source, &mut plugins)?;
         let tls = load_tls(&source)?;
         refuse_keys_to_plugins(&tls, &plugins)?;
@@ -309,6 +313,40 @@ impl Config {
             ConfigSource::Embedded => state_dir,
         }
     }
+}
+
+/// `check_earlytalker`'s `wait` and `check-at` (qpsmtpd's arguments) are carried out by the
+/// server, which alone watches the client's socket: with the plugin in the chain, checking at
+/// CONNECT (its default), the greeting waits `wait` seconds (default 1, 0 to 60) watching for
+/// input, whatever `greeting_delay` says; and the server leaves the refusal of an early talker
+/// to the plugin (its `reject`, `reject_type` and `defer-reject`). Message text sent before
+/// our 354 (`check-at DATA`) the server always refuses with 554.
+fn check_earlytalker_settings(plugins: &[PluginLine], server: &mut ServerLimits) -> Result<(), ConfigError> {
+    let Some(p) = plugins.iter().find(|p| p.name == "check_earlytalker") else { return Ok(()) };
+    let err = |what: String| ConfigError::at(&p.origin, format!("plugin `check_earlytalker`: {what}"));
+    fn values<'a>(p: &'a PluginLine, key: &str) -> Vec<&'a str> {
+        p.args.chunks(2).filter(|c| c.len() == 2 && c[0] == key).map(|c| c[1].as_str()).collect()
+    }
+    let mut at_connect = values(p, "check-at").is_empty();
+    for at in values(p, "check-at") {
+        match at.to_ascii_uppercase().as_str() {
+            "CONNECT" => at_connect = true,
+            "DATA" => {}
+            _ => return Err(err(format!("check-at `{at}` (CONNECT or DATA)"))),
+        }
+    }
+    let wait = match values(p, "wait").last() {
+        None => Duration::from_secs(1),
+        Some(w) => match w.parse::<u64>() {
+            Ok(s) if s <= 60 => Duration::from_secs(s),
+            _ => return Err(err(format!("wait `{w}` (seconds, 0 to 60)"))),
+        },
+    };
+    if at_connect {
+        server.greeting_delay = wait;
+    }
+    server.reject_early_talkers = false;
+    Ok(())
 }
 
 /// Reads `tls`: `certificate CHAIN.pem KEY.pem` per line. The files are read by
@@ -433,7 +471,7 @@ fn load_resolver(source: &ConfigSource) -> Result<ResolverSettings, ConfigError>
 ///
 /// | backend | settings |
 /// |---|---|
-/// | `embedded` | `max-entries N` (per namespace; default 1000000), `max-bytes SIZE` (keys and values, per namespace; default `256M`), `timeout D` |
+/// | `embedded` | `max-entries N` (per namespace; default 1000000), `max-bytes SIZE` (keys and values, per namespace; default `256M`), `sync-every D` (the longest a write waits for its fsync after it is answered, `0` to `60s`; `0`: durable when answered; default `1s`), `timeout D` |
 /// | `redis URL` | `redis://HOST:PORT[/DB]` (or `rediss://`); `pool N` connections (1 to 64, default 2), `prefix P` before every key (default `wasmtpd:`), `timeout D` |
 ///
 /// `timeout` is each operation's time limit, from `1ms` to `60s` (default `1s`).
@@ -482,6 +520,12 @@ fn set_store(s: &mut StoreSettings, setting: &str, value: &str) -> Result<(), St
         }
         (Backend::Embedded(e), "max-entries") => e.max_entries = parse_count(value, 1)? as u64,
         (Backend::Embedded(e), "max-bytes") => e.max_bytes = in_range("max-bytes", value, 1..=u64::MAX)?,
+        (Backend::Embedded(e), "sync-every") => {
+            e.sync_every = parse_duration(value)?;
+            if !store::embedded::SYNC_EVERY_RANGE.contains(&e.sync_every) {
+                return Err(format!("sync-every `{value}` is out of range: it must be from 0 to 60s"));
+            }
+        }
         (Backend::Redis(r), "pool") => {
             r.pool = parse_count(value, 1)?;
             if r.pool > 64 {
@@ -493,7 +537,9 @@ fn set_store(s: &mut StoreSettings, setting: &str, value: &str) -> Result<(), St
             r.prefix = value.to_string();
         }
         (Backend::Embedded(_), _) => {
-            return Err(format!("unknown setting `{setting}` of an embedded store (max-entries, max-bytes, timeout)"));
+            return Err(format!(
+                "unknown setting `{setting}` of an embedded store (max-entries, max-bytes, sync-every, timeout)"
+            ));
         }
         (Backend::Redis(_), _) => {
             return Err(format!("unknown setting `{setting}` of a redis store (timeout, pool, prefix)"));
@@ -1383,7 +1429,7 @@ mod tests {
             ("plugins", "greylisting\nlimit\nkarma\nrcpt_ok\n"),
             (
                 "stores",
-                "# the state\nmain embedded max-entries 1000 max-bytes 1M\nshared redis redis://127.0.0.1:6379/2 timeout 200ms pool 4 prefix mx:\n",
+                "# the state\nmain embedded max-entries 1000 max-bytes 1M sync-every 250ms\nshared redis redis://127.0.0.1:6379/2 timeout 200ms pool 4 prefix mx:\n",
             ),
             (
                 "sandbox",
@@ -1394,7 +1440,7 @@ mod tests {
         assert_eq!(c.stores.len(), 2);
         assert_eq!(c.stores[0].name, "main");
         let Backend::Embedded(e) = &c.stores[0].backend else { panic!("{:?}", c.stores[0]) };
-        assert_eq!((e.max_entries, e.max_bytes), (1000, 1 << 20));
+        assert_eq!((e.max_entries, e.max_bytes, e.sync_every), (1000, 1 << 20, Duration::from_millis(250)));
         assert_eq!(c.stores[0].timeout, store::DEFAULT_TIMEOUT);
         let Backend::Redis(r) = &c.stores[1].backend else { panic!("{:?}", c.stores[1]) };
         assert_eq!((r.url.as_str(), r.pool, r.prefix.as_str()), ("redis://127.0.0.1:6379/2", 4, "mx:"));
@@ -1421,6 +1467,7 @@ mod tests {
             ("stores", "main redis\n", 1, "needs its URL"),
             ("stores", "main redis http://127.0.0.1\n", 1, "not a Redis URL"),
             ("stores", "main embedded max-entries\n", 1, "pairs"),
+            ("stores", "main embedded sync-every 2m\n", 1, "sync-every `2m` is out of range"),
             ("stores", "main embedded pool 3\n", 1, "unknown setting `pool` of an embedded store"),
             (
                 "stores",
@@ -1688,6 +1735,30 @@ rcpt_ok upstream elsewhere
             assert!(e.path.ends_with(file) && e.line == Some(line) && e.what.contains(what), "{text}: {e}");
         }
         assert!(check_plugin_file("upstreams").is_err(), "config/upstreams is the server's own");
+    }
+
+    #[test]
+    fn plugin_options_and_what_the_server_does_for_check_earlytalker() {
+        let (_d, src) = dir(&[("plugins", "check_earlytalker wait 3 check-at CONNECT\nrcpt_ok\n")]);
+        let c = Config::load(src).unwrap();
+        assert_eq!((c.server.greeting_delay, c.server.reject_early_talkers), (Duration::from_secs(3), false));
+        let (_d, src) = dir(&[("plugins", "check_earlytalker\n")]);
+        assert_eq!(Config::load(src).unwrap().server.greeting_delay, Duration::from_secs(1), "qpsmtpd's wait 1");
+        let (_d, src) = dir(&[("plugins", "check_earlytalker check-at DATA\n")]);
+        assert_eq!(Config::load(src).unwrap().server.greeting_delay, Duration::ZERO, "no check at connect");
+        for (text, line, what) in [
+            ("rcpt_ok\nheaders requre From\n", 2, "plugin `headers` has no option `requre`"),
+            ("check_earlytalker wait 61\n", 1, "wait `61`"),
+            ("rcpt_ok me\n", 1, "takes no arguments"),
+            ("bogus_bounce deny\nnaughty reject\n", 2, "option `reject` has no value"),
+        ] {
+            let (_d, src) = dir(&[("plugins", text)]);
+            let e = Config::load(src).unwrap_err();
+            assert!(e.line == Some(line) && e.what.contains(what), "{text}: {e}");
+        }
+        // Plugins not in the table (the operator's own) keep their arguments to themselves.
+        let (_d, src) = dir(&[("plugins", "my/plugin anything at all\n")]);
+        assert!(Config::load(src).is_ok());
     }
 
     #[test]

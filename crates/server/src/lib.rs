@@ -26,6 +26,7 @@ mod connection;
 pub mod frontends;
 pub mod inspect;
 pub mod plugin_test;
+pub mod plugin_arguments;
 pub mod plugin_files;
 pub mod plugins;
 pub mod spool;
@@ -149,9 +150,12 @@ impl<R: HookRunner> Acceptor<R> {
                 auth_without_tls: shared.config.auth.plaintext.allows(remote.ip()),
                 xclient: shared.config.frontends.may_xclient(remote.ip()),
             };
-            let session =
+            let mut session =
                 Session::new(Connection::new(id, remote, local), shared.config.limits.clone()).with_offer(offer);
             let admitted = admission.admit(remote.ip());
+            if let Ok(ticket) = &admitted {
+                session.connection.connections_from_ip = u32::try_from(ticket.from_ip).unwrap_or(u32::MAX);
+            }
             let serve = connection::serve(stream, kind, shared.clone(), session, admitted);
             tracker.spawn(serve.instrument(span));
         }

@@ -84,7 +84,10 @@ macro_rules! for_each_hook {
             /// Credentials of any mechanism, when the mechanism's own hook declined (qpsmtpd's
             /// `auth`).
             Auth auth call_auth ($crate::HookArgs::Auth { mechanism, user, password })
-                [mechanism = mechanism, user = user, password = password]
+                [mechanism = mechanism, user = user, password = password],
+            /// A client has connected, before anything else (qpsmtpd's `pre-connection`): a
+            /// refusal answers and closes before the greeting delay and the `connect` hook.
+            PreConnection pre_connection call_pre_connection (_) []
         }
     };
 }

@@ -82,6 +82,9 @@ pub struct Connection {
     pub auth: Option<AuthInfo>,
     /// Forward-confirmed reverse DNS of the client's address, once the server checked it.
     pub iprev: Option<crate::authentication::AuthCheck>,
+    /// Connections open from the client's address when this one was admitted, this one
+    /// included (the server's own count; `wit/server-load.wit`).
+    pub connections_from_ip: u32,
     /// Notes for the whole connection (plugins share state here), and the server's records.
     pub notes: Notes,
     /// The client's host name as a trusted front end gave it (XCLIENT NAME), for the Received
@@ -148,6 +151,7 @@ impl Connection {
             tls: None,
             auth: None,
             iprev: None,
+            connections_from_ip: 1,
             notes: Notes::default(),
             remote_name: None,
         }

@@ -94,6 +94,14 @@ pub fn decide(hook: Hook, args: &HookArgs<'_>, result: &HookResult, ctx: &ReplyC
             }
             .without_enhanced_reply()
         }
+        // qpsmtpd's forkserver: a refusal before the greeting is 550 or 451, and close. Any
+        // other verdict goes on to the greeting (the reply here is never sent).
+        Hook::PreConnection => match v {
+            Deny | DenyDisconnect => close(r(550, None, "Sorry, service not available for you")),
+            DenySoft | DenySoftDisconnect => close(r(451, None, "Sorry, try again later")),
+            _ => accept(Reply::new(220, None, greeting(ctx))),
+        }
+        .without_enhanced_reply(),
         Hook::Helo | Hook::Ehlo => {
             let denied = format!("{} denied", hook.name().to_ascii_uppercase());
             match v {
@@ -228,7 +236,9 @@ fn fault_decision(hook: Hook, args: &HookArgs<'_>, ctx: &ReplyContext<'_>) -> De
     let text = "Temporary failure in plugin processing, try again later";
     let decision = |reply: Reply, reset: bool, close: bool| Decision::new(reply, false, reset, close);
     match hook {
-        Hook::Connect | Hook::Helo | Hook::Ehlo => decision(Reply::new(421, enh(4, 3, 0), text), true, true),
+        Hook::PreConnection | Hook::Connect | Hook::Helo | Hook::Ehlo => {
+            decision(Reply::new(421, enh(4, 3, 0), text), true, true)
+        }
         Hook::Data | Hook::DataPost | Hook::Queue => decision(Reply::new(451, enh(4, 3, 0), text), true, false),
         Hook::Quit => decide(hook, args, &HookResult::declined(), ctx),
         Hook::Auth | Hook::AuthPlain | Hook::AuthLogin => {
@@ -335,6 +345,10 @@ mod tests {
             (
                 Hook::Connect,
                 [(220, false), (550, true), (450, true), (550, true), (450, true), (220, false), (220, false)],
+            ),
+            (
+                Hook::PreConnection,
+                [(220, false), (550, true), (451, true), (550, true), (451, true), (220, false), (220, false)],
             ),
             (
                 Hook::Helo,

@@ -18,7 +18,7 @@
 //! server failure) is logged and counts as not listing the client: a broken list never stops
 //! mail. Needs the `dns` grant for the zones in `config/sandbox`.
 
-use policy::{Options, RejectType};
+use policy::{Options, Reject, RejectType};
 use wasmtpd_plugin::{Address, EsmtpParam, HookResult, Plugin, dns, host};
 
 const NOTE: &str = "dnsbl";
@@ -53,6 +53,10 @@ impl Plugin for Dnsbl {
                     if let Err(e) = host::set_connection_note(NOTE, Some(&format!("{zone}: {reason}"))) {
                         wasmtpd_plugin::warn(format!("cannot record the listing: {e}"));
                     }
+                    let options = Options::from_args(&["reject", "reject_type"]);
+                    if options.reject(Reject::Now) == Reject::Naughty {
+                        policy::record_naughty(&reject_text(reason), &options);
+                    }
                     return HookResult::declined();
                 }
                 Err(e) => wasmtpd_plugin::warn(format!("{zone} could not be asked: {}", policy::describe(&e))),
@@ -69,14 +73,19 @@ impl Plugin for Dnsbl {
             return HookResult::declined();
         }
         let options = Options::from_args(&["reject", "reject_type"]);
-        if !options.flag("reject", true) {
+        // `reject naughty`: recorded at connect, refused where `naughty` says.
+        if options.reject(Reject::Now) != Reject::Now {
             return HookResult::declined();
         }
         let reason = listing.split_once(": ").map_or(listing.as_str(), |(_, r)| r).to_string();
-        let prefix = host::config("dnsbl_rejectmsg").unwrap_or_default().join(" ");
-        let text = if prefix.trim().is_empty() { reason } else { format!("{} {reason}", prefix.trim()) };
-        options.reject_type(RejectType::Perm).refuse(text, "5.7.1")
+        options.reject_type(RejectType::Perm).refuse(reject_text(reason), "5.7.1")
     }
+}
+
+/// The reply text of a listing: `dnsbl_rejectmsg`, if any, before the list's reason.
+fn reject_text(reason: String) -> String {
+    let prefix = host::config("dnsbl_rejectmsg").unwrap_or_default().join(" ");
+    if prefix.trim().is_empty() { reason } else { format!("{} {reason}", prefix.trim()) }
 }
 
 /// `config/dnsbl_zones`: (zone, its own message).

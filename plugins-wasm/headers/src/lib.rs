@@ -1,52 +1,94 @@
-//! headers (qpsmtpd): refuses messages without the header fields every message must have, or
-//! with a Date far in the future or the past.
+//! headers (qpsmtpd): checks the header fields RFC 5322 requires or allows once, and
+//! optionally how far the Date is from now.
 //!
-//! Arguments (all optional): `require From,Date` (the fields that must be present, default
-//! `From,Date`, RFC 5322 3.6), `future DAYS` (default 2), `past DAYS` (default 15; 0 = no
-//! check). A missing field or an implausible Date is a permanent refusal (552 5.6.0).
+//! Arguments, with qpsmtpd's defaults:
+//! - `require FIELD,FIELD` (default `From`): the fields that must be present and not empty;
+//!   qpsmtpd does not require Date by default, since a good deal of legitimate mail (bank and
+//!   photo services, bounces) has none.
+//! - `future DAYS`, `past DAYS` (default: not checked): a Date further in the future or the
+//!   past than that is refused. A Date that cannot be parsed is let through (and logged),
+//!   unless Date is required: then it is refused as missing.
+//! - The fields RFC 5322 section 3.6 allows once (Date, From, Sender, Reply-To, To, Cc, Bcc,
+//!   Message-ID, In-Reply-To, References, Subject) are refused when repeated.
+//! - `reject 0|1` (default 1: refuse; 0: only log), `reject_type perm|temp` (default perm:
+//!   552; temp: 452), and `disconnect`/`temp_disconnect` as every plugin's `reject_type`.
+//!
+//! Replies (qpsmtpd's texts, enhanced code 5.6.0): `We require a valid From header`,
+//! `Only one Subject header allowed. See RFC 5322, Section 3.6`, `The Date header is too far
+//! in the past`, `The Date header is too far in the future`, `Headers are missing`. Relay
+//! clients and authenticated senders are not checked.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use policy::{Options, RejectType};
 use wasmtpd_plugin::{HookResult, Plugin, host};
+
+const ARGUMENTS: &[&str] = &["require", "future", "past", "reject", "reject_type", "loglevel"];
+/// RFC 5322 section 3.6: the fields a message has at most once.
+const SINGULAR: &[&str] =
+    &["Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-ID", "In-Reply-To", "References", "Subject"];
 
 struct Headers;
 
 #[wasmtpd_plugin::plugin]
 impl Plugin for Headers {
     fn data_post() -> HookResult {
-        let args = host::args();
-        let arg = |key: &str| args.iter().position(|a| a == key).and_then(|i| args.get(i + 1)).cloned();
-        let required = arg("require").unwrap_or_else(|| "From,Date".to_string());
-        let future_days: i64 = arg("future").and_then(|v| v.parse().ok()).unwrap_or(2);
-        let past_days: i64 = arg("past").and_then(|v| v.parse().ok()).unwrap_or(15);
+        if policy::is_immune() {
+            return HookResult::declined();
+        }
+        let o = Options::from_args(ARGUMENTS);
         let fields = match host::headers() {
             Ok(f) => f,
             Err(e) => return HookResult::deny_soft(format!("cannot read the header: {e}")),
         };
-        for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if !fields.iter().any(|f| f.name.eq_ignore_ascii_case(name)) {
-                return HookResult::deny(format!("We require a valid {name} header")).with_enhanced_code("5.6.0");
-            }
-        }
-        let Some(date) = fields.iter().find(|f| f.name.eq_ignore_ascii_case("Date")) else {
+        let Some(problem) = problem(&o, &fields) else {
+            wasmtpd_plugin::debug("pass");
             return HookResult::declined();
         };
-        let Some(when) = parse_date(&date.value) else {
-            return HookResult::deny("We require a valid Date header").with_enhanced_code("5.6.0");
-        };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        if future_days > 0 && when > now + future_days * 86400 {
-            return HookResult::deny(format!(
-                "The Date header is too far in the future (more than {future_days} days)"
-            ))
-            .with_enhanced_code("5.6.0");
+        wasmtpd_plugin::info(format!("fail, {problem}"));
+        if !o.flag("reject", true) {
+            return HookResult::declined();
         }
-        if past_days > 0 && when < now - past_days * 86400 {
-            return HookResult::deny(format!("The Date header is too far in the past (more than {past_days} days)"))
-                .with_enhanced_code("5.6.0");
-        }
-        HookResult::declined()
+        o.reject_type(RejectType::Perm).refuse(problem, "5.6.0")
     }
+}
+
+/// What is wrong with the header, in qpsmtpd's words; `None`: nothing.
+fn problem(o: &Options, fields: &[wasmtpd_plugin::Header]) -> Option<String> {
+    if fields.is_empty() {
+        return Some("Headers are missing".into());
+    }
+    fn values<'f>(fields: &'f [wasmtpd_plugin::Header], name: &'f str) -> impl Iterator<Item = &'f str> {
+        fields.iter().filter(move |f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value.trim())
+    }
+    let required = o.get("require").unwrap_or("From");
+    let date = values(fields, "Date").next();
+    let when = date.and_then(parse_date);
+    if date.is_some() && when.is_none() {
+        wasmtpd_plugin::info(format!("skip, date not parseable ({})", date.unwrap_or_default()));
+    }
+    for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let present = values(fields, name).any(|v| !v.is_empty());
+        let valid = present && !(name.eq_ignore_ascii_case("Date") && when.is_none());
+        if !valid {
+            return Some(format!("We require a valid {name} header"));
+        }
+    }
+    for name in SINGULAR {
+        if values(fields, name).count() > 1 {
+            return Some(format!("Only one {name} header allowed. See RFC 5322, Section 3.6"));
+        }
+    }
+    let when = when?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let days = |key: &str| i64::from(o.number(key, 0));
+    if days("past") > 0 && when < now - days("past") * 86400 {
+        return Some("The Date header is too far in the past".into());
+    }
+    if days("future") > 0 && when > now + days("future") * 86400 {
+        return Some("The Date header is too far in the future".into());
+    }
+    None
 }
 
 /// RFC 5322 date-time: `[Day,] DD Mon YYYY HH:MM[:SS] (+|-)HHMM` (obsolete zone names

@@ -87,6 +87,46 @@ impl Options {
     }
 }
 
+/// What a failed check does (qpsmtpd's `reject 0|1|naughty`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Refuse now (`1`).
+    Now,
+    /// Only log (and note) it (`0`).
+    LogOnly,
+    /// Record it for the `naughty` plugin, which refuses at the hook the operator chose
+    /// ([`record_naughty`]).
+    Naughty,
+}
+
+impl Options {
+    /// `reject`, or `default` when it is not given.
+    pub fn reject(&self, default: Reject) -> Reject {
+        match self.get("reject") {
+            None => default,
+            Some(v) if v.eq_ignore_ascii_case("naughty") => Reject::Naughty,
+            Some(_) if self.flag("reject", default != Reject::LogOnly) => Reject::Now,
+            Some(_) => Reject::LogOnly,
+        }
+    }
+}
+
+/// Records a rejection for the `naughty` plugin (qpsmtpd's `reject naughty`): the connection
+/// notes `naughty` (the reply text) and, when the plugin's `reject_type` was given,
+/// `naughty_reject_type`. The first plugin to record one is the one refused with.
+pub fn record_naughty(message: &str, options: &Options) {
+    if host::connection_note("naughty").is_some() {
+        return;
+    }
+    if let Err(e) = host::set_connection_note("naughty", Some(message)) {
+        wasmtpd_plugin::warn(format!("cannot record the rejection for naughty ({e})"));
+        return;
+    }
+    if let Some(t) = options.get("reject_type").and_then(RejectType::parse) {
+        let _ = host::set_connection_note("naughty_reject_type", Some(t.name()));
+    }
+}
+
 /// How a failed check refuses (qpsmtpd's `reject_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectType {
@@ -101,6 +141,16 @@ pub enum RejectType {
 }
 
 impl RejectType {
+    /// qpsmtpd's name of it (`temp`, `perm`, `disconnect`, `temp_disconnect`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectType::Temp => "temp",
+            RejectType::Perm => "perm",
+            RejectType::Disconnect => "disconnect",
+            RejectType::TempDisconnect => "temp_disconnect",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<RejectType> {
         match text.to_ascii_lowercase().as_str() {
             "temp" | "soft" => Some(RejectType::Temp),

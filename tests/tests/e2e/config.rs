@@ -90,3 +90,17 @@ fn a_connection_limit_the_plugin_pool_cannot_back_is_a_configuration_error() {
     assert!(err.contains("config/limits:2: max_connections 1000000 cannot be served"), "{err}");
     assert!(err.contains("connections fit"), "says what would fit: {err}");
 }
+
+#[test]
+fn an_option_a_plugin_does_not_know_stops_start_up_with_the_file_line_and_option() {
+    for (chain, says) in [
+        ("rcpt_ok\nheaders requre From\n", "config/plugins:2: plugin `headers` has no option `requre`"),
+        ("hosts_allow max-from-ip 5\nrcpt_ok\n", "config/plugins:1: plugin `hosts_allow` has no option `max-from-ip`"),
+        ("rcpt_ok\nnoop_counter 3 4\n", "config/plugins:2: plugin `noop_counter` takes at most 1 argument(s)"),
+        ("rcpt_ok\ndnsbl reject\n", "config/plugins:2: plugin `dnsbl`: option `reject` has no value"),
+        ("rcpt_ok\ncheck_earlytalker check-at HELO\n", "config/plugins:2: plugin `check_earlytalker`: check-at `HELO`"),
+    ] {
+        let (ok, err) = start_with(&[("plugins", chain)]);
+        assert!(!ok && err.contains(says), "{chain:?}: {err}");
+    }
+}

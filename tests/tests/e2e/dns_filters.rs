@@ -386,3 +386,37 @@ fn dmarc_reject_refuses_and_quarantine_marks() {
     assert!(delivered[1].contains("\r\nX-DMARC-Quarantine: quarantined.test\r\n"), "{}", delivered[1]);
     assert!(authentication_results(&delivered[1]).contains("dmarc=fail"), "{}", delivered[1]);
 }
+
+#[test]
+fn naughty_refuses_what_dnsbl_recorded_with_reject_naughty_at_the_chosen_hook() {
+    // qpsmtpd's sample chain: `dnsbl reject naughty reject_type disconnect`, `naughty reject mail`:
+    // the listed client is greeted, says EHLO, and is refused at MAIL with the list's text.
+    let dns = dns_server("");
+    let s = start(
+        "dnsbl reject naughty reject_type disconnect\nnaughty reject mail",
+        "dnsbl dns bl.test",
+        dns.addr(),
+        &[("dnsbl_zones", "bl.test\n")],
+    );
+    let mut c = s.greeted_from(client(2));
+    c.cmd("EHLO client.test", 250);
+    let r = c.cmd("MAIL FROM:<a@good.test>", 550);
+    assert_eq!(r.text(), "5.7.1 Listed: see https://bl.test/?127.0.0.2");
+    assert!(c.is_closed(), "reject_type disconnect");
+    // A client not listed is not refused.
+    let mut c = s.greeted_from(client(3));
+    c.envelope("a@good.test", &["b@example.com"]);
+    drop(s);
+    // By default at RCPT, with naughty's own reject_type (disconnect) when dnsbl named none;
+    // dnsbl itself lets RCPT through when it only records.
+    let s = start(
+        "dnsbl reject naughty\nnaughty reject_type temp",
+        "dnsbl dns bl.test",
+        dns.addr(),
+        &[("dnsbl_zones", "bl.test\n")],
+    );
+    let mut c = s.greeted_from(client(2));
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@good.test>", 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.com>", 450).text(), "4.7.1 Listed: see https://bl.test/?127.0.0.2");
+}

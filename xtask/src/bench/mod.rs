@@ -24,6 +24,11 @@
 //! `--quick` (for a development loop): 3 rounds of about 3 s per run, short micro-benchmarks,
 //! at most 2 s of waiting for a quiet machine before each run. The full mode (for the record):
 //! 5 rounds of about 10 s per run, up to 10 s of waiting.
+//!
+//! `--only SERVERS` (comma-separated slugs: `wasmtpd-discard,wasmtpd-store,wasmtpd-redis`) and
+//! `--workloads W1,W2`: a targeted run of those servers and workloads alone, in the same
+//! interleaved rounds, without the micro-benchmarks and the idle connections; printed, not
+//! written to `bench/results/` (it is not the record).
 
 mod idle;
 mod measure;
@@ -62,14 +67,23 @@ pub fn bench(args: &[String]) -> Result<()> {
     } else {
         Mode { rounds: 5, run_seconds: 10.0, idle_connections: IDLE_CONNECTIONS, settle: Duration::from_secs(10) }
     };
+    let only = list_arg(args, "--only");
+    let workloads = list_arg(args, "--workloads");
+    let targeted = only.is_some() || workloads.is_some();
+    let wanted_kind = |k: Kind| only.as_ref().is_none_or(|o| o.iter().any(|s| s == k.dir_name()));
+    let wanted_workload = |w: &str| workloads.as_ref().is_none_or(|o| o.iter().any(|s| s == w));
     crate::install::test_tools()?; // nsd, for the DNS variant
     crate::install::bench_tools(&peers::bench_dir().join("haraka"))?;
-    crate::build_plugins::build_plugins()?;
+    if targeted {
+        crate::build_plugins::build_rust_plugins()?; // the benchmark runs no other-language plugin
+    } else {
+        crate::build_plugins::build_plugins()?;
+    }
     run(cargo().args(["build", "--release", "--package", "wasmtpd"]))?;
     let started = chrono_like_now();
     let load_before = measure::load_average();
 
-    let micro = micro_benchmarks(quick)?;
+    let micro = if targeted { Vec::new() } else { micro_benchmarks(quick)? };
     let store_latency = store::latency();
 
     let mut results = Results {
@@ -87,6 +101,10 @@ pub fn bench(args: &[String]) -> Result<()> {
     };
     let mut servers = Vec::new();
     for kind in ALL {
+        if !wanted_kind(kind) {
+            servers.push(None);
+            continue;
+        }
         eprintln!("xtask: starting {}", kind.name());
         match peers::start(kind) {
             Ok(r) => servers.push(Some(r)),
@@ -98,7 +116,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     // Calibration: how many messages make a run of about `run_seconds` for each server.
     let mut counts: BTreeMap<(usize, &str), u64> = BTreeMap::new();
-    for w in &WORKLOADS {
+    for w in WORKLOADS.iter().filter(|w| wanted_workload(w.name)) {
         for (i, server) in servers.iter().enumerate() {
             let Some(s) = server else { continue };
             match measure::run(w, s.port, s.root, w.calibration, mode.settle) {
@@ -112,7 +130,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let mut sent_to_maildir = 0u64;
     for round in 1..=mode.rounds {
-        for w in &WORKLOADS {
+        for w in WORKLOADS.iter().filter(|w| wanted_workload(w.name)) {
             for (i, server) in servers.iter().enumerate() {
                 let (Some(s), Some(&n)) = (server, counts.get(&(i, w.name))) else { continue };
                 eprintln!("xtask: round {round}/{}: {} against {} ({n} messages)", mode.rounds, w.name, s.kind.name());
@@ -137,7 +155,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     // Every message a maildir run was told 250 for is in the maildir.
     for s in servers.iter().flatten() {
         if let Some(delivered) = s.delivered() {
-            let expected = sent_to_maildir + WORKLOADS.iter().map(|w| w.calibration).sum::<u64>();
+            let expected = sent_to_maildir
+                + WORKLOADS.iter().filter(|w| wanted_workload(w.name)).map(|w| w.calibration).sum::<u64>();
             if delivered as u64 != expected {
                 results
                     .failures
@@ -150,6 +169,11 @@ pub fn bench(args: &[String]) -> Result<()> {
             results.downstream_connections = s.downstream_connections();
         }
         s.stop();
+    }
+    if targeted {
+        results.load_after = measure::load_average();
+        println!("{}", results.to_markdown());
+        return Ok(());
     }
     results.idle = match peers::start(Kind::WasmtpdDiscard).and_then(|s| {
         let r = idle::measure(s.port, s.root, mode.idle_connections);
@@ -171,6 +195,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
     eprintln!("xtask: results written to {}", file.display());
     Ok(())
+}
+
+/// The comma-separated values after `flag` (`--only a,b`), if it is given.
+fn list_arg(args: &[String], flag: &str) -> Option<Vec<String>> {
+    let i = args.iter().position(|a| a == flag)?;
+    Some(args.get(i + 1).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default())
 }
 
 /// `YYYY-MM-DD HH:MM UTC`, from `date` (xtask has no date crate).

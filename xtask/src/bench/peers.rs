@@ -21,7 +21,8 @@
 //!   (connections and messages per client, limits never reached) in front of them, on the
 //!   embedded store and on a private redis-server; smtp-source's one triplet is made white
 //!   before the runs (deferred once, retried after the one-second black-out), so every message
-//!   is a store read and a renewal, and three counters incremented.
+//!   is a store read (greylisting renews a white triplet at most once an hour) and two counter
+//!   increments (limit's connections, at connect, and messages per client, at DATA).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,7 +84,7 @@ impl Kind {
         }
     }
 
-    fn dir_name(self) -> &'static str {
+    pub fn dir_name(self) -> &'static str {
         match self {
             Kind::Sink => "sink",
             Kind::Postfix => "postfix",

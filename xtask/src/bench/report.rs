@@ -201,6 +201,10 @@ impl Results {
             let _ = writeln!(s, "| server | msgs/s | ratio to smtp-sink | CPU µs/msg | peak memory MiB |");
             let _ = writeln!(s, "|---|---:|---:|---:|---:|");
             let sink_rate = self.rate(Kind::Sink, w.name);
+            if !self.samples.keys().any(|(_, name)| *name == w.name) {
+                let _ = writeln!(s, "not run\n");
+                continue;
+            }
             for kind in ALL {
                 let (Some(v), Some(rate)) = (self.runs(kind, w.name), self.rate(kind, w.name)) else {
                     let _ = writeln!(s, "| {} | failed | | | |", kind.name());

@@ -15,6 +15,7 @@ pub mod key_value;
 pub mod log;
 pub mod message;
 pub mod notes;
+pub mod server_load;
 pub mod temp;
 pub mod upstream;
 

@@ -2,8 +2,9 @@
 //! one needs a grant, and whether a plugin that imports one was granted it.
 //!
 //! A component's imports are what it can ask for. The host interface and the server's
-//! authentication results are every plugin's; DNS and key-value stores are capabilities the
-//! operator grants in `config/sandbox`. A plugin that imports a capability without its grant
+//! authentication results and the server's load are every plugin's; DNS, key-value stores,
+//! delivery to downstreams and upstream connections are capabilities the operator grants in
+//! `config/sandbox`. A plugin that imports a capability without its grant
 //! would be refused at its first call, in production; it is refused at start-up instead, with
 //! the line that would grant it: deny by default, made visible.
 
@@ -25,7 +26,7 @@ pub struct Capability {
 }
 
 /// Every interface of ours that needs a grant. Interfaces not listed here (`host`,
-/// `authentication-results`, the hook exports' types) are every plugin's.
+/// `authentication-results`, `server-load`, the hook exports' types) are every plugin's.
 pub const CAPABILITIES: &[Capability] = &[
     Capability {
         interface: "dns",
@@ -38,6 +39,18 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |s| !s.stores.is_empty(),
         grant_line: "{} store local",
         what: "a key-value store of config/stores (`local` is the embedded default)",
+    },
+    Capability {
+        interface: "delivery",
+        granted: |s| !s.downstreams.is_empty(),
+        grant_line: "{} downstream NAME",
+        what: "delivery to a downstream of config/downstreams",
+    },
+    Capability {
+        interface: "upstream",
+        granted: |s| !s.upstreams.is_empty(),
+        grant_line: "{} upstream NAME",
+        what: "connections to an upstream of config/upstreams",
     },
 ];
 

@@ -2,17 +2,28 @@
 //! (`stores/NAME.redb`).
 //!
 //! Why redb: pure Rust (no C library to build or audit), ACID with copy-on-write B-trees (a
-//! commit is durable when it returns, and a crash or `kill -9` at any point leaves the last
-//! commit; the file is repaired on the next open), readers that never wait for the writer,
-//! one file that a second process cannot open at the same time, and a small, well-kept API.
-//! fjall (an LSM tree) would write faster but needs compaction tuning; SQLite would need C.
+//! crash or `kill -9` at any point leaves the last durable commit; the file is repaired on the
+//! next open), readers that never wait for the writer, one file that a second process cannot
+//! open at the same time, and a small, well-kept API. fjall (an LSM tree) would write faster
+//! but needs compaction tuning; SQLite would need C.
 //!
-//! Threads: reads run on tokio's blocking pool (`spawn_blocking`), so a read that touches the
-//! disk never holds up the worker's event loop. Writes go to one writer thread of the store's
-//! own, which takes every write queued while it worked and commits them together in one
-//! transaction (group commit: one `fsync` for many writes), then answers each; a write whose
-//! caller stopped waiting before its turn is not made. A plugin waiting on the store suspends
-//! only itself.
+//! Durability (`sync-every` in `config/stores`, default [`DEFAULT_SYNC_EVERY`]): what the
+//! store keeps is counters, greylisting's triplets and their renewals, scores: a write lost
+//! in a crash costs a sender one more deferral or a client a count it was not charged, never
+//! a message. So a write is answered once it is committed to redb without an `fsync`
+//! (`Durability::None`: atomic and seen by every later read, but not yet on the disk), and
+//! the writer makes a durable commit (one `fsync` for every write since the last) at most
+//! `sync-every` after the first write it has not synced, and when the store closes. A crash
+//! of the process or of the machine loses at most the writes of the last `sync-every`; the
+//! file is always consistent (the last durable commit). `sync-every 0`: every write is durable
+//! when it is answered (an `fsync` per batch).
+//!
+//! Threads: a read is one redb read transaction on the caller's thread (no hop to another
+//! thread: redb serves it from its page cache in microseconds, and readers never wait for the
+//! writer). Writes go to one writer thread of the store's own, which takes every write queued
+//! while it worked and commits them together in one transaction, then answers each; a write
+//! whose caller stopped waiting before its turn is not made. A plugin waiting on the store
+//! suspends only itself.
 //!
 //! Expiry: every entry records when it expires (wall clock, milliseconds since 1970, so it
 //! carries over a restart). Reads and conditions treat an expired entry as absent (lazy
@@ -37,7 +48,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -58,6 +69,10 @@ const BATCH_MAX: usize = 256;
 const QUEUE: usize = 4096;
 /// redb's page cache: the hot part of a large greylist fits; the rest is read from the file.
 const CACHE: usize = 64 << 20;
+/// The longest a write waits for its `fsync` after it was answered, by default.
+pub const DEFAULT_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The range of `sync-every` (0: every write durable when answered).
+pub const SYNC_EVERY_RANGE: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(60);
 
 /// The limits of an embedded store, per namespace (`config/stores`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,11 +81,14 @@ pub struct EmbeddedSettings {
     pub max_entries: u64,
     /// Default 256 MiB.
     pub max_bytes: u64,
+    /// The longest between a write's answer and its `fsync`; zero: none (durable when
+    /// answered). Default [`DEFAULT_SYNC_EVERY`].
+    pub sync_every: Duration,
 }
 
 impl Default for EmbeddedSettings {
     fn default() -> Self {
-        EmbeddedSettings { max_entries: 1_000_000, max_bytes: 256 << 20 }
+        EmbeddedSettings { max_entries: 1_000_000, max_bytes: 256 << 20, sync_every: DEFAULT_SYNC_EVERY }
     }
 }
 
@@ -172,14 +190,11 @@ impl Store for Embedded {
     }
 
     async fn get(&self, namespace: &str, key: &str, deadline: Instant) -> Result<Option<Entry>, StoreError> {
-        let db = self.db.clone();
-        let key = entry_key(namespace, key);
-        let read = tokio::task::spawn_blocking(move || read(&db, &key, now_ms()));
-        match tokio::time::timeout_at(deadline, read).await {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!("a read failed: {e}"))),
-            Ok(Ok(r)) => r.map_err(unavailable),
+        if Instant::now() >= deadline {
+            return Err(StoreError::Timeout);
         }
+        // On this thread: a hop to the blocking pool cost more than the read (see the top).
+        read(&self.db, &entry_key(namespace, key), now_ms()).map_err(unavailable)
     }
 
     async fn set(
@@ -331,8 +346,9 @@ struct Writer {
 type Applied = Result<Result<Done, StoreError>, redb::Error>;
 
 impl Writer {
-    /// Until the queue closes: batches of writes, and a sweep every [`SWEEP_EVERY`]. The thread
-    /// runs a runtime of its own, only to wait on its queue and its timer.
+    /// Until the queue closes: batches of writes, a durable commit at most `sync_every` after
+    /// the first write not yet synced, and a sweep every [`SWEEP_EVERY`]. The thread runs a
+    /// runtime of its own, only to wait on its queue and its timers.
     fn run(self, mut queue: mpsc::Receiver<Write>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(r) => r,
@@ -341,7 +357,10 @@ impl Writer {
         runtime.block_on(async {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // When the writes committed without an fsync must be synced.
+            let mut sync_by: Option<Instant> = None;
             loop {
+                let sync_at = sync_by.unwrap_or_else(|| Instant::now() + SWEEP_EVERY);
                 tokio::select! {
                     write = queue.recv() => {
                         let Some(first) = write else { break };
@@ -352,25 +371,45 @@ impl Writer {
                                 Err(_) => break,
                             }
                         }
-                        self.commit(batch);
+                        if self.commit(batch) && sync_by.is_none() {
+                            sync_by = Some(Instant::now() + self.settings.sync_every);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(sync_at), if sync_by.is_some() => {
+                        self.sync();
+                        sync_by = None;
                     }
                     _ = sweep.tick() => {
                         let (reply, _) = oneshot::channel();
-                        self.commit(vec![Write { op: Op::Sweep, reply }]);
+                        if self.commit(vec![Write { op: Op::Sweep, reply }]) && sync_by.is_none() {
+                            sync_by = Some(Instant::now() + self.settings.sync_every);
+                        }
                     }
                 }
+            }
+            if sync_by.is_some() {
+                self.sync();
             }
         });
     }
 
+    /// A durable commit: every commit before it is on the disk when it returns.
+    fn sync(&self) {
+        let synced = self.db.begin_write().map_err(redb::Error::from).and_then(|txn| txn.commit().map_err(Into::into));
+        if let Err(e) = synced {
+            tracing::error!(store = %self.name, error = %e, "store sync failed; the last writes may be lost in a crash");
+        }
+    }
+
     /// Applies `batch` in one transaction and commits it; then answers each write. A failure of
-    /// the database fails the whole batch (nothing of it is written).
-    fn commit(&self, batch: Vec<Write>) {
+    /// the database fails the whole batch (nothing of it is written). Whether it committed
+    /// writes that still need a sync.
+    fn commit(&self, batch: Vec<Write>) -> bool {
         // A caller that stopped waiting (its deadline passed) gets nothing written.
         let batch: Vec<Write> =
             batch.into_iter().filter(|w| !w.reply.is_closed() || matches!(w.op, Op::Sweep)).collect();
         if batch.is_empty() {
-            return;
+            return false;
         }
         let answers = self.apply(&batch);
         let answers = match answers {
@@ -389,10 +428,14 @@ impl Writer {
             }
             let _ = write.reply.send(answer);
         }
+        !self.settings.sync_every.is_zero()
     }
 
     fn apply(&self, batch: &[Write]) -> Result<Vec<Result<Done, StoreError>>, redb::Error> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        if !self.settings.sync_every.is_zero() {
+            txn.set_durability(Durability::None)?;
+        }
         let mut answers = Vec::with_capacity(batch.len());
         {
             let mut t = open_tables(&txn)?;
@@ -692,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn quotas_per_namespace() {
         let file = TempFile::new();
-        let s = open(&file, EmbeddedSettings { max_entries: 3, max_bytes: 100 });
+        let s = open(&file, EmbeddedSettings { max_entries: 3, max_bytes: 100, ..Default::default() });
         for k in ["a", "b", "c"] {
             s.set(NS, k, b"v".to_vec(), None, Condition::Always, soon()).await.unwrap();
         }

@@ -175,8 +175,16 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
         }
     }
 
-    /// The greeting: watch for early talkers, then the `connect` hook decides.
+    /// The greeting: `pre_connection` may refuse at once; then watch for early talkers, and the
+    /// `connect` hook decides.
     async fn greet(&mut self) -> Flow {
+        if self.shared.runner.implements(Hook::PreConnection) {
+            let result = self.run_hook(Hook::PreConnection, HookArgs::None).await;
+            let decision = self.decide(Hook::PreConnection, &HookArgs::None, &result);
+            if decision.close {
+                return self.apply(decision).await;
+            }
+        }
         match self.transport.watch_for_early_talk(self.shared.config.server.greeting_delay).await {
             None => return Flow::Close, // closed before the greeting
             Some(early) => self.session.connection.early_talker = early,

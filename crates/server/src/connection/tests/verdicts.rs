@@ -21,7 +21,7 @@ pub(super) const PLAIN_USER_SECRET: &str = "AHVzZXIAc2VjcmV0";
 /// Runs a session up to the command whose hook is `hook`; returns that command's reply.
 async fn reach(c: &mut Client, hook: Hook) -> String {
     let greeting = c.reply().await;
-    if hook == Hook::Connect {
+    if matches!(hook, Hook::Connect | Hook::PreConnection) {
         return greeting;
     }
     match hook {
@@ -74,6 +74,10 @@ fn runner(hook: Hook, verdict: Verdict) -> Scripted {
 /// Declined, Done]): qpsmtpd's replies, as the engine carries them out.
 const EXPECTED: &[(Hook, [(u16, bool); 7])] = &[
     (Hook::Connect, [(220, false), (550, true), (450, true), (550, true), (450, true), (220, false), (220, false)]),
+    (
+        Hook::PreConnection,
+        [(220, false), (550, true), (451, true), (550, true), (451, true), (220, false), (220, false)],
+    ),
     (Hook::Helo, [(250, false), (550, false), (450, false), (550, true), (450, true), (250, false), (250, false)]),
     (Hook::Ehlo, [(250, false), (550, false), (450, false), (550, true), (450, true), (250, false), (250, false)]),
     // Without an address to use instead, nothing a `*_pre` hook says makes the line parse.
@@ -122,6 +126,7 @@ async fn every_hook_with_every_verdict() {
 async fn a_fault_is_a_temporary_failure_for_that_command() {
     // (hook, code, closes): the connection phase closes with 421; a command fails with 451.
     let expected = [
+        (Hook::PreConnection, 421, true),
         (Hook::Connect, 421, true),
         (Hook::Ehlo, 421, true),
         (Hook::Mail, 451, false),
