@@ -37,7 +37,9 @@ fn main() -> Result<()> {
             eprintln!("  build-plugins  build plugins-wasm/ into target/plugins/ (installs the wasm32-wasip2 target)");
             eprintln!("  serve   run wasmtpd on 127.0.0.1:2525 with the embedded default config (state in var/)");
             eprintln!("  test    install test tools (swaks, python3, openssl, nsd) and run every test");
-            eprintln!("  new-plugin --lang rust|python|js|c NAME  a plugin directory from a template, with its session test");
+            eprintln!(
+                "  new-plugin --lang rust|python|js|c NAME  a plugin directory from a template, with its session test"
+            );
             eprintln!("  bench [--quick]  wasmtpd against smtp-sink, Postfix, Haraka and qpsmtpd; micro-benchmarks");
             eprintln!("        [--only wasmtpd-discard,wasmtpd-store] [--workloads W1,W2]  those alone, printed");
             std::process::exit(2);

@@ -112,7 +112,10 @@ mod tests {
             }
             if lang == "rust" {
                 let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-                assert!(manifest.contains(&format!("name = \"{name}\"")) && manifest.contains(&format!("plugin = \"{name}\"")));
+                assert!(
+                    manifest.contains(&format!("name = \"{name}\""))
+                        && manifest.contains(&format!("plugin = \"{name}\""))
+                );
             }
             assert!(generate(&scratch, lang, &name).is_err(), "an existing directory is kept");
         }

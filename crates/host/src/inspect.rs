@@ -72,7 +72,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
             }
             Payload::CustomSection(section) if section.name() == "producers" => {
                 // A malformed producers section is only a missing trace, not an error.
-                if let Ok(reader) = wasmparser::ProducersSectionReader::new(wasmparser::BinaryReader::new(section.data(), section.data_offset())) {
+                if let Ok(reader) = wasmparser::ProducersSectionReader::new(wasmparser::BinaryReader::new(
+                    section.data(),
+                    section.data_offset(),
+                )) {
                     for field in reader.into_iter().flatten() {
                         for value in field.values.into_iter().flatten() {
                             out.producers.insert((
@@ -134,7 +137,8 @@ pub fn status(import: &str, settings: Option<&SandboxSettings>) -> ImportStatus 
         return ImportStatus::Given;
     }
     // The WASI 0.2 packages `plugin::linker` links (wasmtime-wasi's p2), each empty.
-    const LINKED_WASI: &[&str] = &["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
+    const LINKED_WASI: &[&str] =
+        &["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
     if LINKED_WASI.iter().any(|p| import.starts_with(p)) {
         return ImportStatus::Wasi;
     }

@@ -195,7 +195,8 @@ impl LoadedPlugin {
         position: ChainPosition,
     ) -> Result<LoadedPlugin> {
         let component = load_component(engine, &spec.path, cache_dir, spec.pin.as_deref())?;
-        let imports: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> =
+            component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
         crate::sandbox::check_imports(&spec.name, imports.iter().map(String::as_str), &spec.settings)
             .map_err(|e| anyhow::anyhow!("{}: {e}", spec.path.display()))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {

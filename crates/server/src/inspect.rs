@@ -16,8 +16,8 @@ use crate::config::{Config, ConfigSource};
 /// error if NAME has no line in its `config/plugins`.
 pub fn sandbox_of(config: Option<&Path>, name: &str) -> anyhow::Result<Option<SandboxSettings>> {
     let Some(dir) = config else { return Ok(None) };
-    let config = Config::load(ConfigSource::Dir(dir.to_path_buf()))
-        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let config =
+        Config::load(ConfigSource::Dir(dir.to_path_buf())).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     match config.plugins.iter().find(|p| p.instance == name) {
         Some(line) => Ok(Some(line.sandbox.clone())),
         None => anyhow::bail!(
@@ -47,10 +47,16 @@ pub fn report(file: &Path, name: &str, inspection: &Inspection, sandbox: Option<
             ImportStatus::Given => "every plugin's".to_string(),
             ImportStatus::Granted => "capability, granted".to_string(),
             ImportStatus::NotGranted(c) => {
-                format!("capability, NOT granted: refused at start-up; `{}` in config/sandbox grants it", c.grant_line.replace("{}", name))
+                format!(
+                    "capability, NOT granted: refused at start-up; `{}` in config/sandbox grants it",
+                    c.grant_line.replace("{}", name)
+                )
             }
             ImportStatus::Capability(c) => {
-                format!("capability: needs `{}` in config/sandbox (give --config to check)", c.grant_line.replace("{}", name))
+                format!(
+                    "capability: needs `{}` in config/sandbox (give --config to check)",
+                    c.grant_line.replace("{}", name)
+                )
             }
             ImportStatus::Wasi => "WASI, empty (no files, network or environment unless granted)".to_string(),
             ImportStatus::Unknown => "NOT offered by this server: the plugin will not load".to_string(),
@@ -71,7 +77,8 @@ pub fn report(file: &Path, name: &str, inspection: &Inspection, sandbox: Option<
 /// 1 when an import would refuse it.
 pub fn run(file: &Path, name: Option<&str>, config: Option<&Path>) -> anyhow::Result<bool> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let inspection = wasmtpd_host::inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    let inspection =
+        wasmtpd_host::inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
     let name = match name {
         Some(n) => n.to_string(),
         None => file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),

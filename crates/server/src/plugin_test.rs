@@ -145,7 +145,13 @@ impl HookRunner for Recorder {
         self.host.implements(hook)
     }
 
-    async fn run(&self, scope: &mut Self::Scope, hook: Hook, args: HookArgs<'_>, mut ctx: HookContext<'_>) -> HookResult {
+    async fn run(
+        &self,
+        scope: &mut Self::Scope,
+        hook: Hook,
+        args: HookArgs<'_>,
+        mut ctx: HookContext<'_>,
+    ) -> HookResult {
         let before = notes(&ctx);
         let started = Instant::now();
         let ctx_again = HookContext { connection: &mut *ctx.connection, transaction: ctx.transaction.as_deref_mut() };
@@ -200,7 +206,13 @@ pub struct Chain {
 
 /// Runs `session` through `chain` under the config in `config` (or none), printing as it
 /// goes. `Ok(true)` when every expectation held.
-pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: Option<&Path>, cache: &Path) -> Result<bool> {
+pub fn run(
+    chain: &Chain,
+    session_path: &Path,
+    message: Option<&Path>,
+    config: Option<&Path>,
+    cache: &Path,
+) -> Result<bool> {
     let text = std::fs::read_to_string(session_path).with_context(|| format!("reading {}", session_path.display()))?;
     let mut session = parse_session(&text, session_path.parent().unwrap_or(Path::new(".")))
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", session_path.display()))?;
@@ -221,10 +233,16 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
         std::fs::write(config_dir.join("me"), "mx.test\n")?;
     }
     std::fs::write(config_dir.join("plugins"), &chain.plugins)?;
-    let config = Config::load(ConfigSource::Dir(config_dir.clone())).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let config =
+        Config::load(ConfigSource::Dir(config_dir.clone())).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     let state = work.0.join("state");
     let spool = Spool::open(state.join("spool")).context("the run's spool")?;
-    let dirs = crate::plugins::Dirs { plugin_dir: &chain.plugin_dir, state_dir: &state, spool_dir: spool.dir(), cache_dir: cache };
+    let dirs = crate::plugins::Dirs {
+        plugin_dir: &chain.plugin_dir,
+        state_dir: &state,
+        spool_dir: spool.dir(),
+        cache_dir: cache,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let resolver = match config.plugins.iter().any(|p| p.sandbox.dns != wasmtpd_host::sandbox::DnsGrant::Nothing) {
         true => Some(wasmtpd_host::resolver::Resolver::new(&config.resolver).map_err(anyhow::Error::msg)?),
@@ -239,7 +257,8 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
     let stores = runtime.block_on(async { wasmtpd_host::store::open(&granted, &state) }).map_err(anyhow::Error::msg)?;
     let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
         .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
-    let upstreams = wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&state)).map_err(anyhow::Error::msg)?;
+    let upstreams =
+        wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&state)).map_err(anyhow::Error::msg)?;
     let services = wasmtpd_host::Services { resolver, stores, downstreams, upstreams };
     let host = runtime.block_on(async { crate::plugins::load(&config, &dirs, &services) })?;
     let out = Arc::new(Mutex::new(String::new()));
@@ -268,7 +287,13 @@ pub fn run(chain: &Chain, session_path: &Path, message: Option<&Path>, config: O
     let ticket = admission.admit(session.client.ip());
     let ok = runtime.block_on(async move {
         let (client, server) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(crate::connection::serve(server, crate::ListenerKind { implicit_tls: false, proxy: false }, shared, smtp, ticket));
+        let task = tokio::spawn(crate::connection::serve(
+            server,
+            crate::ListenerKind { implicit_tls: false, proxy: false },
+            shared,
+            smtp,
+            ticket,
+        ));
         let ok = converse(client, &session, message.as_deref(), &out, &last).await;
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -312,11 +337,13 @@ async fn converse(
             Step::ExpectReply { code, enhanced, line } => {
                 let got = reply.as_deref().unwrap_or("(no reply)");
                 let code_ok = got.starts_with(&code.to_string());
-                let enhanced_ok = enhanced.as_ref().is_none_or(|e| got.get(4..).is_some_and(|t| t.starts_with(e.as_str())));
+                let enhanced_ok =
+                    enhanced.as_ref().is_none_or(|e| got.get(4..).is_some_and(|t| t.starts_with(e.as_str())));
                 if !(code_ok && enhanced_ok) {
                     ok = false;
                     let want = format!("{code}{}", enhanced.as_ref().map(|e| format!(" {e}")).unwrap_or_default());
-                    let _ = writeln!(out.lock().unwrap(), "FAILED line {line}: expected {want}, got {}", first_line(got));
+                    let _ =
+                        writeln!(out.lock().unwrap(), "FAILED line {line}: expected {want}, got {}", first_line(got));
                 }
             }
             Step::ExpectVerdict { hook, verdict, line } => {

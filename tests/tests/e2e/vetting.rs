@@ -100,7 +100,10 @@ fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_at_start_up() {
     let dir = TempDir::new("granted");
     let s = start(
         &dir,
-        &[("plugins", "dnsbl zones zen.test\nrcpt_ok\n"), ("sandbox", "rcpt_ok rights accept-recipient\ndnsbl dns any\n")],
+        &[
+            ("plugins", "dnsbl zones zen.test\nrcpt_ok\n"),
+            ("sandbox", "rcpt_ok rights accept-recipient\ndnsbl dns any\n"),
+        ],
         &plugin_dir(),
         &plugin_cache(),
     );
@@ -315,8 +318,11 @@ fn plugin_test_fails_when_an_expectation_does_not_hold() {
     let _ = server_binary();
     let dir = TempDir::new("plugintest");
     let session = dir.0.join("s.session");
-    std::fs::write(&session, "EHLO c.test\nMAIL FROM:<a@c.test>\nRCPT TO:<bob@example.com>\nexpect 250\nexpect rcpt ok\n")
-        .unwrap();
+    std::fs::write(
+        &session,
+        "EHLO c.test\nMAIL FROM:<a@c.test>\nRCPT TO:<bob@example.com>\nexpect 250\nexpect rcpt ok\n",
+    )
+    .unwrap();
     let file = plugin_dir().join("examples/rust/rcpt_blocklist.wasm");
     let (ok, out, err) = plugin_test(&[file.to_str().unwrap(), "bob", "--session", session.to_str().unwrap()]);
     assert!(!ok, "{out}");
@@ -331,8 +337,11 @@ fn plugin_test_fails_when_an_expectation_does_not_hold() {
     std::fs::write(config.join("sandbox"), "rcpt_ok rights accept-recipient\n").unwrap();
     let chain = dir.0.join("chain");
     std::fs::write(&chain, "examples/rust/rcpt_blocklist bob\nrcpt_ok\n").unwrap();
-    std::fs::write(&session, "EHLO c.test\nMAIL FROM:<a@c.test>\nRCPT TO:<carol@example.com>\nexpect 250\nexpect rcpt ok\n")
-        .unwrap();
+    std::fs::write(
+        &session,
+        "EHLO c.test\nMAIL FROM:<a@c.test>\nRCPT TO:<carol@example.com>\nexpect 250\nexpect rcpt ok\n",
+    )
+    .unwrap();
     let (ok, out, err) = Command::new(server_binary())
         .arg("--plugin-dir")
         .arg(plugin_dir())
@@ -343,7 +352,13 @@ fn plugin_test_fails_when_an_expectation_does_not_hold() {
         .arg("--session")
         .arg(&session)
         .output()
-        .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string()))
+        .map(|o| {
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).to_string(),
+                String::from_utf8_lossy(&o.stderr).to_string(),
+            )
+        })
         .unwrap();
     assert!(ok, "{out}\n{err}");
     assert!(out.lines().any(|l| l.contains("hook rcpt") && l.contains("OK by rcpt_ok")), "{out}");

@@ -133,6 +133,9 @@ mod tests {
         });
         let imports = ["wasmtpd:plugin/dns@0.1.0", "wasmtpd:plugin/key-value@0.1.0", "wasmtpd:plugin/host@0.1.0"];
         assert_eq!(check_imports("p", imports, &granted), Ok(()));
-        assert_eq!(check_imports("p", ["wasmtpd:plugin/authentication-results@0.1.0"], &SandboxSettings::default()), Ok(()));
+        assert_eq!(
+            check_imports("p", ["wasmtpd:plugin/authentication-results@0.1.0"], &SandboxSettings::default()),
+            Ok(())
+        );
     }
 }
