@@ -64,10 +64,13 @@ fn copy(from: &Path, to: &Path, name: &str, lang: &str) -> Result<()> {
         let file_name = entry.file_name().to_string_lossy().replace(PLACEHOLDER, name);
         let target = to.join(file_name);
         if entry.file_type()?.is_dir() {
-            copy(&entry.path(), &target, name, lang)?;
+            // What a build leaves beside the sources is not part of the template.
+            if entry.file_name() != "__pycache__" && entry.file_name() != "target" {
+                copy(&entry.path(), &target, name, lang)?;
+            }
             continue;
         }
-        let text = std::fs::read_to_string(entry.path())?;
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
         let text = text
             .replace(&format!("plugin = \"templates/{lang}\""), &format!("plugin = \"{name}\""))
             .replace("my-plugin:plugin", &format!("{}:plugin", name.replace('_', "-")))

@@ -36,9 +36,9 @@ fn bad_config_names_file_and_line() {
     assert!(!ok);
     assert!(err.contains("config/limits:3: unknown limit `max_mesage_size`"), "{err}");
 
-    let (ok, err) = start_with(&[("plugins", "rcpt_ok\nspamassassin\n")]);
+    let (ok, err) = start_with(&[("plugins", "rcpt_ok\nspamfilter\n")]);
     assert!(!ok);
-    assert!(err.contains("config/plugins:2: no component for plugin `spamassassin`"), "{err}");
+    assert!(err.contains("config/plugins:2: no component for plugin `spamfilter`"), "{err}");
 
     let (ok, err) =
         start_with(&[("plugins", "rcpt_ok\n$include plugins.d\n"), ("plugins.d/10_queue", "\nqueue/../maildir\n")]);

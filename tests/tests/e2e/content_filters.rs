@@ -259,7 +259,7 @@ fn rspamd_actions_are_applied() {
     let rspamd = Rspamd::start();
     let server = with_filter("rspamd", "score_header 1", &rspamd.upstream_line("rspamd", ""), "rspamd");
     let r = send(&server, &message(TEST_SPAM));
-    assert_eq!((r.code, r.text().as_str()), (550, "5.7.1 Spam message rejected"), "{}", server.log());
+    assert_eq!((r.code, r.text().as_str()), (552, "5.7.1 Spam message rejected"), "{}", server.log());
     let r = send(&server, &message(TEST_GREY));
     assert_eq!((r.code, r.text().as_str()), (452, "4.7.1 Greylisted, please try again later"));
     assert!(server.delivered().is_empty());

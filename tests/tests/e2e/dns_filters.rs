@@ -147,9 +147,11 @@ fn dnsbl_custom_message_allowlist_and_reject_types() {
 }
 
 #[test]
-fn dnsbl_without_the_grant_is_refused_and_mail_flows() {
+fn dnsbl_outside_its_grant_is_refused_and_mail_flows() {
     let dns = dns_server("");
-    let s = start("dnsbl", "", dns.addr(), &[("dnsbl_zones", "bl.test\n")]);
+    // Granted a zone other than its list's (with no DNS grant at all it would not start:
+    // `vetting.rs`): its lookups are refused, it counts the list as not listing.
+    let s = start("dnsbl", "dnsbl dns other.test", dns.addr(), &[("dnsbl_zones", "bl.test\n")]);
     let mut c = s.greeted_from(client(2));
     c.envelope("a@good.test", &["b@example.com"]);
     let log = s.log();
@@ -227,7 +229,7 @@ fn resolvable_fromhost_defers_when_dns_fails() {
 #[test]
 fn helo_checks_by_policy() {
     let dns = dns_server("");
-    let s = start("helo", "", dns.addr(), &[("badhelo", "aol.com\n")]);
+    let s = start("helo", "helo dns any", dns.addr(), &[("badhelo", "aol.com\n")]);
     let mut c = s.greeted_from(client(3));
     assert_eq!(c.cmd("EHLO AOL.com", 550).text(), "I do not believe you are AOL.com.");
     assert!(c.is_closed(), "reject_type disconnect is the default");

@@ -327,7 +327,7 @@ fn noop_counter_disconnects_after_consecutive_noops() {
     c.cmd("NOOP", 250);
     c.cmd("NOOP", 250);
     let r = c.cmd("NOOP", 500);
-    assert_eq!(r.text(), "Stop wasting my time, too many consecutive NOOPs");
+    assert!(r.text().ends_with("Stop wasting my time, too many consecutive NOOPs"), "{}", r.text());
     assert!(c.is_closed());
     let s = TestServer::start_with_chain("noop_counter 5\nrcpt_ok", &[]);
     let mut c = s.greeted();

@@ -81,7 +81,7 @@ fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_at_start_up() {
     let _ = server_binary();
     for (chain, sandbox, said) in [
         (
-            "dnsbl zones zen.test\nrcpt_ok\n",
+            "dnsbl\nrcpt_ok\n",
             "rcpt_ok rights accept-recipient\n",
             "plugin `dnsbl` imports wasmtpd:plugin/dns@0.1.0, which needs a grant it does not have",
         ),
@@ -100,10 +100,7 @@ fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_at_start_up() {
     let dir = TempDir::new("granted");
     let s = start(
         &dir,
-        &[
-            ("plugins", "dnsbl zones zen.test\nrcpt_ok\n"),
-            ("sandbox", "rcpt_ok rights accept-recipient\ndnsbl dns any\n"),
-        ],
+        &[("plugins", "dnsbl\nrcpt_ok\n"), ("sandbox", "rcpt_ok rights accept-recipient\ndnsbl dns any\n")],
         &plugin_dir(),
         &plugin_cache(),
     );
@@ -199,7 +196,7 @@ fn plugin_inspect_shows_hash_contract_hooks_imports_and_grants() {
     let dir = TempDir::new("inspect");
     let config = dir.0.join("config");
     std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("plugins"), "dnsbl zones zen.test\n").unwrap();
+    std::fs::write(config.join("plugins"), "dnsbl\n").unwrap();
     let (ok, out, _) = inspect(&[file.to_str().unwrap(), "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(out.contains("capability, NOT granted: refused at start-up; `dnsbl dns any`"), "{out}");

@@ -209,6 +209,19 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
         self.decide(Hook::Connect, &args, &result)
     }
 
+    /// After XCLIENT named another client: `pre_connection` (where `hosts_allow` decides) and
+    /// `connect` again, on the named client's facts; the first that refuses decides.
+    async fn client_hooks_again(&mut self) -> Decision {
+        if self.shared.runner.implements(Hook::PreConnection) {
+            let result = self.run_hook(Hook::PreConnection, HookArgs::None).await;
+            let decision = self.decide(Hook::PreConnection, &HookArgs::None, &result);
+            if decision.close {
+                return decision;
+            }
+        }
+        self.connect_hook().await
+    }
+
     /// The next line: a command, or a response line of a refused AUTH exchange.
     async fn next_input(&mut self) -> Result<Input, Stop> {
         if self.refused_sasl_lines > 0 {

@@ -31,7 +31,7 @@ impl<R: HookRunner, S: ClientIo> ClientConnection<R, S> {
             login = c.auth.as_ref().map_or("-", |a| a.user.as_str()),
             "XCLIENT: the session speaks for this client now"
         );
-        let decision = self.connect_hook().await;
+        let decision = self.client_hooks_again().await;
         self.apply(decision).await
     }
 }
