@@ -1658,7 +1658,7 @@ a unix /x
                 "a unix /x max-connections 0
 ",
                 1,
-                "at least 1",
+                "below the minimum of 1",
             ),
             (
                 "upstreams",
