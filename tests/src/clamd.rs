@@ -42,13 +42,7 @@ impl Clamd {
     }
 
     fn stopped(port: u16) -> Clamd {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wasmtpd-clamd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = crate::daemon::scratch_dir("clamd");
         std::fs::create_dir_all(dir.join("db")).unwrap();
         let hex: String = TEST_VIRUS.bytes().map(|b| format!("{b:02x}")).collect();
         std::fs::write(dir.join("db/wasmtpd.ndb"), format!("Wasmtpd.Test.Sig-1:0:*:{hex}\n")).unwrap();

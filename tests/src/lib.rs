@@ -13,6 +13,7 @@
 //!   directory, XCLIENT allowed, its log in a file); [`dovecot`]: a private Dovecot LMTP.
 
 pub mod clamd;
+pub mod daemon;
 pub mod dkim;
 pub mod dns;
 pub mod dovecot;

@@ -5,10 +5,9 @@
 //! one takes a minute to compile on a busy machine), the actions' thresholds, and three Lua
 //! rules for the tests' tokens. Stopped by its PID on drop.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long rspamd may take to listen after it is started.
 const START_LIMIT: Duration = Duration::from_secs(120);
@@ -62,13 +61,7 @@ impl Rspamd {
     }
 
     fn stopped(port: u16) -> Rspamd {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wasmtpd-rspamd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = crate::daemon::scratch_dir("rspamd");
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display();
         std::fs::write(dir.join("tests.lua"), RULES).unwrap();
@@ -105,16 +98,8 @@ impl Rspamd {
         let child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting rspamd");
         self.child = Some(child);
-        let started = Instant::now();
-        while started.elapsed() < START_LIMIT {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                self.child = None;
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if crate::daemon::wait_listening(&mut self.child, self.port, START_LIMIT) {
+            return true;
         }
         self.stop();
         false
@@ -131,18 +116,7 @@ impl Rspamd {
 
     /// Stops it (SIGTERM by its PID, so it ends its workers; SIGKILL after 5 s) and waits.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(5) {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::daemon::terminate(self.child.take());
     }
 }
 

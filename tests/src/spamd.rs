@@ -5,10 +5,9 @@
 //! preferences): one rule scoring [`TEST_SPAM`] 20 against a threshold of 5. Stopped by its PID
 //! on drop (its children, the preforked scanners, go with it: spamd ends them on SIGTERM).
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long spamd may take to listen after it is started (Perl compiles its rules first).
 const START_LIMIT: Duration = Duration::from_secs(90);
@@ -51,13 +50,7 @@ impl Spamd {
     }
 
     fn stopped(port: u16) -> Spamd {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wasmtpd-spamd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = crate::daemon::scratch_dir("spamd");
         for sub in ["rules", "site"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -95,16 +88,8 @@ impl Spamd {
             .spawn()
             .expect("starting spamd");
         self.child = Some(child);
-        let started = Instant::now();
-        while started.elapsed() < START_LIMIT {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                self.child = None;
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if crate::daemon::wait_listening(&mut self.child, self.port, START_LIMIT) {
+            return true;
         }
         self.stop();
         false
@@ -121,18 +106,7 @@ impl Spamd {
 
     /// Stops it (SIGTERM by its PID, so it ends its children; SIGKILL after 5 s) and waits.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(5) {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::daemon::terminate(self.child.take());
     }
 }
 
