@@ -106,7 +106,7 @@ pub fn check(line: &PluginLine) -> Result<(), String> {
     let Some((_, form)) = KNOWN.iter().find(|(name, _)| *name == line.name) else { return Ok(()) };
     let args = &line.args;
     let pairs = |known: &[&str]| -> Result<(), String> {
-        if args.len() % 2 != 0 {
+        if !args.len().is_multiple_of(2) {
             let last = args.last().map(String::as_str).unwrap_or_default();
             return Err(format!("plugin `{}`: option `{last}` has no value", line.name));
         }

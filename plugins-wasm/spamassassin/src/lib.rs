@@ -239,11 +239,11 @@ impl Plugin for SpamAssassin {
             if v.spam { "yes" } else { "no" }
         );
         let _ = host::set_transaction_note(NOTE, Some(&note));
-        if let Some(t) = number(&options, "reject_threshold") {
-            if v.score >= t {
-                wasmtpd_plugin::info(format!("fail, spam: {note} (reject_threshold {t})"));
-                return HookResult::deny("Spam score exceeded threshold").with_enhanced_code("5.7.1");
-            }
+        if let Some(t) = number(&options, "reject_threshold")
+            && v.score >= t
+        {
+            wasmtpd_plugin::info(format!("fail, spam: {note} (reject_threshold {t})"));
+            return HookResult::deny("Spam score exceeded threshold").with_enhanced_code("5.7.1");
         }
         let _ = host::add_header("X-Spam-Status", &status);
         if v.spam {
@@ -254,18 +254,18 @@ impl Plugin for SpamAssassin {
                 let _ = host::add_header("X-Spam-Level", value);
             }
         }
-        if let Some(t) = number(&options, "munge_subject_threshold") {
-            if v.score >= t {
-                let prefix = options.get("subject_prefix").unwrap_or("*** SPAM ***");
-                let subject = host::headers()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("Subject"))
-                    .map(|h| h.value)
-                    .unwrap_or_default();
-                let _ = host::remove_header("Subject");
-                let _ = host::add_header("Subject", format!("{prefix} {subject}").trim());
-            }
+        if let Some(t) = number(&options, "munge_subject_threshold")
+            && v.score >= t
+        {
+            let prefix = options.get("subject_prefix").unwrap_or("*** SPAM ***");
+            let subject = host::headers()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|h| h.name.eq_ignore_ascii_case("Subject"))
+                .map(|h| h.value)
+                .unwrap_or_default();
+            let _ = host::remove_header("Subject");
+            let _ = host::add_header("Subject", format!("{prefix} {subject}").trim());
         }
         wasmtpd_plugin::info(format!("pass, {note}"));
         HookResult::declined()

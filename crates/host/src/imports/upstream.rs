@@ -218,10 +218,10 @@ impl PluginState {
             let i = self.upstream_use.open.len() - 1;
             let conn = &mut self.upstream_use.open[i].1;
             let mut sent = conn.write_all(&head, deadline).await;
-            if sent.is_ok() {
-                if let HttpBody::Bytes(b) = &request.body {
-                    sent = conn.write_all(b, deadline).await;
-                }
+            if sent.is_ok()
+                && let HttpBody::Bytes(b) = &request.body
+            {
+                sent = conn.write_all(b, deadline).await;
             }
             let sent = match (sent, &request.body) {
                 (Ok(()), HttpBody::Message) => {
