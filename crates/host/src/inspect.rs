@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use wasmparser::{Parser, Payload};
 
-use crate::sandbox::{Capability, PACKAGE, SandboxSettings, capability};
+use crate::sandbox::{Capability, PACKAGE, SandboxSettings, capability, interface_of};
 
 /// A component, as its file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +33,6 @@ impl Inspection {
     pub fn hooks(&self) -> Vec<&str> {
         self.exports.iter().filter_map(|e| interface_of(e)).collect()
     }
-}
-
-/// `wasmtpd:plugin/rcpt@0.1.0` → `rcpt`; another package's name → `None`.
-fn interface_of(name: &str) -> Option<&str> {
-    name.strip_prefix(PACKAGE)?.strip_prefix('/')?.split('@').next()
 }
 
 /// Reads `bytes` as a component. A core module or a file that is not wasm is an error.

@@ -54,7 +54,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<PluginState>> {
 /// digits, lower case), and the hash of `bytes` in the same form.
 pub fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
-    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256:{}", cache::hex(&digest))
 }
 
 /// The one place with `unsafe` in the project: loading machine code we compiled ourselves.
@@ -79,7 +79,7 @@ pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path, pin: Optio
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
     let key = Sha256::new().chain_update(&bytes).chain_update(engine_hash.finish().to_le_bytes()).finalize();
-    let key: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let key = cache::hex(&key[..16]);
     let cached = cache_dir.join(format!("{key}.cwasm"));
     let checksum = cache_dir.join(format!("{key}.cwasm.sha256"));
     if let Some(precompiled) = cache::read_entry(&cached, &checksum) {
@@ -167,7 +167,8 @@ pub mod cache {
         Ok(())
     }
 
-    fn hex(digest: &[u8]) -> String {
+    /// Bytes in lower-case hex, as names and hashes are written here.
+    pub(super) fn hex(digest: &[u8]) -> String {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 

@@ -15,8 +15,6 @@ use wasmtpd::authentication::Authenticator;
 use wasmtpd::config::{Config, ConfigSource};
 use wasmtpd::spool::Spool;
 use wasmtpd::tls::Tls;
-use wasmtpd_host::resolver::Resolver;
-use wasmtpd_host::sandbox::DnsGrant;
 
 // mimalloc: the server allocates and frees small objects at a high rate (replies, plugin
 // stores); against glibc's malloc it gave about a quarter more messages per second (one
@@ -159,29 +157,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         spool_dir: spool.dir(),
         cache_dir: &cache_dir,
     };
-    // The resolver is made only when something will ask it: a plugin granted DNS, or a check.
-    let wants_dns = config.checks.any() || config.plugins.iter().any(|p| p.sandbox.dns != DnsGrant::Nothing);
-    let resolver = match wants_dns {
-        false => None,
-        true => Some(
-            Resolver::new(&config.resolver)
-                .map_err(|e| anyhow::anyhow!("configuration error: {}: {e}", config.source.display("resolver")))?,
-        ),
-    };
-    // Only the stores some plugin is granted are opened (an embedded one makes its file).
-    let granted: Vec<_> = config
-        .stores
-        .iter()
-        .filter(|s| config.plugins.iter().any(|p| p.sandbox.stores.iter().any(|g| g.store == s.name)))
-        .cloned()
-        .collect();
-    let stores = wasmtpd_host::store::open(&granted, &args.state_dir)
-        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
-        .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
-    let upstreams = wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&args.state_dir))
-        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let services = wasmtpd_host::Services { resolver: resolver.clone(), stores, downstreams, upstreams };
+    let services = wasmtpd::plugins::services(&config, &args.state_dir)?;
+    let resolver = services.resolver.clone();
     let runner = wasmtpd::plugins::load(&config, &dirs, &services)?;
     let authenticator = match (&resolver, config.checks.any()) {
         (Some(r), true) => Some(Authenticator::new(config.checks, r, &config.me)),

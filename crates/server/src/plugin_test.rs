@@ -244,22 +244,7 @@ pub fn run(
         cache_dir: cache,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let resolver = match config.plugins.iter().any(|p| p.sandbox.dns != wasmtpd_host::sandbox::DnsGrant::Nothing) {
-        true => Some(wasmtpd_host::resolver::Resolver::new(&config.resolver).map_err(anyhow::Error::msg)?),
-        false => None,
-    };
-    let granted: Vec<_> = config
-        .stores
-        .iter()
-        .filter(|s| config.plugins.iter().any(|p| p.sandbox.stores.iter().any(|g| g.store == s.name)))
-        .cloned()
-        .collect();
-    let stores = runtime.block_on(async { wasmtpd_host::store::open(&granted, &state) }).map_err(anyhow::Error::msg)?;
-    let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
-        .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
-    let upstreams =
-        wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(&state)).map_err(anyhow::Error::msg)?;
-    let services = wasmtpd_host::Services { resolver, stores, downstreams, upstreams };
+    let services = runtime.block_on(async { crate::plugins::services(&config, &state) })?;
     let host = runtime.block_on(async { crate::plugins::load(&config, &dirs, &services) })?;
     let out = Arc::new(Mutex::new(String::new()));
     let last = Arc::new(Mutex::new(BTreeMap::new()));

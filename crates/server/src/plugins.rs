@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use wasmtpd_host::PluginHost;
 use wasmtpd_host::plugin::PluginSpec;
-use wasmtpd_host::sandbox::{self, PoolTooLarge, ReservedDirs};
+use wasmtpd_host::resolver::Resolver;
+use wasmtpd_host::sandbox::{self, DnsGrant, PoolTooLarge, ReservedDirs};
 
 use crate::config::{Config, ConfigError, ConfigSource};
 
@@ -70,6 +71,34 @@ pub struct Dirs<'a> {
     pub spool_dir: &'a Path,
     /// Precompiled components.
     pub cache_dir: &'a Path,
+}
+
+/// What the plugins' capabilities reach, set up from the configuration: the resolver (made only
+/// when something will ask it: a plugin granted DNS, or a check of `authentication`), the
+/// stores some plugin is granted (an embedded one makes its file under `state_dir`), the
+/// downstreams and the upstreams. Errors are configuration errors.
+pub fn services(config: &Config, state_dir: &Path) -> anyhow::Result<wasmtpd_host::Services> {
+    let wants_dns = config.checks.any() || config.plugins.iter().any(|p| p.sandbox.dns != DnsGrant::Nothing);
+    let resolver = match wants_dns {
+        false => None,
+        true => Some(
+            Resolver::new(&config.resolver)
+                .map_err(|e| anyhow::anyhow!("configuration error: {}: {e}", config.source.display("resolver")))?,
+        ),
+    };
+    let granted: Vec<_> = config
+        .stores
+        .iter()
+        .filter(|s| config.plugins.iter().any(|p| p.sandbox.stores.iter().any(|g| g.store == s.name)))
+        .cloned()
+        .collect();
+    let stores =
+        wasmtpd_host::store::open(&granted, state_dir).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let downstreams = wasmtpd_host::downstream::Downstreams::new(config.downstreams.clone(), &config.me)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e:#}"))?;
+    let upstreams = wasmtpd_host::upstream::open(&config.upstreams, config.base_dir(state_dir))
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    Ok(wasmtpd_host::Services { resolver, stores, downstreams, upstreams })
 }
 
 /// Loads the chain: compiles (or loads precompiled) every component, with an instance pool for

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -19,9 +19,17 @@ struct Started {
     stderr: String,
 }
 
+/// A server started on a plugin directory and cache of the test's own: its process, and its
+/// address if it came to listen (a start-up that fails closes stdout first).
+struct Spawned {
+    child: Child,
+    addr: Option<String>,
+    stderr_path: PathBuf,
+}
+
 /// Starts the server on `files` as its config, `plugins` as its plugin directory and `cache`
-/// as its plugin cache; a server that listens is asked to stop (SIGTERM) and waited for.
-fn start(dir: &TempDir, files: &[(&str, &str)], plugins: &Path, cache: &Path) -> Started {
+/// as its plugin cache, and reads the line that says where it listens.
+fn spawn(dir: &TempDir, files: &[(&str, &str)], plugins: &Path, cache: &Path) -> Spawned {
     let config = dir.0.join("config");
     for (name, text) in files {
         let p = config.join(name);
@@ -45,9 +53,15 @@ fn start(dir: &TempDir, files: &[(&str, &str)], plugins: &Path, cache: &Path) ->
         .spawn()
         .unwrap();
     let mut line = String::new();
-    // The first line on stdout is the listening address; a start-up that fails closes stdout.
     let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    let listening = line.starts_with("wasmtpd listening on ");
+    let addr = line.trim().strip_prefix("wasmtpd listening on ").map(str::to_string);
+    Spawned { child, addr, stderr_path }
+}
+
+/// As [`spawn`]; a server that listens is asked to stop (SIGTERM) and waited for.
+fn start(dir: &TempDir, files: &[(&str, &str)], plugins: &Path, cache: &Path) -> Started {
+    let Spawned { mut child, addr, stderr_path } = spawn(dir, files, plugins, cache);
+    let listening = addr.is_some();
     if listening {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     }
@@ -174,10 +188,15 @@ fn a_damaged_or_foreign_cache_entry_is_compiled_again() {
     assert!(s.stderr.contains("compiled plugin"), "{}", s.stderr);
 }
 
-/// `wasmtpd plugin inspect ARGS`: (exit status success, stdout, stderr).
-fn inspect(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(server_binary()).args(["plugin", "inspect"]).args(args).output().unwrap();
+/// What a `wasmtpd` command did: (exit status success, stdout, stderr).
+fn outcome(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// `wasmtpd plugin inspect ARGS`.
+fn inspect(args: &[&str]) -> (bool, String, String) {
+    outcome(Command::new(server_binary()).args(["plugin", "inspect"]).args(args))
 }
 
 #[test]
@@ -242,39 +261,16 @@ fn a_plugin_built_against_the_first_contract_still_loads_and_works() {
     let plugins = plugin_copies(&dir, &["rcpt_ok", "queue/discard"]);
     let fixture = repo_root().join("tests/fixtures/contract-0.1.0/rcpt_blocklist.wasm");
     std::fs::copy(&fixture, plugins.join("rcpt_blocklist.wasm")).unwrap();
-    let files: Vec<(String, String)> = [
+    let files = [
         ("me", "mx.test"),
         ("rcpthosts", "example.com\n"),
         ("plugins", "rcpt_blocklist mallory\nrcpt_ok\nqueue/discard\n"),
         ("sandbox", "rcpt_ok rights accept-recipient\nqueue/discard rights queue\n"),
-    ]
-    .iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    let config = dir.0.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    for (name, text) in &files {
-        std::fs::write(config.join(name), text).unwrap();
-    }
-    let mut child = Command::new(server_binary())
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.0.join("state"))
-        .arg("--plugin-dir")
-        .arg(&plugins)
-        .arg("--plugin-cache")
-        .arg(plugin_cache())
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.0.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("wasmtpd listening on ").unwrap_or_else(|| {
+    ];
+    let Spawned { mut child, addr, stderr_path } = spawn(&dir, &files, &plugins, &plugin_cache());
+    let addr = addr.unwrap_or_else(|| {
         let _ = child.kill();
-        panic!("did not start: {}", std::fs::read_to_string(dir.0.join("stderr.log")).unwrap_or_default())
+        panic!("did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default())
     });
     let mut c = Client::connect(addr.parse().unwrap());
     c.expect(220);
@@ -287,10 +283,9 @@ fn a_plugin_built_against_the_first_contract_still_loads_and_works() {
     let _ = child.wait();
 }
 
-/// `wasmtpd plugin test ARGS`: (exit status success, stdout, stderr).
+/// `wasmtpd plugin test ARGS`.
 fn plugin_test(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(server_binary()).args(["plugin", "test"]).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    outcome(Command::new(server_binary()).args(["plugin", "test"]).args(args))
 }
 
 #[test]
@@ -339,24 +334,17 @@ fn plugin_test_fails_when_an_expectation_does_not_hold() {
         "EHLO c.test\nMAIL FROM:<a@c.test>\nRCPT TO:<carol@example.com>\nexpect 250\nexpect rcpt ok\n",
     )
     .unwrap();
-    let (ok, out, err) = Command::new(server_binary())
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .arg("--config")
-        .arg(&config)
-        .args(["plugin", "test", "--plugins"])
-        .arg(&chain)
-        .arg("--session")
-        .arg(&session)
-        .output()
-        .map(|o| {
-            (
-                o.status.success(),
-                String::from_utf8_lossy(&o.stdout).to_string(),
-                String::from_utf8_lossy(&o.stderr).to_string(),
-            )
-        })
-        .unwrap();
+    let (ok, out, err) = outcome(
+        Command::new(server_binary())
+            .arg("--plugin-dir")
+            .arg(plugin_dir())
+            .arg("--config")
+            .arg(&config)
+            .args(["plugin", "test", "--plugins"])
+            .arg(&chain)
+            .arg("--session")
+            .arg(&session),
+    );
     assert!(ok, "{out}\n{err}");
     assert!(out.lines().any(|l| l.contains("hook rcpt") && l.contains("OK by rcpt_ok")), "{out}");
 }

@@ -68,10 +68,15 @@ pub struct UngrantedImport {
     pub line: String,
 }
 
+/// The interface of ours a name is, without package and version: `wasmtpd:plugin/dns@0.1.0`
+/// is `dns`; another package's name is `None`.
+pub fn interface_of(name: &str) -> Option<&str> {
+    name.strip_prefix(PACKAGE)?.strip_prefix('/')?.split('@').next()
+}
+
 /// The capability an import name is, if it is one: `wasmtpd:plugin/dns@0.1.0` is `dns`.
 pub fn capability(import: &str) -> Option<&'static Capability> {
-    let rest = import.strip_prefix(PACKAGE)?.strip_prefix('/')?;
-    let interface = rest.split('@').next()?;
+    let interface = interface_of(import)?;
     CAPABILITIES.iter().find(|c| c.interface == interface)
 }
 

@@ -43,7 +43,7 @@ mod grants;
 mod limits;
 mod wasi;
 
-pub use capabilities::{CAPABILITIES, Capability, PACKAGE, UngrantedImport, capability, check_imports};
+pub use capabilities::{CAPABILITIES, Capability, PACKAGE, UngrantedImport, capability, check_imports, interface_of};
 pub use engine::{ChainNeeds, EPOCH_TICK, PoolTooLarge, engine, pool, start_epoch_ticker};
 pub use grants::{
     DirGrant, DnsGrant, DownstreamGrant, GrantRefused, Origin, ReservedDirs, Right, Rights, StoreGrant, UpstreamGrant,
